@@ -1,0 +1,123 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// One set of compiler settings for every target (see CONVENTIONS.md, "Shape").
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "farm",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "farm", targets: ["farm"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CFFmpeg",
+            path: "Sources/CFFmpeg",
+            pkgConfig: "libavformat",
+            providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev", "libswscale-dev"])]
+        ),
+        .systemLibrary(
+            name: "CVAAPI",
+            path: "Sources/CVAAPI",
+            pkgConfig: "libva-drm",
+            providers: [.apt(["libva-dev"])]
+        ),
+        .target(
+            name: "FarmMedia",
+            dependencies: ["CFFmpeg"],
+            path: "Sources/Media",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FarmHWEncode",
+            dependencies: ["FarmMedia", "CFFmpeg", "CVAAPI"],
+            path: "Sources/HWEncode",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FarmProtocol",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Sources/Protocol",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FarmCoordinator",
+            dependencies: [
+                "FarmProtocol", "FarmMedia", "FarmHWEncode",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Sources/Coordinator",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FarmNode",
+            dependencies: [
+                "FarmProtocol", "FarmMedia", "FarmHWEncode",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/RenderNode",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "farm",
+            dependencies: [
+                "FarmCoordinator", "FarmNode", "FarmHWEncode", "FarmMedia", "FarmProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Sources/farm",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProtocolTests",
+            dependencies: [
+                "FarmProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Tests/ProtocolTests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "MediaTests",
+            dependencies: ["FarmMedia", "FarmHWEncode"],
+            path: "Tests/MediaTests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CoordinatorTests",
+            dependencies: ["FarmCoordinator", "FarmMedia", "FarmProtocol"],
+            path: "Tests/CoordinatorTests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["FarmMedia"],
+            path: "Tests/IntegrationTests",
+            swiftSettings: swiftSettings
+        ),
+    ]
+)
