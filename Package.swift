@@ -91,6 +91,11 @@ let package = Package(
             path: "Sources/farm",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "FarmTestSupport",
+            path: "Tests/Support",
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
         .testTarget(
             name: "ProtocolTests",
             dependencies: [
@@ -103,19 +108,19 @@ let package = Package(
         ),
         .testTarget(
             name: "MediaTests",
-            dependencies: ["FarmMedia", "FarmHWEncode"],
+            dependencies: ["FarmMedia", "FarmHWEncode", "FarmTestSupport"],
             path: "Tests/MediaTests",
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CoordinatorTests",
-            dependencies: ["FarmCoordinator", "FarmMedia", "FarmProtocol"],
+            dependencies: ["FarmCoordinator", "FarmMedia", "FarmProtocol", "FarmTestSupport"],
             path: "Tests/CoordinatorTests",
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["FarmMedia"],
+            dependencies: ["FarmMedia", "FarmTestSupport"],
             path: "Tests/IntegrationTests",
             swiftSettings: swiftSettings
         ),

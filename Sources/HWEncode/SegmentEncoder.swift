@@ -1,0 +1,133 @@
+internal import CFFmpeg
+public import FarmMedia
+
+/// One segment to encode: a packet file of source packets in, a packet file of encoded packets out.
+public struct SegmentEncodeRequest: Sendable {
+    public var input: String
+    public var output: String
+    public var config: EncoderConfig
+    /// Frames presented before `startPTS` or at/after `endPTS` belong to other segments; nil = unbounded.
+    public var startPTS: Int64?
+    public var endPTS: Int64?
+    /// The frame count the coordinator expects from its index; nil skips the check.
+    public var expectedFrames: Int?
+    public var decoderThreads: Int
+
+    public init(
+        input: String, output: String, config: EncoderConfig, startPTS: Int64?, endPTS: Int64?, expectedFrames: Int?,
+        decoderThreads: Int = 1
+    ) {
+        self.input = input
+        self.output = output
+        self.config = config
+        self.startPTS = startPTS
+        self.endPTS = endPTS
+        self.expectedFrames = expectedFrames
+        self.decoderThreads = decoderThreads
+    }
+}
+
+/// What an encoded segment holds and what it cost.
+public struct SegmentEncodeReport: Sendable {
+    public var frames: Int
+    public var encoder: String
+    public var firstPTS: Int64
+    public var lastPTS: Int64
+    public var decodeSeconds: Double
+    public var encodeSeconds: Double
+    public var verifySeconds: Double
+    public var outputBytes: Int64
+    public var parameters: CodecParameters
+}
+
+/// Decodes a segment, keeps exactly the frames it owns with their source timestamps, encodes them
+/// with a fresh encoder (so the segment opens on an IDR picture, closed GOPs), writes the packets,
+/// then decodes its own output to prove it decodes and holds the same frame times.
+public enum SegmentEncoder {
+    public static func encode(
+        _ request: SegmentEncodeRequest, progress: (Int) -> Void = { _ in }, isCancelled: () -> Bool = { false }
+    ) throws -> SegmentEncodeReport {
+        let clock = ContinuousClock()
+        let reader = try PacketFileReader(path: request.input)
+        guard reader.header.parameters.isVideo else {
+            throw MediaError(.invalidInput, "\(request.input): segment does not hold video")
+        }
+        let encoder = try VideoEncoder(config: request.config)
+        let converter = FrameConverter(
+            width: request.config.width, height: request.config.height, pixelFormat: request.config.pixelFormat)
+        let header = PacketStreamHeader(
+            parameters: try encoder.parameters, timeBase: request.config.timeBase, frameRate: request.config.frameRate)
+        let writer = try PacketFileWriter(path: request.output, header: header)
+        let packet = Packet()
+        var inputTimes: [Int64] = []
+        var encodeTime = Duration.zero
+        var packets = 0
+        let start = clock.now
+
+        func drain() throws {
+            while try encoder.receive(into: packet) {
+                try writer.write(packet)
+                packets += 1
+            }
+        }
+
+        try decodeAll(reader, threads: request.decoderThreads, isCancelled: isCancelled) { frame in
+            let pts = frame.pointee.best_effort_timestamp
+            guard pts != noTimestamp else {
+                throw MediaError(.unsupported, "\(request.input): a decoded frame has no timestamp")
+            }
+            if let s = request.startPTS, pts < s { return }
+            if let e = request.endPTS, pts >= e { return }
+            if let last = inputTimes.last, pts <= last {
+                throw MediaError(.invalidInput, "\(request.input): frame time \(pts) does not increase after \(last)")
+            }
+            inputTimes.append(pts)
+            let t0 = clock.now
+            let converted = try converter.convert(frame)
+            converted.pointee.pts = pts
+            converted.pointee.pict_type = AV_PICTURE_TYPE_NONE
+            try encoder.send(converted)
+            try drain()
+            encodeTime += clock.now - t0
+            if inputTimes.count % 16 == 0 { progress(inputTimes.count) }
+        }
+        let t0 = clock.now
+        try encoder.send(nil)
+        try drain()
+        encodeTime += clock.now - t0
+        try writer.close()
+        let total = clock.now - start
+        progress(inputTimes.count)
+
+        if let expected = request.expectedFrames, expected != inputTimes.count {
+            throw MediaError(
+                .mismatch, "\(request.input): decoded \(inputTimes.count) frames of this segment, expected \(expected)")
+        }
+        guard !inputTimes.isEmpty else { throw MediaError(.invalidInput, "\(request.input): segment has no frames") }
+        guard packets == inputTimes.count else {
+            throw MediaError(
+                .mismatch, "\(request.config.encoder) produced \(packets) packets for \(inputTimes.count) frames")
+        }
+
+        // Decode what was written: it must decode and hold exactly the frame times that went in.
+        let verifyStart = clock.now
+        var index = 0
+        try decodeAll(try PacketFileReader(path: request.output), threads: request.decoderThreads, isCancelled: isCancelled) { frame in
+            let pts = frame.pointee.best_effort_timestamp
+            guard index < inputTimes.count, pts == inputTimes[index] else {
+                throw MediaError(
+                    .verificationFailed,
+                    "encoded segment frame \(index) has time \(pts), expected \(index < inputTimes.count ? String(inputTimes[index]) : "none")")
+            }
+            index += 1
+        }
+        guard index == inputTimes.count else {
+            throw MediaError(.verificationFailed, "encoded segment decodes to \(index) frames, \(inputTimes.count) went in")
+        }
+        return SegmentEncodeReport(
+            frames: inputTimes.count, encoder: request.config.encoder, firstPTS: inputTimes.first!,
+            lastPTS: inputTimes.last!, decodeSeconds: (total - encodeTime).seconds, encodeSeconds: encodeTime.seconds,
+            verifySeconds: (clock.now - verifyStart).seconds, outputBytes: writer.bytesWritten,
+            parameters: header.parameters)
+    }
+}

@@ -1,0 +1,74 @@
+import FarmHWEncode
+import FarmMedia
+import FarmTestSupport
+import Foundation
+import Testing
+
+/// The media path without the network: index, split at keyframes, encode each segment, join, verify.
+@Suite struct PipelineTests {
+    init() { MediaLog.quiet() }
+
+    /// Runs every segment through the node's encoder and joins them; returns the output path.
+    func render(source: String, codec: VideoCodec, keyframesPerSegment: Int, output: String) throws -> (SourceIndex, AssemblyReport) {
+        let dir = (output as NSString).deletingLastPathComponent
+        let index = try SourceIndex.scan(path: source)
+        var cuts = Array(stride(from: 0, to: index.keyframes.count, by: keyframesPerSegment))
+        cuts.append(index.keyframes.count)
+        let payloads = (0..<cuts.count - 1).map { i in
+            SegmentPayload(
+                index: i, packets: index.payloadPackets(startKeyframe: cuts[i], endKeyframe: cuts[i + 1]),
+                path: "\(dir)/seg\(i).pkt")
+        }
+        try SegmentSplitter.split(path: source, index: index, payloads: payloads, observer: { _ in nil }, written: { _, _ in })
+        let config = try EncoderCatalog.configuration(
+            for: index, codec: codec, encoder: EncoderCatalog.softwareEncoder(for: codec)!, crf: nil, preset: "ultrafast",
+            threads: 1)
+        var encoded: [String] = []
+        for i in 0..<cuts.count - 1 {
+            let request = SegmentEncodeRequest(
+                input: payloads[i].path, output: "\(dir)/enc\(i).pkt", config: config,
+                startPTS: i == 0 ? nil : index.keyframes[cuts[i]].pts,
+                endPTS: cuts[i + 1] < index.keyframes.count ? index.keyframes[cuts[i + 1]].pts : nil,
+                expectedFrames: index.frames(fromKeyframe: cuts[i], toKeyframe: cuts[i + 1]))
+            let report = try SegmentEncoder.encode(request)
+            #expect(report.frames == request.expectedFrames)
+            encoded.append(request.output)
+        }
+        let report = try Assembler.assemble(
+            AssemblyRequest(
+                sourcePath: source, videoStreamIndex: index.videoStreamIndex, segmentFiles: encoded, outputPath: output,
+                container: AssemblyRequest.container(forOutput: output)))
+        _ = try OutputVerifier.verify(
+            path: output, videoStreamIndex: report.videoOutputIndex, expectedFrames: index.totalFrames,
+            expectedPackets: report.packetsPerStream)
+        return (index, report)
+    }
+
+    @Test func closedGOPWithBFramesAndAudioKeepsEveryFrameTime() throws {
+        let dir = try TestMedia.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("src.mp4").path
+        try TestMedia.makeClip(at: source, seconds: 6, videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "3"])
+        let output = dir.appendingPathComponent("out.mp4").path
+        let (index, _) = try render(source: source, codec: .h264, keyframesPerSegment: 2, output: output)
+        #expect(index.totalFrames == 150)
+        #expect(index.keyframes.allSatisfy { $0.isClean })
+        #expect(try TestMedia.frameSeconds(output) == TestMedia.frameSeconds(source))
+        #expect(try TestMedia.packetCount(output, stream: "a:0") == TestMedia.packetCount(source, stream: "a:0"))
+        try TestMedia.decodesCleanly(output)
+    }
+
+    @Test func openGOPSourceLosesNoFrameAtCuts() throws {
+        let dir = try TestMedia.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("open.mp4").path
+        try TestMedia.makeClip(
+            at: source, seconds: 6, audio: false,
+            videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "20", "-bf", "3", "-x264-params", "open-gop=1:scenecut=0"])
+        let output = dir.appendingPathComponent("out.mkv").path
+        let (index, _) = try render(source: source, codec: .h264, keyframesPerSegment: 1, output: output)
+        #expect(index.keyframes.dropFirst().contains { !$0.isClean })
+        #expect(try TestMedia.frameSeconds(output).count == TestMedia.frameSeconds(source).count)
+        try TestMedia.decodesCleanly(output)
+    }
+}
