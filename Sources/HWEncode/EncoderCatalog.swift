@@ -59,3 +59,12 @@ public enum EncoderCatalog {
             gopSize: 0, threads: threads, options: options)
     }
 }
+
+extension EncoderCatalog {
+    /// Opens the encoder once with `config` and closes it: a job whose settings no encoder takes
+    /// (an odd picture size for 4:2:0, an unknown preset) fails at once with the encoder's reason,
+    /// not after every node has tried.
+    public static func validate(_ config: EncoderConfig) throws {
+        _ = try VideoEncoder(config: config)
+    }
+}

@@ -96,3 +96,94 @@ public struct TestFailure: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
 }
+
+/// The farm executable under test and a way to run it with a time limit.
+public enum FarmBinary {
+    /// FARM_BIN when set (the Makefile sets it), else the `farm` beside the test bundle.
+    public static var path: String {
+        if let path = ProcessInfo.processInfo.environment["FARM_BIN"], !path.isEmpty { return path }
+        var url = Bundle.main.bundleURL
+        while url.path != "/" {
+            let candidate = url.appendingPathComponent("farm").path
+            if FileManager.default.isExecutableFile(atPath: candidate), !candidate.hasSuffix(".xctest/farm") {
+                return candidate
+            }
+            url.deleteLastPathComponent()
+        }
+        return ".build/debug/farm"
+    }
+
+    public struct Result {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+    }
+
+    /// Runs `farm` with the arguments; kills it after `timeout` seconds (a hang is a failure, not a stuck suite).
+    public static func run(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 120) throws -> Result {
+        try execute(path, arguments, environment: environment, timeout: timeout)
+    }
+
+    public static func execute(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let dir = FileManager.default.temporaryDirectory
+        let outURL = dir.appendingPathComponent("farm-out-\(UUID().uuidString)")
+        let errURL = dir.appendingPathComponent("farm-err-\(UUID().uuidString)")
+        FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        defer {
+            try? FileManager.default.removeItem(at: outURL)
+            try? FileManager.default.removeItem(at: errURL)
+        }
+        process.standardOutput = try FileHandle(forWritingTo: outURL)
+        process.standardError = try FileHandle(forWritingTo: errURL)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            process.terminate()
+            usleep(500_000)
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            throw TestFailure("\(executable) \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
+        }
+        process.waitUntilExit()
+        return Result(
+            status: process.terminationStatus,
+            stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+    }
+
+    /// Starts `farm` in the background (a coordinator or a node); the caller terminates it.
+    public static func start(_ arguments: [String], environment: [String: String] = [:], log: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    /// Waits until `condition` holds or `timeout` passes.
+    public static func waitUntil(timeout: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(50_000)
+        }
+        return condition()
+    }
+}

@@ -1,0 +1,34 @@
+# farm: a render farm in one Swift package.
+#   make demo   install what is missing, build, render a generated 60 s clip with 2 local nodes
+#   make test   install what is missing, build, run every test
+#   make bench  the benchmark; results in bench/results.json and a printed table
+
+SWIFT ?= swift
+BUILD_FLAGS ?=
+
+.PHONY: deps build release demo test bench format clean
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build $(BUILD_FLAGS)
+
+release: deps
+	$(SWIFT) build -c release $(BUILD_FLAGS)
+
+demo: release
+	@bash scripts/demo.sh "$$($(SWIFT) build -c release --show-bin-path)/farm"
+
+test: deps
+	$(SWIFT) build --build-tests $(BUILD_FLAGS)
+	FARM_BIN="$$($(SWIFT) build --show-bin-path)/farm" $(SWIFT) test --skip-build $(BUILD_FLAGS)
+
+bench: release
+	@python3 scripts/bench.py --farm "$$($(SWIFT) build -c release --show-bin-path)/farm"
+
+format:
+	@bash scripts/validate.sh
+
+clean:
+	rm -rf .build demo-out bench/work

@@ -1,0 +1,139 @@
+public import FarmHWEncode
+public import Logging
+
+/// How a coordinator runs.
+public struct CoordinatorConfiguration: Sendable {
+    public var nodeListenHost: String
+    public var nodeListenPort: Int
+    /// Job work files (segment packets) live in `dataDirectory/jobs/<id>`.
+    public var dataDirectory: String
+    public var joinToken: String
+    public var coordinatorID: String
+    public var heartbeatSeconds: Int
+    /// A node silent for this long loses its leases and its connection (stall detector).
+    public var leaseTimeoutSeconds: Int
+    /// A segment that fails this many times fails its job.
+    public var maxSegmentFailures: Int
+    public var logger: Logger
+
+    public init(
+        nodeListenHost: String = "127.0.0.1", nodeListenPort: Int = 7700, dataDirectory: String, joinToken: String,
+        coordinatorID: String = "coordinator", heartbeatSeconds: Int = 2, leaseTimeoutSeconds: Int = 30,
+        maxSegmentFailures: Int = 3, logger: Logger = Logger(label: "farm.coordinator")
+    ) {
+        self.nodeListenHost = nodeListenHost
+        self.nodeListenPort = nodeListenPort
+        self.dataDirectory = dataDirectory
+        self.joinToken = joinToken
+        self.coordinatorID = coordinatorID
+        self.heartbeatSeconds = heartbeatSeconds
+        self.leaseTimeoutSeconds = leaseTimeoutSeconds
+        self.maxSegmentFailures = maxSegmentFailures
+        self.logger = logger
+    }
+}
+
+/// What a user asks for: a source, an output and the encoder settings.
+public struct JobRequest: Sendable {
+    public var source: String
+    public var output: String
+    public var codec: VideoCodec
+    /// nil: the codec's default CRF.
+    public var crf: Int?
+    public var preset: String
+    /// nil: chosen from the source's length and the slots in the fleet.
+    public var segmentSeconds: Double?
+    /// The slots the job can count on when nodes are still connecting (the embedded default knows them).
+    public var expectedSlots: Int?
+    /// Keep the segment files after the job (for debugging).
+    public var keepWork: Bool
+
+    public init(
+        source: String, output: String, codec: VideoCodec = .h264, crf: Int? = nil, preset: String = "medium",
+        segmentSeconds: Double? = nil, expectedSlots: Int? = nil, keepWork: Bool = false
+    ) {
+        self.source = source
+        self.output = output
+        self.codec = codec
+        self.crf = crf
+        self.preset = preset
+        self.segmentSeconds = segmentSeconds
+        self.expectedSlots = expectedSlots
+        self.keepWork = keepWork
+    }
+}
+
+/// The states of a job.
+public enum JobState: String, Sendable, Codable {
+    case queued, running, done, failed, cancelled
+
+    public var isFinished: Bool { self == .done || self == .failed || self == .cancelled }
+}
+
+/// One segment as a status report shows it.
+public struct SegmentStatus: Sendable, Codable {
+    public var index: Int
+    public var state: String
+    public var attempts: Int
+    public var node: String?
+    public var encoder: String?
+    public var frames: Int
+}
+
+/// A job as a status report shows it.
+public struct JobStatus: Sendable, Codable {
+    public var id: String
+    public var state: JobState
+    /// indexing, splitting, encoding, assembling, verifying, publishing, finished
+    public var phase: String
+    public var source: String
+    public var output: String
+    public var progress: Double
+    public var framesDone: Int
+    public var totalFrames: Int
+    public var fps: Double
+    public var etaSeconds: Double?
+    public var error: String?
+    public var segments: [SegmentStatus]
+    public var sourceSeconds: Double
+    public var wallSeconds: Double
+    /// Encoder names by node id, as the nodes reported them.
+    public var encodersByNode: [String: String]
+    public var dropped: [String]
+}
+
+/// A connected node as a status report shows it.
+public struct NodeStatus: Sendable, Codable {
+    public var id: String
+    public var address: String
+    public var slots: Int
+    public var threads: Int
+    public var slotsInUse: Int
+    public var draining: Bool
+    public var segmentsDone: Int
+    public var secondsSinceHeartbeat: Double
+    public var capabilitiesJSON: String
+}
+
+/// An error of the coordinator: what went wrong, with which job, segment or node.
+public struct CoordinatorError: Error, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable {
+        private enum Base: Hashable, Sendable { case invalidRequest, unknownJob, jobFailed, io }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+        public static let invalidRequest = Code(.invalidRequest)
+        public static let unknownJob = Code(.unknownJob)
+        public static let jobFailed = Code(.jobFailed)
+        public static let io = Code(.io)
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

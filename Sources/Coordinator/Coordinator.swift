@@ -1,0 +1,615 @@
+public import FarmHWEncode
+public import FarmMedia
+internal import FarmProtocol
+internal import Foundation
+public import Logging
+internal import NIOCore
+internal import NIOPosix
+
+/// What a node session's writer sends: a message, a segment (assign then its bytes), or a close.
+enum Outgoing: Sendable {
+    case message(Message)
+    case segment(Assign, path: String)
+    case close(reason: String)
+}
+
+/// The control plane: plans jobs, leases their segments to node slots, collects the results and
+/// joins them. One actor owns all state; FFmpeg work runs on threads of its own (`Offload`).
+public actor Coordinator {
+    struct NodeRecord {
+        let session: UInt64
+        let nodeID: String
+        let address: String
+        let slots: Int
+        let threads: Int
+        let capabilitiesJSON: String
+        let outgoing: AsyncStream<Outgoing>.Continuation
+        var inFlight: Set<UInt64> = []
+        var draining = false
+        var lastSeen: ContinuousClock.Instant
+        var segmentsDone = 0
+    }
+
+    struct TaskRecord {
+        let taskID: UInt64
+        let jobID: String
+        let segment: Int
+        let session: UInt64
+        let nodeID: String
+        var framesDone = 0
+    }
+
+    enum SegmentState {
+        case pending
+        case ready(path: String, bytes: Int64, checksum: [UInt8])
+        case running(taskID: UInt64, path: String, bytes: Int64, checksum: [UInt8])
+        case done(path: String, frames: Int, encoder: String, nodeID: String)
+    }
+
+    struct SegmentRecord {
+        let plan: SegmentPlan
+        var state: SegmentState = .pending
+        var attempts = 0
+        var failures: [String] = []
+        var lastNode: String?
+    }
+
+    struct JobRecord {
+        let id: String
+        let request: JobRequest
+        var state: JobState = .queued
+        var phase = "queued"
+        var segments: [SegmentRecord] = []
+        var settings: EncodeSettings?
+        var parameters: CodecParameters?
+        var totalFrames = 0
+        var sourceSeconds = 0.0
+        var workDirectory: String
+        var error: String?
+        var dropped: [String] = []
+        var encodersByNode: [String: String] = [:]
+        var submitted = ContinuousClock.now
+        var encodingStarted: ContinuousClock.Instant?
+        var finished: ContinuousClock.Instant?
+        var segmentsWaiter: CheckedContinuation<Void, Never>?
+        var finishWaiters: [CheckedContinuation<JobStatus, Never>] = []
+        let cancel = CancellationFlag()
+
+        var allSegmentsDone: Bool {
+            !segments.isEmpty && segments.allSatisfy { if case .done = $0.state { true } else { false } }
+        }
+    }
+
+    let configuration: CoordinatorConfiguration
+    nonisolated let logger: Logger
+    private var nodes: [UInt64: NodeRecord] = [:]
+    private var jobs: [String: JobRecord] = [:]
+    private var jobOrder: [String] = []
+    private var tasks: [UInt64: TaskRecord] = [:]
+    private var nextTaskID: UInt64 = 1
+    private var nextSessionID: UInt64 = 1
+    private var nextJobNumber = 1
+    private let jobStream: AsyncStream<String>
+    private let jobContinuation: AsyncStream<String>.Continuation
+
+    public init(configuration: CoordinatorConfiguration) {
+        self.configuration = configuration
+        self.logger = configuration.logger
+        (jobStream, jobContinuation) = AsyncStream<String>.makeStream()
+    }
+
+    // MARK: - Running
+
+    /// Binds the node port; `port` of the result is the one bound (useful with port 0).
+    public nonisolated func bind() async throws -> NodeListener {
+        try await NodeListener.bind(host: configuration.nodeListenHost, port: configuration.nodeListenPort)
+    }
+
+    /// Serves nodes and runs jobs until the task is cancelled.
+    public func run(_ listener: NodeListener) async throws {
+        try FileManager.default.createDirectory(
+            atPath: configuration.dataDirectory + "/jobs", withIntermediateDirectories: true)
+        logger.info(
+            "coordinator listening for nodes",
+            metadata: ["address": "\(configuration.nodeListenHost):\(listener.port)"])
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                await withDiscardingTaskGroup { jobs in
+                    for await id in self.jobStream {
+                        jobs.addTask { await self.runJob(id) }
+                    }
+                }
+            }
+            group.addTask { try await self.serveNodes(listener) }
+            group.addTask { await self.watchLeases() }
+        }
+    }
+
+    private nonisolated func serveNodes(_ listener: NodeListener) async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            try await listener.channel.executeThenClose { inbound in
+                for try await connection in inbound {
+                    group.addTask { await NodeSession(coordinator: self, connection: connection).run() }
+                }
+            }
+        }
+    }
+
+    /// Every second: a node whose heartbeat is older than the lease timeout loses its connection,
+    /// and with it its leases.
+    private func watchLeases() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            let now = ContinuousClock.now
+            for node in nodes.values where now - node.lastSeen > .seconds(configuration.leaseTimeoutSeconds) {
+                logger.warning("node stalled: no heartbeat, closing it", metadata: ["node": "\(node.nodeID)"])
+                node.outgoing.yield(.close(reason: "no heartbeat for \(configuration.leaseTimeoutSeconds) s"))
+            }
+        }
+    }
+
+    // MARK: - Jobs
+
+    /// Queues a job after checking what can be checked at once.
+    public func submit(_ request: JobRequest) throws -> String {
+        let outputDirectory = (request.output as NSString).deletingLastPathComponent
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: outputDirectory.isEmpty ? "." : outputDirectory, isDirectory: &isDirectory),
+            isDirectory.boolValue
+        else {
+            throw CoordinatorError(.invalidRequest, "\(request.output): output directory does not exist")
+        }
+        let sourcePath = URL(fileURLWithPath: request.source).standardizedFileURL.path
+        guard sourcePath != URL(fileURLWithPath: request.output).standardizedFileURL.path else {
+            throw CoordinatorError(.invalidRequest, "\(request.output): output would overwrite the source")
+        }
+        let id = String(format: "job-%04d-%@", nextJobNumber, String(UUID().uuidString.prefix(8)).lowercased())
+        nextJobNumber += 1
+        jobs[id] = JobRecord(
+            id: id, request: request, workDirectory: "\(configuration.dataDirectory)/jobs/\(id)")
+        jobOrder.append(id)
+        jobContinuation.yield(id)
+        logger.info("job queued", metadata: ["job": "\(id)", "source": "\(request.source)"])
+        return id
+    }
+
+    /// The job's status now.
+    public func status(_ id: String) -> JobStatus? {
+        jobs[id].map(makeStatus)
+    }
+
+    /// Waits until the job is done, failed or cancelled.
+    public func waitForCompletion(_ id: String) async throws -> JobStatus {
+        guard let job = jobs[id] else { throw CoordinatorError(.unknownJob, "no job \(id)") }
+        if job.state.isFinished { return makeStatus(job) }
+        return await withCheckedContinuation { continuation in
+            jobs[id]?.finishWaiters.append(continuation)
+        }
+    }
+
+    /// Cancels a job: nodes are told to stop its segments.
+    public func cancel(_ id: String, reason: String = "cancelled") throws {
+        guard jobs[id] != nil else { throw CoordinatorError(.unknownJob, "no job \(id)") }
+        fail(id, reason, state: .cancelled)
+    }
+
+    public func connectedNodes() -> [NodeStatus] {
+        let now = ContinuousClock.now
+        return nodes.values.sorted { $0.session < $1.session }.map {
+            NodeStatus(
+                id: $0.nodeID, address: $0.address, slots: $0.slots, threads: $0.threads, slotsInUse: $0.inFlight.count,
+                draining: $0.draining, segmentsDone: $0.segmentsDone,
+                secondsSinceHeartbeat: (now - $0.lastSeen).seconds, capabilitiesJSON: $0.capabilitiesJSON)
+        }
+    }
+
+    /// Tells every node to finish what it has and leave.
+    public func drainNodes() {
+        for id in nodes.keys {
+            nodes[id]?.draining = true
+            nodes[id]?.outgoing.yield(.message(.drain))
+        }
+    }
+
+    private var totalSlots: Int { nodes.values.filter { !$0.draining }.reduce(0) { $0 + $1.slots } }
+
+    private func runJob(_ id: String) async {
+        guard let request = jobs[id]?.request, let flag = jobs[id]?.cancel else { return }
+        var log = logger
+        log[metadataKey: "job"] = "\(id)"
+        let workDirectory = jobs[id]!.workDirectory
+        jobs[id]?.state = .running
+        let temporaryOutput = Self.temporaryPath(for: request.output, id: id)
+        do {
+            try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
+            setPhase(id, "indexing")
+            let source = request.source
+            let (info, index) = try await Offload.run("index \(id)") { threadFlag in
+                let info = try MediaInfo.probe(path: source)
+                let index = try SourceIndex.scan(path: source) { threadFlag.isCancelled || flag.isCancelled }
+                return (info, index)
+            }
+            let slots = max(totalSlots, request.expectedSlots ?? 0, 1)
+            let seconds =
+                request.segmentSeconds
+                ?? SegmentPlanner.defaultSegmentSeconds(durationSeconds: info.durationSeconds, totalSlots: slots)
+            let plans = SegmentPlanner.plan(index: index, segmentSeconds: seconds)
+            guard let encoder = EncoderCatalog.softwareEncoder(for: request.codec) else {
+                throw CoordinatorError(.invalidRequest, "no \(request.codec.rawValue) encoder in this build of libavcodec")
+            }
+            let config = try EncoderCatalog.configuration(
+                for: index, codec: request.codec, encoder: encoder, crf: request.crf, preset: request.preset, threads: 0)
+            try await Offload.run("validate \(id)") { _ in try EncoderCatalog.validate(config) }
+            guard var job = jobs[id], job.state == .running else { return }
+            job.segments = plans.map { SegmentRecord(plan: $0) }
+            job.settings = EncodeSettings(config)
+            job.totalFrames = index.totalFrames
+            job.sourceSeconds = info.durationSeconds
+            job.encodingStarted = .now
+            jobs[id] = job
+            log.info(
+                "job planned",
+                metadata: [
+                    "segments": "\(plans.count)", "frames": "\(index.totalFrames)",
+                    "segment_seconds": "\(String(format: "%.1f", seconds))", "encoder": "\(encoder)",
+                ])
+            setPhase(id, "encoding")
+
+            // Split in one sequential read; each segment becomes dispatchable the moment it is written.
+            let (ready, readyContinuation) = AsyncStream<(Int, String, Int64, [UInt8])>.makeStream()
+            let payloads = plans.map {
+                SegmentPayload(index: $0.index, packets: $0.packets, path: "\(workDirectory)/src-\($0.index).pkt")
+            }
+            async let split: Void = Offload.run("split \(id)") { threadFlag in
+                defer { readyContinuation.finish() }
+                let sums = ChecksumTable(count: payloads.count)
+                try SegmentSplitter.split(
+                    path: source, index: index, payloads: payloads,
+                    observer: { i in { sums.update(i, $0) } },
+                    written: { i, bytes in readyContinuation.yield((i, payloads[i].path, bytes, sums.finalize(i))) },
+                    isCancelled: { threadFlag.isCancelled || flag.isCancelled })
+            }
+            for await (segment, path, bytes, checksum) in ready {
+                segmentReady(id, segment, path: path, bytes: bytes, checksum: checksum)
+            }
+            try await split
+
+            await waitForSegments(id)
+            guard let done = jobs[id], done.state == .running else {
+                throw CoordinatorError(.jobFailed, jobs[id]?.error ?? "job stopped")
+            }
+            setPhase(id, "assembling")
+            let segmentFiles = done.segments.map { segment -> String in
+                if case .done(let path, _, _, _) = segment.state { return path }
+                return ""
+            }
+            let assembly = AssemblyRequest(
+                sourcePath: source, videoStreamIndex: index.videoStreamIndex, segmentFiles: segmentFiles,
+                outputPath: temporaryOutput, container: AssemblyRequest.container(forOutput: request.output))
+            let totalFrames = index.totalFrames
+            let report = try await Offload.run("assemble \(id)") { threadFlag in
+                try Assembler.assemble(assembly) { threadFlag.isCancelled || flag.isCancelled }
+            }
+            jobs[id]?.dropped = report.dropped
+            setPhase(id, "verifying")
+            _ = try await Offload.run("verify \(id)") { threadFlag in
+                try OutputVerifier.verify(
+                    path: temporaryOutput, videoStreamIndex: report.videoOutputIndex, expectedFrames: totalFrames,
+                    expectedPackets: report.packetsPerStream, threads: 0) { threadFlag.isCancelled || flag.isCancelled }
+            }
+            guard jobs[id]?.state == .running else { throw CoordinatorError(.jobFailed, jobs[id]?.error ?? "job stopped") }
+            setPhase(id, "publishing")
+            if rename(temporaryOutput, request.output) != 0 {
+                throw CoordinatorError(
+                    .io, "\(request.output): cannot move the verified output into place: \(String(cString: strerror(errno)))")
+            }
+            finish(id)
+            log.info("job done", metadata: ["output": "\(request.output)"])
+        } catch {
+            unlink(temporaryOutput)
+            fail(id, "\(error)", state: flag.isCancelled && jobs[id]?.state == .cancelled ? .cancelled : .failed)
+        }
+        if !request.keepWork { try? FileManager.default.removeItem(atPath: workDirectory) }
+    }
+
+    private static func temporaryPath(for output: String, id: String) -> String {
+        let url = URL(fileURLWithPath: output)
+        let directory = url.deletingLastPathComponent().path
+        return "\(directory)/.\(url.deletingPathExtension().lastPathComponent).farm-tmp-\(id).\(url.pathExtension)"
+    }
+
+    private func setPhase(_ id: String, _ phase: String) {
+        guard jobs[id]?.state == .running else { return }
+        jobs[id]?.phase = phase
+        logger.debug("job phase", metadata: ["job": "\(id)", "phase": "\(phase)"])
+    }
+
+    private func waitForSegments(_ id: String) async {
+        guard let job = jobs[id], job.state == .running, !job.allSegmentsDone else { return }
+        await withCheckedContinuation { continuation in
+            jobs[id]?.segmentsWaiter = continuation
+        }
+    }
+
+    private func finish(_ id: String) {
+        guard var job = jobs[id] else { return }
+        job.state = .done
+        job.phase = "finished"
+        job.finished = .now
+        let waiters = job.finishWaiters
+        job.finishWaiters = []
+        jobs[id] = job
+        let status = makeStatus(job)
+        for waiter in waiters { waiter.resume(returning: status) }
+    }
+
+    /// Ends a job that is not finished yet: stops its segments on the nodes and wakes its waiters.
+    private func fail(_ id: String, _ reason: String, state: JobState) {
+        guard var job = jobs[id], !job.state.isFinished else { return }
+        job.state = state
+        job.phase = "finished"
+        job.error = reason
+        job.finished = .now
+        job.cancel.cancel()
+        let segmentsWaiter = job.segmentsWaiter
+        job.segmentsWaiter = nil
+        let waiters = job.finishWaiters
+        job.finishWaiters = []
+        jobs[id] = job
+        for (taskID, task) in tasks where task.jobID == id {
+            tasks[taskID] = nil
+            nodes[task.session]?.inFlight.remove(taskID)
+            nodes[task.session]?.outgoing.yield(.message(.cancel(taskID: taskID)))
+        }
+        logger.error("job \(state.rawValue)", metadata: ["job": "\(id)", "reason": "\(reason)"])
+        segmentsWaiter?.resume()
+        let status = makeStatus(jobs[id]!)
+        for waiter in waiters { waiter.resume(returning: status) }
+        schedule()
+    }
+
+    private func makeStatus(_ job: JobRecord) -> JobStatus {
+        var framesDone = 0
+        var segments: [SegmentStatus] = []
+        let running = Dictionary(tasks.values.filter { $0.jobID == job.id }.map { ($0.segment, $0) }, uniquingKeysWith: { a, _ in a })
+        for segment in job.segments {
+            let state: String
+            var node: String? = segment.lastNode
+            var encoder: String?
+            var frames = 0
+            switch segment.state {
+            case .pending: state = "pending"
+            case .ready: state = "queued"
+            case .running:
+                state = "running"
+                frames = running[segment.plan.index]?.framesDone ?? 0
+                node = running[segment.plan.index]?.nodeID
+            case .done(_, let f, let e, let n):
+                state = "done"
+                frames = f
+                encoder = e
+                node = n
+            }
+            framesDone += frames
+            segments.append(
+                SegmentStatus(
+                    index: segment.plan.index, state: state, attempts: segment.attempts, node: node, encoder: encoder,
+                    frames: frames))
+        }
+        let end = job.finished ?? .now
+        let encodingSeconds = job.encodingStarted.map { (end - $0).seconds } ?? 0
+        let fps = encodingSeconds > 0.5 ? Double(framesDone) / encodingSeconds : 0
+        let remaining = max(job.totalFrames - framesDone, 0)
+        var eta: Double? = fps > 0 ? Double(remaining) / fps : nil
+        if job.state.isFinished { eta = 0 }
+        let progress: Double
+        switch job.state {
+        case .done: progress = 1
+        default: progress = job.totalFrames > 0 ? min(Double(framesDone) / Double(job.totalFrames), 1) * 0.97 : 0
+        }
+        return JobStatus(
+            id: job.id, state: job.state, phase: job.phase, source: job.request.source, output: job.request.output,
+            progress: progress, framesDone: framesDone, totalFrames: job.totalFrames, fps: fps, etaSeconds: eta,
+            error: job.error, segments: segments, sourceSeconds: job.sourceSeconds,
+            wallSeconds: (end - job.submitted).seconds, encodersByNode: job.encodersByNode, dropped: job.dropped)
+    }
+
+    // MARK: - Scheduling
+
+    private func segmentReady(_ id: String, _ segment: Int, path: String, bytes: Int64, checksum: [UInt8]) {
+        guard jobs[id]?.state == .running else { return }
+        jobs[id]?.segments[segment].state = .ready(path: path, bytes: bytes, checksum: checksum)
+        schedule()
+    }
+
+    /// Gives free slots the lowest ready segment of the oldest job, the node with the most free slots first.
+    private func schedule() {
+        while true {
+            guard
+                let session = nodes.values.filter({ !$0.draining && $0.inFlight.count < $0.slots })
+                    .max(by: { ($0.slots - $0.inFlight.count, $1.session) < ($1.slots - $1.inFlight.count, $0.session) })?
+                    .session
+            else { return }
+            guard let (jobID, segmentIndex) = nextReadySegment() else { return }
+            assign(jobID, segmentIndex, to: session)
+        }
+    }
+
+    private func nextReadySegment() -> (String, Int)? {
+        for id in jobOrder {
+            guard let job = jobs[id], job.state == .running else { continue }
+            for segment in job.segments {
+                if case .ready = segment.state { return (id, segment.plan.index) }
+            }
+        }
+        return nil
+    }
+
+    private func assign(_ jobID: String, _ index: Int, to session: UInt64) {
+        guard var job = jobs[jobID], var node = nodes[session], let settings = job.settings,
+            case .ready(let path, let bytes, let checksum) = job.segments[index].state
+        else { return }
+        let taskID = nextTaskID
+        nextTaskID += 1
+        let plan = job.segments[index].plan
+        job.segments[index].state = .running(taskID: taskID, path: path, bytes: bytes, checksum: checksum)
+        job.segments[index].attempts += 1
+        job.segments[index].lastNode = node.nodeID
+        jobs[jobID] = job
+        node.inFlight.insert(taskID)
+        nodes[session] = node
+        tasks[taskID] = TaskRecord(taskID: taskID, jobID: jobID, segment: index, session: session, nodeID: node.nodeID)
+        let assign = Assign(
+            taskID: taskID, jobID: jobID, segmentIndex: UInt32(index), attempt: UInt32(job.segments[index].attempts),
+            settings: settings, startPTS: plan.startPTS ?? Int64.min, endPTS: plan.endPTS,
+            expectedFrames: UInt64(plan.expectedFrames), byteLength: UInt64(bytes), checksum: checksum)
+        logger.info(
+            "segment leased",
+            metadata: ["job": "\(jobID)", "segment": "\(index)", "node": "\(node.nodeID)", "task": "\(taskID)"])
+        node.outgoing.yield(.segment(assign, path: path))
+    }
+
+    /// Puts a task's segment back in the queue (its node left or failed it).
+    private func requeue(_ task: TaskRecord, failure: String?, retryable: Bool = true) {
+        tasks[task.taskID] = nil
+        nodes[task.session]?.inFlight.remove(task.taskID)
+        guard var job = jobs[task.jobID], job.state == .running,
+            case .running(let taskID, let path, let bytes, let checksum) = job.segments[task.segment].state,
+            taskID == task.taskID
+        else { return }
+        job.segments[task.segment].state = .ready(path: path, bytes: bytes, checksum: checksum)
+        if let failure {
+            job.segments[task.segment].failures.append("\(task.nodeID): \(failure)")
+        }
+        jobs[task.jobID] = job
+        let failures = job.segments[task.segment].failures.count
+        if let failure, !retryable || failures >= configuration.maxSegmentFailures {
+            fail(
+                task.jobID,
+                "segment \(task.segment) failed \(failures) time\(failures == 1 ? "" : "s"), last on node \(task.nodeID): \(failure)",
+                state: .failed)
+        }
+    }
+
+    // MARK: - Node sessions (called by NodeSession)
+
+    func register(_ hello: Hello, address: String, outgoing: AsyncStream<Outgoing>.Continuation) -> UInt64 {
+        let session = nextSessionID
+        nextSessionID += 1
+        nodes[session] = NodeRecord(
+            session: session, nodeID: hello.nodeID, address: address, slots: max(Int(hello.slots), 1),
+            threads: Int(hello.threads), capabilitiesJSON: hello.capabilitiesJSON, outgoing: outgoing, lastSeen: .now)
+        logger.info(
+            "node joined", metadata: ["node": "\(hello.nodeID)", "address": "\(address)", "slots": "\(hello.slots)"])
+        schedule()
+        return session
+    }
+
+    func unregister(_ session: UInt64, reason: String) {
+        guard let node = nodes.removeValue(forKey: session) else { return }
+        node.outgoing.finish()
+        logger.info("node left", metadata: ["node": "\(node.nodeID)", "reason": "\(reason)"])
+        for taskID in node.inFlight {
+            if let task = tasks[taskID] { requeue(task, failure: nil) }
+        }
+        schedule()
+    }
+
+    func heartbeat(_ session: UInt64, _ heartbeat: Heartbeat) {
+        nodes[session]?.lastSeen = .now
+        for progress in heartbeat.activeTasks where tasks[progress.taskID]?.session == session {
+            tasks[progress.taskID]?.framesDone = Int(progress.framesDone)
+        }
+    }
+
+    func nodeDraining(_ session: UInt64) {
+        nodes[session]?.draining = true
+    }
+
+    /// Where a task's result goes, or nil when the task is no longer wanted (cancelled, job ended).
+    func resultPath(_ session: UInt64, taskID: UInt64) -> String? {
+        nodes[session]?.lastSeen = .now
+        guard let task = tasks[taskID], task.session == session, let job = jobs[task.jobID], job.state == .running
+        else { return nil }
+        return "\(job.workDirectory)/enc-\(task.segment)-\(taskID).pkt"
+    }
+
+    /// The expectations a result is checked against before it is accepted.
+    func expectations(taskID: UInt64) -> (frames: Int, parameters: CodecParameters?)? {
+        guard let task = tasks[taskID], let job = jobs[task.jobID] else { return nil }
+        return (job.segments[task.segment].plan.expectedFrames, job.parameters)
+    }
+
+    /// A result arrived whole, its checksum and frame count checked by the session.
+    func taskCompleted(_ session: UInt64, _ result: TaskResult, path: String, parameters: CodecParameters) {
+        guard let task = tasks[result.taskID], task.session == session else { return }
+        tasks[result.taskID] = nil
+        nodes[session]?.inFlight.remove(result.taskID)
+        nodes[session]?.lastSeen = .now
+        nodes[session]?.segmentsDone += 1
+        guard var job = jobs[task.jobID], job.state == .running else { return }
+        // The first result pins the job's parameter sets; every later one must match them.
+        if let pinned = job.parameters, pinned != parameters {
+            jobs[task.jobID] = job
+            tasks[result.taskID] = task
+            requeue(task, failure: "encoded with other parameter sets than the job's first segment", retryable: true)
+            return
+        }
+        job.parameters = parameters
+        job.segments[task.segment].state = .done(
+            path: path, frames: Int(result.frames), encoder: result.encoder, nodeID: task.nodeID)
+        job.encodersByNode[task.nodeID] = result.encoder
+        logger.info(
+            "segment done",
+            metadata: [
+                "job": "\(task.jobID)", "segment": "\(task.segment)", "node": "\(task.nodeID)",
+                "frames": "\(result.frames)", "encoder": "\(result.encoder)",
+                "encode_s": "\(String(format: "%.2f", result.encodeSeconds))",
+            ])
+        let allDone = job.allSegmentsDone
+        let waiter = allDone ? job.segmentsWaiter : nil
+        if allDone { job.segmentsWaiter = nil }
+        jobs[task.jobID] = job
+        waiter?.resume()
+        schedule()
+    }
+
+    func taskFailed(_ session: UInt64, taskID: UInt64, reason: String, retryable: Bool) {
+        guard let task = tasks[taskID], task.session == session else { return }
+        logger.warning(
+            "segment failed",
+            metadata: [
+                "job": "\(task.jobID)", "segment": "\(task.segment)", "node": "\(task.nodeID)", "reason": "\(reason)",
+            ])
+        requeue(task, failure: reason, retryable: retryable)
+        schedule()
+    }
+}
+
+/// Running SHA-256 sums of the segments being written, updated on the split thread.
+private final class ChecksumTable: @unchecked Sendable {
+    private var sums: [SegmentChecksum]
+    init(count: Int) { sums = Array(repeating: SegmentChecksum(), count: count) }
+    func update(_ i: Int, _ bytes: UnsafeRawBufferPointer) { sums[i].update(bytes) }
+    func finalize(_ i: Int) -> [UInt8] { sums[i].finalize() }
+}
+
+extension EncodeSettings {
+    init(_ c: EncoderConfig) {
+        self.init(
+            codec: c.codec.rawValue, encoder: c.encoder, crf: Int32(c.crf), preset: c.preset, pixelFormat: c.pixelFormat,
+            width: Int32(c.width), height: Int32(c.height), timeBaseNum: c.timeBase.num, timeBaseDen: c.timeBase.den,
+            frameRateNum: c.frameRate.num, frameRateDen: c.frameRate.den, sampleAspectNum: c.sampleAspectRatio.num,
+            sampleAspectDen: c.sampleAspectRatio.den, colorRange: Int32(c.colorRange),
+            colorPrimaries: Int32(c.colorPrimaries), colorTransfer: Int32(c.colorTransfer),
+            colorSpace: Int32(c.colorSpace), chromaLocation: Int32(c.chromaLocation), gopSize: Int32(c.gopSize),
+            threads: Int32(c.threads), options: c.options)
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let c = components
+        return Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,187 @@
+public import FarmHWEncode
+internal import FarmMedia
+public import Foundation
+public import Logging
+
+/// The embedded default: a coordinator in this process and N `farm node` child processes that
+/// speak the real protocol over loopback TCP. The same path as a farm spread over machines.
+public struct EmbeddedFarm: Sendable {
+    public struct Options: Sendable {
+        public var nodes: Int
+        public var threadsPerNode: Int
+        public var slotsPerNode: Int
+        /// The `farm` executable that runs `farm node`.
+        public var nodeExecutable: String
+        /// Work files; a temporary directory when nil (removed afterwards).
+        public var dataDirectory: String?
+        /// Extra environment for the nodes (fault injection in tests, for example).
+        public var nodeEnvironment: [String: String]
+        public var logger: Logger
+
+        public init(
+            nodes: Int = 2, threadsPerNode: Int = 1, slotsPerNode: Int = 1, nodeExecutable: String,
+            dataDirectory: String? = nil, nodeEnvironment: [String: String] = [:],
+            logger: Logger = Logger(label: "farm.render")
+        ) {
+            self.nodes = nodes
+            self.threadsPerNode = threadsPerNode
+            self.slotsPerNode = slotsPerNode
+            self.nodeExecutable = nodeExecutable
+            self.dataDirectory = dataDirectory
+            self.nodeEnvironment = nodeEnvironment
+            self.logger = logger
+        }
+    }
+
+    /// What a render did.
+    public struct Summary: Sendable, Codable {
+        public var status: JobStatus
+        public var nodes: [String]
+        public var wallSeconds: Double
+        public var speed: Double
+        /// CPU seconds (user + system) of this process, the coordinator: it never encodes.
+        public var coordinatorCPUSeconds: Double
+        /// Peak resident memory of this process.
+        public var coordinatorPeakRSSMB: Double
+    }
+
+    public let options: Options
+
+    public init(options: Options) { self.options = options }
+
+    /// Renders one job; `progress` is called about twice a second with the job's status.
+    /// Throws `CoordinatorError.jobFailed` with the job's reason when it does not finish.
+    public func render(_ request: JobRequest, progress: @escaping @Sendable (JobStatus) -> Void = { _ in }) async throws
+        -> Summary
+    {
+        let started = ContinuousClock.now
+        let fileManager = FileManager.default
+        let ownsData = options.dataDirectory == nil
+        let dataDirectory =
+            options.dataDirectory
+            ?? fileManager.temporaryDirectory.appendingPathComponent("farm-render-\(UUID().uuidString.prefix(8))").path
+        try fileManager.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        defer { if ownsData { try? fileManager.removeItem(atPath: dataDirectory) } }
+
+        let token = Self.randomToken()
+        var request = request
+        request.expectedSlots = request.expectedSlots ?? options.nodes * options.slotsPerNode
+        let coordinator = Coordinator(
+            configuration: CoordinatorConfiguration(
+                nodeListenHost: "127.0.0.1", nodeListenPort: 0, dataDirectory: dataDirectory, joinToken: token,
+                coordinatorID: "embedded", logger: options.logger))
+        let listener = try await coordinator.bind()
+        let id = try await coordinator.submit(request)
+        let processes = try startNodes(port: listener.port, token: token, dataDirectory: dataDirectory)
+
+        let status: JobStatus = try await withThrowingTaskGroup(of: JobStatus?.self) { group in
+            group.addTask {
+                try await coordinator.run(listener)
+                return nil
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    if let status = await coordinator.status(id) {
+                        progress(status)
+                        if status.state.isFinished { break }
+                    }
+                    try? await Task.sleep(for: .milliseconds(500))
+                }
+                return nil
+            }
+            group.addTask {
+                // Every node exiting before the job ends means nothing can finish it.
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(250))
+                    if processes.allSatisfy({ !$0.isRunning }) {
+                        try? await coordinator.cancel(id, reason: "every render node exited (see the node logs in the data directory)")
+                        break
+                    }
+                }
+                return nil
+            }
+            group.addTask {
+                let status = try await withTaskCancellationHandler {
+                    try await coordinator.waitForCompletion(id)
+                } onCancel: {
+                    Task { try? await coordinator.cancel(id) }
+                }
+                return status
+            }
+            var final: JobStatus?
+            while let next = try await group.next() {
+                if let next {
+                    final = next
+                    break
+                }
+            }
+            await coordinator.drainNodes()
+            await Self.waitForExit(processes, timeout: .seconds(10))
+            group.cancelAll()
+            return final!
+        }
+        progress(status)
+        let wall = (ContinuousClock.now - started)
+        let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
+        guard status.state == .done else {
+            let logs = (0..<options.nodes).compactMap { i -> String? in
+                let path = "\(dataDirectory)/node-\(i).log"
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8), !text.isEmpty else { return nil }
+                return "node-\(i): " + (text.split(separator: "\n").suffix(3).joined(separator: " | "))
+            }
+            if !logs.isEmpty { options.logger.debug("node logs", metadata: ["tail": "\(logs.joined(separator: "; "))"]) }
+            throw CoordinatorError(.jobFailed, status.error ?? "job \(status.state.rawValue)")
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let cpu =
+            Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec)
+            + Double(usage.ru_stime.tv_usec) / 1e6
+        return Summary(
+            status: status, nodes: (0..<options.nodes).map { "node-\($0)" }, wallSeconds: wallSeconds,
+            speed: wallSeconds > 0 ? status.sourceSeconds / wallSeconds : 0, coordinatorCPUSeconds: cpu,
+            coordinatorPeakRSSMB: Double(usage.ru_maxrss) / 1024)
+    }
+
+    private func startNodes(port: Int, token: String, dataDirectory: String) throws -> [Process] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["FARM_JOIN_TOKEN"] = token
+        for (key, value) in options.nodeEnvironment { environment[key] = value }
+        return try (0..<options.nodes).map { i in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: options.nodeExecutable)
+            process.arguments = [
+                "node", "--coordinator", "127.0.0.1:\(port)", "--slots", String(options.slotsPerNode), "--threads",
+                String(options.threadsPerNode), "--node-id", "node-\(i)", "--work-dir", "\(dataDirectory)/node-\(i)",
+                "--exit-on-disconnect",
+            ]
+            process.environment = environment
+            let logPath = "\(dataDirectory)/node-\(i).log"
+            FileManager.default.createFile(atPath: logPath, contents: nil)
+            let log = FileHandle(forWritingAtPath: logPath)
+            process.standardOutput = log
+            process.standardError = log
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+    }
+
+    private static func waitForExit(_ processes: [Process], timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while processes.contains(where: \.isRunning), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for process in processes where process.isRunning { process.terminate() }
+        let killDeadline = ContinuousClock.now + .seconds(3)
+        while processes.contains(where: \.isRunning), ContinuousClock.now < killDeadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
+    static func randomToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+}

@@ -1,0 +1,244 @@
+internal import FarmMedia
+internal import FarmProtocol
+internal import Logging
+internal import NIOCore
+internal import NIOFileSystem
+internal import NIOPosix
+internal import Synchronization
+
+/// The coordinator's listening socket for nodes.
+public struct NodeListener: Sendable {
+    let channel: NIOAsyncChannel<NIOAsyncChannel<Message, Message>, Never>
+    /// The port bound (the one asked for, or the one the system chose for port 0).
+    public let port: Int
+
+    static func bind(host: String, port: Int) async throws -> NodeListener {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
+                    return try NIOAsyncChannel<Message, Message>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return NodeListener(channel: server, port: server.channel.localAddress?.port ?? port)
+    }
+}
+
+/// One node's connection: handshake, then a reader (results, failures, heartbeats) and a writer
+/// (segments, cancels, drains) until either side ends it. A violation closes this connection only.
+struct NodeSession: Sendable {
+    let coordinator: Coordinator
+    let connection: NIOAsyncChannel<Message, Message>
+
+    /// A result being received: its bytes go to a file while their checksum is computed.
+    struct Receiver {
+        let result: TaskResult
+        let path: String?
+        let handle: WriteFileHandle?
+        var received: Int64 = 0
+        var checksum = SegmentChecksum()
+    }
+
+    func run() async {
+        let address = connection.channel.remoteAddress?.description ?? "unknown"
+        let logger = {
+            var logger = coordinator.logger
+            logger[metadataKey: "peer"] = "\(address)"
+            return logger
+        }()
+        let (outgoing, continuation) = AsyncStream<Outgoing>.makeStream()
+        let session = SessionID()
+        // A peer that does not complete the handshake in time is dropped.
+        let channel = connection.channel
+        let deadline = channel.eventLoop.scheduleTask(in: .seconds(10)) {
+            if session.value == nil { channel.close(promise: nil) }
+        }
+        var reason = "connection closed"
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        try await readLoop(
+                            inbound, outbound, address: address, continuation: continuation, session: session,
+                            logger: logger)
+                    }
+                    group.addTask { try await writeLoop(outgoing, outbound, logger: logger) }
+                    try await group.next()
+                    group.cancelAll()
+                }
+            }
+        } catch {
+            reason = "\(error)"
+            logger.warning("node connection closed", metadata: ["reason": "\(error)"])
+        }
+        deadline.cancel()
+        continuation.finish()
+        if let id = session.value {
+            await coordinator.unregister(id, reason: reason)
+        }
+    }
+
+    private func readLoop(
+        _ inbound: NIOAsyncChannelInboundStream<Message>, _ outbound: NIOAsyncChannelOutboundWriter<Message>,
+        address: String, continuation: AsyncStream<Outgoing>.Continuation, session sessionBox: SessionID,
+        logger: Logger
+    ) async throws {
+        let configuration = coordinator.configuration
+        var iterator = inbound.makeAsyncIterator()
+        let nonce = JoinProof.makeNonce()
+        try await outbound.write(.challenge(Challenge(coordinatorID: configuration.coordinatorID, nonce: nonce)))
+        guard case .hello(let hello)? = try await iterator.next() else {
+            throw ProtocolError(code: .unexpectedMessage, message: "expected hello as the first message")
+        }
+        guard hello.version == farmProtocolVersion else {
+            try? await outbound.write(.reject(Reject(reason: "protocol version \(hello.version) is not \(farmProtocolVersion)")))
+            throw ProtocolError(
+                code: .versionMismatch, message: "node \(hello.nodeID) speaks version \(hello.version), not \(farmProtocolVersion)")
+        }
+        let expected = JoinProof.node(token: configuration.joinToken, nonce: nonce, nodeID: hello.nodeID)
+        guard JoinProof.verify(hello.proof, expected) else {
+            try? await outbound.write(.reject(Reject(reason: "join token proof does not match")))
+            throw ProtocolError(code: .authenticationFailed, message: "node \(hello.nodeID) failed to prove the join token")
+        }
+        try await outbound.write(
+            .welcome(
+                Welcome(
+                    coordinatorID: configuration.coordinatorID, heartbeatSeconds: UInt32(configuration.heartbeatSeconds),
+                    proof: JoinProof.coordinator(token: configuration.joinToken, nonce: nonce, nodeID: hello.nodeID))))
+        let session = await coordinator.register(hello, address: address, outgoing: continuation)
+        sessionBox.value = session
+
+        var receivers: [UInt64: Receiver] = [:]
+        defer {
+            // Handles of unfinished transfers are closed by their owner; here the files are simply abandoned.
+            for receiver in receivers.values { if let path = receiver.path { unlinkQuietly(path) } }
+        }
+        while let message = try await iterator.next() {
+            switch message {
+            case .result(let result):
+                guard receivers[result.taskID] == nil else {
+                    throw ProtocolError(code: .unexpectedMessage, message: "second result for task \(result.taskID)")
+                }
+                let path = await coordinator.resultPath(session, taskID: result.taskID)
+                var handle: WriteFileHandle? = nil
+                if let path {
+                    handle = try await FileSystem.shared.openFile(
+                        forWritingAt: FilePath(path), options: .newFile(replaceExisting: true))
+                }
+                receivers[result.taskID] = Receiver(result: result, path: path, handle: handle)
+                if result.byteLength == 0 { try await complete(result.taskID, &receivers, session: session) }
+            case .data(let chunk):
+                guard var receiver = receivers[chunk.taskID] else {
+                    throw ProtocolError(code: .unexpectedMessage, message: "data for task \(chunk.taskID) without a result")
+                }
+                let count = Int64(chunk.bytes.readableBytes)
+                guard receiver.received + count <= Int64(receiver.result.byteLength) else {
+                    throw ProtocolError(
+                        code: .unexpectedMessage,
+                        message: "task \(chunk.taskID) sent more than its announced \(receiver.result.byteLength) bytes")
+                }
+                if let handle = receiver.handle {
+                    try await handle.write(contentsOf: chunk.bytes, toAbsoluteOffset: receiver.received)
+                    receiver.checksum.update(chunk.bytes)
+                }
+                receiver.received += count
+                receivers[chunk.taskID] = receiver
+                if receiver.received == Int64(receiver.result.byteLength) {
+                    try await complete(chunk.taskID, &receivers, session: session)
+                }
+            case .failure(let failure):
+                await coordinator.taskFailed(session, taskID: failure.taskID, reason: failure.reason, retryable: failure.retryable)
+            case .heartbeat(let heartbeat):
+                await coordinator.heartbeat(session, heartbeat)
+            case .drain:
+                await coordinator.nodeDraining(session)
+                logger.info("node is draining", metadata: ["node": "\(hello.nodeID)"])
+            default:
+                throw ProtocolError(code: .unexpectedMessage, message: "unexpected \(message.name) from node \(hello.nodeID)")
+            }
+        }
+    }
+
+    /// The last byte of a result arrived: check it end to end before the coordinator trusts it.
+    private func complete(_ taskID: UInt64, _ receivers: inout [UInt64: Receiver], session: UInt64) async throws {
+        guard let receiver = receivers.removeValue(forKey: taskID) else { return }
+        try await receiver.handle?.close()
+        guard let path = receiver.path else { return }
+        let result = receiver.result
+        guard JoinProof.verify(receiver.checksum.finalize(), result.checksum) else {
+            unlinkQuietly(path)
+            await coordinator.taskFailed(session, taskID: taskID, reason: "result checksum mismatch", retryable: true)
+            throw ProtocolError(code: .badChecksum, message: "result of task \(taskID) failed its checksum")
+        }
+        guard let expected = await coordinator.expectations(taskID: taskID) else {
+            unlinkQuietly(path)
+            return
+        }
+        do {
+            let header = try await Offload.run("check result \(taskID)") { _ in try PacketFileReader(path: path).header }
+            guard Int(result.frames) == expected.frames else {
+                throw MediaError(.mismatch, "node encoded \(result.frames) frames, the segment has \(expected.frames)")
+            }
+            await coordinator.taskCompleted(session, result, path: path, parameters: header.parameters)
+        } catch {
+            unlinkQuietly(path)
+            await coordinator.taskFailed(session, taskID: taskID, reason: "\(error)", retryable: true)
+        }
+    }
+
+    private func writeLoop(
+        _ items: AsyncStream<Outgoing>, _ outbound: NIOAsyncChannelOutboundWriter<Message>, logger: Logger
+    ) async throws {
+        for await item in items {
+            switch item {
+            case .message(let message):
+                try await outbound.write(message)
+            case .segment(let assign, let path):
+                try await outbound.write(.assign(assign))
+                try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
+                    for try await chunk in handle.readChunks(chunkLength: .bytes(Int64(FarmWire.dataChunkSize))) {
+                        try await outbound.write(.data(DataChunk(taskID: assign.taskID, bytes: chunk)))
+                    }
+                }
+            case .close(let reason):
+                try? await outbound.write(.reject(Reject(reason: reason)))
+                throw ProtocolError(code: .unexpectedMessage, message: "closed by the coordinator: \(reason)")
+            }
+        }
+    }
+}
+
+/// The session number once the handshake succeeded; read by the handshake deadline on an event loop.
+final class SessionID: Sendable {
+    private let storage = Mutex<UInt64?>(nil)
+    var value: UInt64? {
+        get { storage.withLock { $0 } }
+        set { storage.withLock { $0 = newValue } }
+    }
+}
+
+func unlinkQuietly(_ path: String) {
+    _ = path.withCString { unlink($0) }
+}
+
+extension Message {
+    /// The message's name for logs.
+    var name: String {
+        switch self {
+        case .challenge: "challenge"
+        case .hello: "hello"
+        case .welcome: "welcome"
+        case .reject: "reject"
+        case .assign: "assign"
+        case .data: "data"
+        case .result: "result"
+        case .failure: "failure"
+        case .cancel: "cancel"
+        case .heartbeat: "heartbeat"
+        case .drain: "drain"
+        }
+    }
+}

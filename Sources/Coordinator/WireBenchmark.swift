@@ -1,0 +1,87 @@
+internal import FarmProtocol
+internal import Foundation
+internal import NIOCore
+internal import NIOFileSystem
+internal import NIOPosix
+
+/// Measures segment-byte throughput of the real wire path on loopback: a file read in 1 MiB chunks,
+/// framed by `FrameEncoder`, sent over TCP, parsed by `FrameDecoder` and hashed with SHA-256 on the
+/// receiving side, as a node does with a segment.
+public enum WireBenchmark {
+    public struct Result: Sendable, Codable {
+        public var bytes: Int64
+        public var seconds: Double
+        public var gigabytesPerSecond: Double
+    }
+
+    public static func run(bytes: Int64, directory: String) async throws -> Result {
+        let path = "\(directory)/wire-bench-\(UUID().uuidString.prefix(8)).bin"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // A file of the requested size (content does not matter for throughput).
+        let chunk = Data(repeating: 0x5A, count: 1 << 20)
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let writer = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        var written: Int64 = 0
+        while written < bytes {
+            let n = Int(min(Int64(chunk.count), bytes - written))
+            writer.write(chunk.prefix(n))
+            written += Int64(n)
+        }
+        try writer.close()
+
+        let done = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Void.self)
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
+                    try channel.pipeline.syncOperations.addHandler(Sink(expected: bytes, done: done))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { server.close(promise: nil) }
+        let client = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: "127.0.0.1", port: server.localAddress!.port!) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
+                    return try NIOAsyncChannel<Message, Message>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let start = ContinuousClock.now
+        try await client.executeThenClose { _, outbound in
+            try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
+                for try await chunk in handle.readChunks(chunkLength: .bytes(Int64(FarmWire.dataChunkSize))) {
+                    try await outbound.write(.data(DataChunk(taskID: 1, bytes: chunk)))
+                }
+            }
+            try await done.futureResult.get()
+        }
+        let seconds = (ContinuousClock.now - start).seconds
+        return Result(bytes: bytes, seconds: seconds, gigabytesPerSecond: Double(bytes) / seconds / 1e9)
+    }
+
+    /// Counts and hashes data bytes; completes the promise when all arrived.
+    private final class Sink: ChannelInboundHandler {
+        typealias InboundIn = Message
+        let expected: Int64
+        let done: EventLoopPromise<Void>
+        var received: Int64 = 0
+        var checksum = SegmentChecksum()
+
+        init(expected: Int64, done: EventLoopPromise<Void>) {
+            self.expected = expected
+            self.done = done
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .data(let chunk) = unwrapInboundIn(data) else { return }
+            checksum.update(chunk.bytes)
+            received += Int64(chunk.bytes.readableBytes)
+            if received >= expected {
+                _ = checksum.finalize()
+                done.succeed()
+            }
+        }
+    }
+}

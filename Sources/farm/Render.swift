@@ -1,0 +1,174 @@
+public import ArgumentParser
+import FarmCoordinator
+import FarmHWEncode
+import FarmMedia
+import Foundation
+import Logging
+
+/// `farm render`: the embedded default, a coordinator and N local node processes over loopback TCP.
+struct Render: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Render a video with a coordinator and local render nodes over loopback TCP.")
+
+    @Argument(help: "The source video.")
+    var input: String
+
+    @Option(name: .shortAndLong, help: "The output file (.mp4, .mov or .mkv).")
+    var output: String
+
+    @Option(help: "Render node processes to start.")
+    var nodes = 2
+
+    @Option(name: .customLong("node-threads"), help: "Encoder threads per node (default: cores / nodes).")
+    var nodeThreads: Int?
+
+    @Option(help: "Segments each node encodes at once.")
+    var slots = 1
+
+    @Option(help: "Video codec: h264, hevc or av1.")
+    var codec: VideoCodec = .h264
+
+    @Option(help: "Constant rate factor (default: 23 for h264, 28 for hevc, 35 for av1).")
+    var crf: Int?
+
+    @Option(help: "Encoder preset (x264 names; mapped for SVT-AV1).")
+    var preset = "medium"
+
+    @Option(name: .customLong("segment-seconds"), help: "Target segment length (default: from the length and the slots).")
+    var segmentSeconds: Double?
+
+    @Option(name: .customLong("data-dir"), help: "Where work files go (default: a temporary directory).")
+    var dataDir: String?
+
+    @Flag(name: .customLong("keep-work"), help: "Keep segment files in the data directory.")
+    var keepWork = false
+
+    @Option(help: "Write the summary as JSON to this file.")
+    var json: String?
+
+    @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        guard nodes >= 1, nodes <= 64 else { throw ValidationError("--nodes must be between 1 and 64") }
+        guard slots >= 1, slots <= 16 else { throw ValidationError("--slots must be between 1 and 16") }
+        if let nodeThreads, nodeThreads < 0 { throw ValidationError("--node-threads must be 0 or more") }
+        if let segmentSeconds, segmentSeconds <= 0 { throw ValidationError("--segment-seconds must be positive") }
+        if let crf, !(0...63).contains(crf) { throw ValidationError("--crf must be between 0 and 63") }
+    }
+
+    func run() async throws {
+        let interactive = isatty(STDERR_FILENO) == 1
+        common.bootstrap(default: interactive ? .warning : .info)
+        let logger = Logger(label: "farm.render")
+        // Fail fast, before any process starts, on a source that is not a video.
+        do {
+            let info = try MediaInfo.probe(path: input)
+            guard info.videoStreamIndex != nil else { fail("\(input): has no video stream") }
+        } catch {
+            fail("\(error)")
+        }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let threads = nodeThreads ?? max(1, cores / max(nodes, 1))
+        let farm = EmbeddedFarm(
+            options: EmbeddedFarm.Options(
+                nodes: nodes, threadsPerNode: threads, slotsPerNode: slots,
+                nodeExecutable: ProcessInfo.processInfo.arguments[0].hasPrefix("/")
+                    ? ProcessInfo.processInfo.arguments[0] : Self.selfExecutable(),
+                dataDirectory: dataDir, logger: logger))
+        let request = JobRequest(
+            source: input, output: output, codec: codec, crf: crf, preset: preset, segmentSeconds: segmentSeconds,
+            keepWork: keepWork)
+        let display = ProgressDisplay(interactive: interactive)
+        let renderTask = Task { try await farm.render(request) { display.show($0) } }
+        let interrupt = SignalWatcher(signals: [SIGINT, SIGTERM]) { renderTask.cancel() }
+        defer { interrupt.stop() }
+        do {
+            let summary = try await renderTask.value
+            display.finish()
+            print(Self.describe(summary))
+            if let json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try encoder.encode(summary).write(to: URL(fileURLWithPath: json))
+            }
+        } catch {
+            display.finish()
+            fail(renderTask.isCancelled ? "\(output): render interrupted; no output written" : "\(error)")
+        }
+    }
+
+    static func selfExecutable() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    static func describe(_ summary: EmbeddedFarm.Summary) -> String {
+        let s = summary.status
+        let encoders = s.encodersByNode.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
+        var lines = [
+            "output     \(s.output)",
+            "segments   \(s.segments.count)",
+            "nodes      \(summary.nodes.count) (\(encoders))",
+            "frames     \(s.totalFrames) (\(String(format: "%.1f", s.sourceSeconds)) s of video)",
+            "wall time  \(String(format: "%.2f", summary.wallSeconds)) s",
+            "speed      \(String(format: "%.2f", summary.speed))x real time, \(String(format: "%.1f", Double(s.totalFrames) / max(summary.wallSeconds, 0.001))) fps",
+        ]
+        if !s.dropped.isEmpty { lines.append("dropped    \(s.dropped.joined(separator: "; "))") }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension VideoCodec: ExpressibleByArgument {}
+
+/// Live progress on a terminal (one redrawn line), plain lines otherwise.
+final class ProgressDisplay: @unchecked Sendable {
+    private let interactive: Bool
+    private let lock = NSLock()
+    private var lastLine = ""
+    private var lastPrinted = Date.distantPast
+    private var drawn = false
+
+    init(interactive: Bool) { self.interactive = interactive }
+
+    func show(_ status: JobStatus) {
+        let done = status.segments.filter { $0.state == "done" }.count
+        let eta = status.etaSeconds.map { String(format: "%d:%02d", Int($0) / 60, Int($0) % 60) } ?? "--:--"
+        let line = String(
+            format: "%@ %3.0f%%  segments %d/%d  %.0f fps  ETA %@", status.phase, status.progress * 100, done,
+            status.segments.count, status.fps, eta)
+        lock.lock()
+        defer { lock.unlock() }
+        if interactive {
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
+            drawn = true
+        } else if line != lastLine, Date().timeIntervalSince(lastPrinted) >= 5 || status.state.isFinished {
+            FileHandle.standardError.write(Data("progress: \(line)\n".utf8))
+            lastPrinted = Date()
+        }
+        lastLine = line
+    }
+
+    func finish() {
+        lock.lock()
+        defer { lock.unlock() }
+        if interactive, drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+}
+
+/// Calls `handler` on the first of the given signals (the default action is suspended meanwhile).
+final class SignalWatcher: @unchecked Sendable {
+    private var sources: [any DispatchSourceSignal] = []
+
+    init(signals: [Int32], handler: @escaping @Sendable () -> Void) {
+        for sig in signals {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler(handler: handler)
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    func stop() {
+        for source in sources { source.cancel() }
+    }
+}

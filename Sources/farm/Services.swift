@@ -1,0 +1,144 @@
+import ArgumentParser
+import FarmCoordinator
+import FarmHWEncode
+import FarmMedia
+import FarmNode
+import Foundation
+import Logging
+
+/// `farm coordinator`: the control plane as a long-running process.
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator", abstract: "Run a coordinator that render nodes dial into.")
+
+    @Option(name: .customLong("node-listen"), help: "Address for render nodes, HOST:PORT.")
+    var nodeListen = "0.0.0.0:7700"
+
+    @Option(name: .customLong("data-dir"), help: "Where job work files live.")
+    var dataDir = "./farm-data"
+
+    @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
+    var tokenFile: String?
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        common.bootstrap(default: .info)
+        let (host, port) = try parseHostPort(nodeListen, what: "--node-listen")
+        guard let token = try readSecret(environment: "FARM_JOIN_TOKEN", file: tokenFile) else {
+            fail("no join token: set FARM_JOIN_TOKEN or pass --token-file")
+        }
+        let coordinator = Coordinator(
+            configuration: CoordinatorConfiguration(
+                nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDir, joinToken: token,
+                coordinatorID: ProcessInfo.processInfo.hostName, logger: Logger(label: "farm.coordinator")))
+        let listener: NodeListener
+        do {
+            listener = try await coordinator.bind()
+        } catch {
+            fail("cannot listen on \(nodeListen): \(error)")
+        }
+        let task = Task { try await coordinator.run(listener) }
+        let signals = SignalWatcher(signals: [SIGINT, SIGTERM]) { task.cancel() }
+        defer { signals.stop() }
+        do {
+            try await task.value
+        } catch is CancellationError {
+        } catch {
+            fail("\(error)")
+        }
+    }
+}
+
+/// `farm node`: a render node that dials a coordinator.
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Run a render node that dials a coordinator and encodes segments.")
+
+    @Option(help: "The coordinator's node address, HOST:PORT.")
+    var coordinator: String
+
+    @Option(help: "Segments encoded at once.")
+    var slots = 1
+
+    @Option(help: "Encoder threads per segment (0: the encoder decides).")
+    var threads = 0
+
+    @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
+    var tokenFile: String?
+
+    @Option(name: .customLong("node-id"), help: "This node's name (default: host name and a random suffix).")
+    var nodeID: String?
+
+    @Option(name: .customLong("work-dir"), help: "Where segment files live while they are encoded.")
+    var workDir: String?
+
+    @Flag(name: .customLong("exit-on-disconnect"), help: "Exit when the coordinator goes away instead of reconnecting.")
+    var exitOnDisconnect = false
+
+    @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        guard (1...64).contains(slots) else { throw ValidationError("--slots must be between 1 and 64") }
+        guard (0...256).contains(threads) else { throw ValidationError("--threads must be between 0 and 256") }
+    }
+
+    func run() async throws {
+        common.bootstrap(default: .info)
+        let (host, port) = try parseHostPort(coordinator, what: "--coordinator")
+        guard let token = try readSecret(environment: "FARM_JOIN_TOKEN", file: tokenFile) else {
+            fail("no join token: set FARM_JOIN_TOKEN or pass --token-file")
+        }
+        let report = try await Offload.run("probe") { _ in HardwareProbe.run(timeout: .seconds(10)) }
+        let id = nodeID ?? "\(ProcessInfo.processInfo.hostName)-\(UUID().uuidString.prefix(6).lowercased())"
+        let work = workDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("farm-node-\(id)").path
+        let node = RenderNode(
+            configuration: NodeConfiguration(
+                coordinatorHost: host, coordinatorPort: port, nodeID: id, joinToken: token, slots: slots,
+                threads: threads, workDirectory: work, reconnect: !exitOnDisconnect,
+                capabilitiesJSON: report.jsonString(pretty: false), logger: Logger(label: "farm.node")))
+        let task = Task { try await node.run() }
+        let signals = SignalWatcher(signals: [SIGINT, SIGTERM]) { node.drain() }
+        defer { signals.stop() }
+        do {
+            try await task.value
+        } catch {
+            fail("\(error)")
+        }
+    }
+}
+
+/// `farm probe`: what this machine can encode with, as JSON.
+struct Probe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print this machine's encoding capabilities (VA-API, NVENC, QSV, software) as JSON.")
+
+    @Option(help: "Seconds before a stuck driver is given up on.")
+    var timeout = 10.0
+
+    func run() async throws {
+        MediaLog.quiet()
+        let report = HardwareProbe.run(timeout: .milliseconds(Int(timeout * 1000)))
+        print(report.jsonString(pretty: true))
+    }
+}
+
+/// `farm bench-wire`: throughput of segment bytes over the real protocol on loopback (for `make bench`).
+struct BenchWire: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-wire", abstract: "Measure segment-byte throughput of the node protocol on loopback.",
+        shouldDisplay: false)
+
+    @Option(help: "Bytes to send.")
+    var bytes: Int64 = 2 << 30
+
+    @Option(help: "Directory for the temporary file.")
+    var directory = FileManager.default.temporaryDirectory.path
+
+    func run() async throws {
+        let result = try await WireBenchmark.run(bytes: bytes, directory: directory)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(result), as: UTF8.self))
+    }
+}

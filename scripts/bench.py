@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""make bench: farm against the ffmpeg command, side by side in one run on this machine.
+
+Writes bench/results.json and prints a table. Machines here are shared and noisy: quote the ratios.
+"""
+import argparse, json, os, re, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "bench", "work")
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def make_clip(path, seconds, size="1280x720", rate=30):
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        return
+    tmp = path + ".tmp.mp4"
+    # testsrc2 with light temporal noise: moving detail the encoder has to work for.
+    run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate},noise=alls=6:allf=t",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000,aformat=channel_layouts=stereo",
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-crf", "16", "-g", str(rate * 2),
+         "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", tmp])
+    os.replace(tmp, path)
+
+
+def farm_render(farm, src, out, preset, extra=()):
+    summary = out + ".json"
+    t0 = time.monotonic()
+    run([farm, "render", src, "-o", out, "--nodes", "2", "--node-threads", "1", "--codec", "h264",
+         "--crf", "23", "--preset", preset, "--json", summary, *extra])
+    wall = time.monotonic() - t0
+    with open(summary) as f:
+        s = json.load(f)
+    return wall, s
+
+
+def ffmpeg_encode(src, out, preset):
+    t0 = time.monotonic()
+    run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-threads", "2", "-i", src,
+         "-map", "0", "-c:v", "libx264", "-preset", preset, "-crf", "23", "-c:a", "copy", out])
+    return time.monotonic() - t0
+
+
+def video_bytes(path):
+    out = run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=size",
+               "-of", "csv=p=0", path]).stdout
+    return sum(int(x) for x in out.split() if x.strip().isdigit())
+
+
+def psnr(dist, ref):
+    err = subprocess.run(["ffmpeg", "-hide_banner", "-i", dist, "-i", ref, "-lavfi", "[0:v][1:v]psnr",
+                          "-f", "null", "-"], capture_output=True, text=True).stderr
+    m = re.search(r"PSNR .*average:([0-9.]+|inf)", err)
+    return float(m.group(1)) if m else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--farm", required=True)
+    ap.add_argument("--seconds", type=int, default=180)
+    args = ap.parse_args()
+    os.makedirs(WORK, exist_ok=True)
+    results = {"machine": {"cores": os.cpu_count()}, "goals": {}}
+
+    src = os.path.join(WORK, f"src-{args.seconds}s-720p.mp4")
+    src2 = os.path.join(WORK, f"src-{args.seconds * 2}s-720p.mp4")
+    print(f"generating {args.seconds} s and {args.seconds * 2} s 720p clips ...", file=sys.stderr)
+    make_clip(src, args.seconds)
+    make_clip(src2, args.seconds * 2)
+
+    print("farm: 2 nodes x 1 thread, x264 medium crf 23 ...", file=sys.stderr)
+    farm_out = os.path.join(WORK, "farm-medium.mp4")
+    farm_wall, farm_summary = farm_render(args.farm, src, farm_out, "medium")
+    print("ffmpeg -threads 2, x264 medium crf 23 ...", file=sys.stderr)
+    ff_out = os.path.join(WORK, "ffmpeg-medium.mp4")
+    ff_wall = ffmpeg_encode(src, ff_out, "medium")
+
+    farm_size, ff_size = video_bytes(farm_out), video_bytes(ff_out)
+    print("PSNR against the source ...", file=sys.stderr)
+    farm_psnr, ff_psnr = psnr(farm_out, src), psnr(ff_out, src)
+
+    print("coordinator memory at two input lengths (ultrafast) ...", file=sys.stderr)
+    _, short_summary = farm_render(args.farm, src, os.path.join(WORK, "farm-uf-short.mp4"), "ultrafast")
+    _, long_summary = farm_render(args.farm, src2, os.path.join(WORK, "farm-uf-long.mp4"), "ultrafast")
+
+    print("protocol throughput on loopback ...", file=sys.stderr)
+    wire = json.loads(run([args.farm, "bench-wire", "--bytes", str(2 << 30), "--directory", WORK]).stdout)
+
+    minutes = farm_summary["status"]["sourceSeconds"] / 60
+    results["render"] = {
+        "source_seconds": farm_summary["status"]["sourceSeconds"],
+        "frames": farm_summary["status"]["totalFrames"],
+        "segments": len(farm_summary["status"]["segments"]),
+        "farm_wall_s": round(farm_wall, 2),
+        "ffmpeg_wall_s": round(ff_wall, 2),
+        "wall_ratio": round(farm_wall / ff_wall, 3),
+        "farm_video_bytes": farm_size,
+        "ffmpeg_video_bytes": ff_size,
+        "size_ratio": round(farm_size / ff_size, 4),
+        "farm_psnr_db": round(farm_psnr, 3),
+        "ffmpeg_psnr_db": round(ff_psnr, 3),
+        "psnr_delta_db": round(farm_psnr - ff_psnr, 3),
+        "coordinator_cpu_s": round(farm_summary["coordinatorCPUSeconds"], 2),
+        "coordinator_cpu_s_per_video_minute": round(farm_summary["coordinatorCPUSeconds"] / minutes, 2),
+        "coordinator_peak_rss_mb": round(farm_summary["coordinatorPeakRSSMB"], 1),
+    }
+    results["memory"] = {
+        "short_source_s": short_summary["status"]["sourceSeconds"],
+        "short_peak_rss_mb": round(short_summary["coordinatorPeakRSSMB"], 1),
+        "long_source_s": long_summary["status"]["sourceSeconds"],
+        "long_peak_rss_mb": round(long_summary["coordinatorPeakRSSMB"], 1),
+        "long_over_short": round(long_summary["coordinatorPeakRSSMB"] / short_summary["coordinatorPeakRSSMB"], 3),
+    }
+    results["wire"] = {"bytes": wire["bytes"], "seconds": round(wire["seconds"], 3),
+                       "gb_per_s": round(wire["gigabytesPerSecond"], 3)}
+    r, m, w = results["render"], results["memory"], results["wire"]
+    results["goals"] = {
+        "wall_ratio_le_0.90": r["wall_ratio"] <= 0.90,
+        "size_within_3pct": abs(r["size_ratio"] - 1) <= 0.03,
+        "psnr_within_0.2db": abs(r["psnr_delta_db"]) <= 0.2,
+        "coordinator_rss_under_150mb": max(r["coordinator_peak_rss_mb"], m["long_peak_rss_mb"]) < 150,
+        "wire_ge_1gbps": w["gb_per_s"] >= 1.0,
+    }
+    os.makedirs(os.path.join(ROOT, "bench"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+
+    rows = [
+        ("wall time farm / ffmpeg -threads 2", f"{r['farm_wall_s']} s / {r['ffmpeg_wall_s']} s", f"{r['wall_ratio']}", "<= 0.90"),
+        ("video size farm / ffmpeg", f"{r['farm_video_bytes']} / {r['ffmpeg_video_bytes']}", f"{r['size_ratio']}", "within 3 %"),
+        ("PSNR farm - ffmpeg", f"{r['farm_psnr_db']} / {r['ffmpeg_psnr_db']} dB", f"{r['psnr_delta_db']} dB", "within 0.2 dB"),
+        ("coordinator CPU per video minute", f"{r['coordinator_cpu_s']} s total", f"{r['coordinator_cpu_s_per_video_minute']} s", "(report)"),
+        ("coordinator peak RSS", f"{m['short_source_s']:.0f} s: {m['short_peak_rss_mb']} MB, {m['long_source_s']:.0f} s: {m['long_peak_rss_mb']} MB",
+         f"{m['long_over_short']}x", "< 150 MB, flat"),
+        ("protocol throughput (loopback)", f"{w['bytes']} B in {w['seconds']} s", f"{w['gb_per_s']} GB/s", ">= 1 GB/s"),
+    ]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
+    print("\n" + "  ".join(h.ljust(widths[i]) for i, h in enumerate(["measure", "values", "result", "goal"])))
+    for row in rows:
+        print("  ".join(str(c).ljust(widths[i]) for i, c in enumerate(row)))
+    print(f"\nresults: bench/results.json  ({r['frames']} frames, {r['segments']} segments)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages farm needs when any is missing: FFmpeg's libraries and headers,
+# libva, libcurl, and the ffmpeg/ffprobe commands the tests and the demo use as an independent check.
+set -euo pipefail
+packages=(pkg-config libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libavfilter-dev libva-dev
+  libcurl4-openssl-dev libsqlite3-dev ffmpeg python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
