@@ -119,6 +119,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "NodeTests",
+            dependencies: [
+                "FarmNode", "FarmMedia", "FarmHWEncode", "FarmProtocol", "FarmTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/NodeTests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: ["FarmMedia", "FarmTestSupport"],
             path: "Tests/IntegrationTests",

@@ -112,10 +112,32 @@ struct NodeSession: Sendable {
         sessionBox.value = session
 
         var receivers: [UInt64: Receiver] = [:]
-        defer {
-            // Handles of unfinished transfers are closed by their owner; here the files are simply abandoned.
-            for receiver in receivers.values { if let path = receiver.path { unlinkQuietly(path) } }
+        do {
+            try await serve(&iterator, &receivers, session: session, nodeID: hello.nodeID, logger: logger)
+        } catch {
+            await Self.abandon(receivers)
+            throw error
         }
+        await Self.abandon(receivers)
+    }
+
+    /// Closes the files of transfers that will not complete and removes them. A file handle must be
+    /// closed even when the task is cancelled, so the close runs in a task of its own that is awaited.
+    private static func abandon(_ receivers: [UInt64: Receiver]) async {
+        for receiver in receivers.values {
+            if let handle = receiver.handle { await closeQuietly(handle) }
+            if let path = receiver.path { unlinkQuietly(path) }
+        }
+    }
+
+    private static func closeQuietly(_ handle: WriteFileHandle) async -> Bool {
+        await Task.detached { (try? await handle.close()) != nil }.value
+    }
+
+    private func serve(
+        _ iterator: inout NIOAsyncChannelInboundStream<Message>.AsyncIterator, _ receivers: inout [UInt64: Receiver],
+        session: UInt64, nodeID: String, logger: Logger
+    ) async throws {
         while let message = try await iterator.next() {
             switch message {
             case .result(let result):
@@ -155,9 +177,9 @@ struct NodeSession: Sendable {
                 await coordinator.heartbeat(session, heartbeat)
             case .drain:
                 await coordinator.nodeDraining(session)
-                logger.info("node is draining", metadata: ["node": "\(hello.nodeID)"])
+                logger.info("node is draining", metadata: ["node": "\(nodeID)"])
             default:
-                throw ProtocolError(code: .unexpectedMessage, message: "unexpected \(message.name) from node \(hello.nodeID)")
+                throw ProtocolError(code: .unexpectedMessage, message: "unexpected \(message.name) from node \(nodeID)")
             }
         }
     }
@@ -165,7 +187,11 @@ struct NodeSession: Sendable {
     /// The last byte of a result arrived: check it end to end before the coordinator trusts it.
     private func complete(_ taskID: UInt64, _ receivers: inout [UInt64: Receiver], session: UInt64) async throws {
         guard let receiver = receivers.removeValue(forKey: taskID) else { return }
-        try await receiver.handle?.close()
+        if let handle = receiver.handle, await !Self.closeQuietly(handle) {
+            if let path = receiver.path { unlinkQuietly(path) }
+            await coordinator.taskFailed(session, taskID: taskID, reason: "cannot close the result file", retryable: true)
+            return
+        }
         guard let path = receiver.path else { return }
         let result = receiver.result
         guard JoinProof.verify(receiver.checksum.finalize(), result.checksum) else {

@@ -65,6 +65,14 @@ extension EncoderCatalog {
     /// (an odd picture size for 4:2:0, an unknown preset) fails at once with the encoder's reason,
     /// not after every node has tried.
     public static func validate(_ config: EncoderConfig) throws {
-        _ = try VideoEncoder(config: config)
+        let encoder = try VideoEncoder(config: config)
+        // One mid-grey frame and a flush: every encoder closes cleanly after a real end of stream.
+        let frame = try EncoderTrial.greyFrame(
+            width: Int32(config.width), height: Int32(config.height), format: av_get_pix_fmt(config.pixelFormat))
+        frame.pointer.pointee.pts = 0
+        try encoder.send(frame.pointer)
+        try encoder.send(nil)
+        let packet = Packet()
+        while try encoder.receive(into: packet) {}
     }
 }

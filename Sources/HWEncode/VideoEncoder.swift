@@ -44,9 +44,20 @@ final class VideoEncoder {
     }
 
     deinit {
+        // Some encoders (SVT-AV1) wait forever in their close when they never saw the end of stream:
+        // flush before freeing, whatever path led here.
+        if !drained {
+            if avcodec_send_frame(context, nil) >= 0 {
+                let packet = Packet()
+                while avcodec_receive_packet(context, packet.pointer) >= 0 { packet.unref() }
+            }
+        }
         var c: UnsafeMutablePointer<AVCodecContext>? = context
         avcodec_free_context(&c)
     }
+
+    /// Set once the encoder has returned its end of stream.
+    private var drained = false
 
     /// Quality and speed options in each encoder's own terms.
     static func rateOptions(_ config: EncoderConfig) -> [(String, String)] {
@@ -80,13 +91,16 @@ final class VideoEncoder {
     }
 
     func send(_ frame: UnsafeMutablePointer<AVFrame>?) throws {
-        try check(avcodec_send_frame(context, frame), "encoding with \(config.encoder)")
+        let r = avcodec_send_frame(context, frame)
+        if r == farm_AVERROR_EOF() { return }
+        try check(r, "encoding with \(config.encoder)")
     }
 
     /// The next encoded packet; false when the encoder wants input or is drained.
     func receive(into packet: Packet) throws -> Bool {
         packet.unref()
         let r = avcodec_receive_packet(context, packet.pointer)
+        if r == farm_AVERROR_EOF() { drained = true }
         if r == farm_AVERROR_EAGAIN() || r == farm_AVERROR_EOF() { return false }
         try check(r, "encoding with \(config.encoder)")
         return true

@@ -74,6 +74,10 @@ package func check(_ result: Int32, _ what: @autoclosure () -> String) throws ->
 
 /// FFmpeg's own logging: errors only, so that a library call never floods a terminal.
 public enum MediaLog {
-    public static func quiet() { av_log_set_level(AV_LOG_ERROR) }
+    public static func quiet() {
+        av_log_set_level(AV_LOG_ERROR)
+        // SVT-AV1 prints its configuration banner unless told otherwise (1: errors only).
+        setenv("SVT_LOG", "1", 0)
+    }
     public static func verbose() { av_log_set_level(AV_LOG_INFO) }
 }

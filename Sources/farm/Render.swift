@@ -154,15 +154,35 @@ final class ProgressDisplay: @unchecked Sendable {
     }
 }
 
+extension NSLock {
+    /// A value behind a lock.
+    final class Protected<Value>: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value: Value
+        init(_ value: Value) { self.value = value }
+        func withLock<R>(_ body: (inout Value) -> R) -> R {
+            lock.lock()
+            defer { lock.unlock() }
+            return body(&value)
+        }
+    }
+}
+
 /// Calls `handler` on the first of the given signals (the default action is suspended meanwhile).
 final class SignalWatcher: @unchecked Sendable {
     private var sources: [any DispatchSourceSignal] = []
+    private let seen = NSLock.Protected(false)
 
     init(signals: [Int32], handler: @escaping @Sendable () -> Void) {
         for sig in signals {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler(handler: handler)
+            source.setEventHandler { [weak self] in
+                guard let self else { return }
+                // The first signal asks for a clean stop; a second one does not wait for it.
+                if self.seen.withLock({ seen in defer { seen = true }; return seen }) { _exit(128 + sig) }
+                handler()
+            }
             source.resume()
             sources.append(source)
         }

@@ -1,0 +1,94 @@
+import FarmCoordinator
+import FarmMedia
+import FarmTestSupport
+import Foundation
+import Testing
+
+/// Split planning on real keyframe indexes of clips made for the test.
+@Suite struct PlannerTests {
+    init() { MediaLog.quiet() }
+
+    func index(_ name: String, seconds: Double, videoArgs: [String]) throws -> (SourceIndex, URL) {
+        let dir = try TestMedia.temporaryDirectory("farm-plan")
+        let path = dir.appendingPathComponent(name).path
+        try TestMedia.makeClip(at: path, seconds: seconds, audio: false, videoArgs: videoArgs)
+        return (try SourceIndex.scan(path: path), dir)
+    }
+
+    /// Segments tile the source: contiguous, keyframe-aligned, every frame counted once.
+    func expectTiling(_ plans: [SegmentPlan], _ index: SourceIndex) {
+        #expect(plans.first?.startKeyframe == 0)
+        #expect(plans.last?.endKeyframe == index.keyframes.count)
+        #expect(plans.first?.startPTS == nil)
+        #expect(plans.last?.endPTS == nil)
+        for (a, b) in zip(plans, plans.dropFirst()) {
+            #expect(a.endKeyframe == b.startKeyframe)
+            #expect(a.endPTS == b.startPTS)
+            #expect(b.startPTS == index.keyframes[b.startKeyframe].pts)
+        }
+        #expect(plans.map(\.expectedFrames).reduce(0, +) == index.totalFrames)
+        #expect(plans.enumerated().allSatisfy { $0.offset == $0.element.index })
+    }
+
+    @Test func regularGOPsGiveEvenSegments() throws {
+        let (index, dir) = try self.index(
+            "regular.mp4", seconds: 20, videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "2"])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        #expect(index.totalFrames == 500)
+        #expect(index.keyframes.count == 20)
+        let plans = SegmentPlanner.plan(index: index, segmentSeconds: 4)
+        expectTiling(plans, index)
+        #expect(plans.count == 5)
+        #expect(plans.allSatisfy { $0.expectedFrames == 100 })
+        // Closed GOPs: each payload is exactly the segment's own packets.
+        #expect(plans[1].packets == index.keyframes[4].packetIndex..<index.keyframes[8].packetIndex)
+    }
+
+    @Test func irregularKeyframesStillTileAndAvoidATinyTail() throws {
+        let (index, dir) = try self.index(
+            "irregular.mp4", seconds: 12,
+            videoArgs: [
+                "-c:v", "libx264", "-preset", "ultrafast", "-g", "1000", "-sc_threshold", "0", "-force_key_frames",
+                "0,0.4,0.6,3.7,4.1,8.9,11.8",
+            ])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        #expect(index.keyframes.count == 7)
+        let plans = SegmentPlanner.plan(index: index, segmentSeconds: 3)
+        expectTiling(plans, index)
+        // The keyframe 0.2 s before the end would make a tiny last segment: it joins the one before.
+        #expect(plans.last!.durationTicks * 3 >= Int64(3 * Double(index.timeBase.den) / Double(index.timeBase.num)))
+        #expect(plans.count == 3)
+    }
+
+    @Test func farApartKeyframesMakeOneSegment() throws {
+        let (index, dir) = try self.index(
+            "sparse.mp4", seconds: 6, videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "1000"])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let plans = SegmentPlanner.plan(index: index, segmentSeconds: 1)
+        expectTiling(plans, index)
+        #expect(plans.count == 1)
+        #expect(plans[0].packets == 0..<index.packetCount)
+    }
+
+    @Test func openGOPPayloadsCarryTheNeighbouringGOPs() throws {
+        let (index, dir) = try self.index(
+            "open.mp4", seconds: 8,
+            videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "3", "-x264-params", "open-gop=1:scenecut=0"])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let plans = SegmentPlanner.plan(index: index, segmentSeconds: 2)
+        expectTiling(plans, index)
+        for plan in plans.dropFirst() where !index.keyframes[plan.startKeyframe].isClean {
+            #expect(plan.packets.lowerBound == index.keyframes[plan.startKeyframe - 1].packetIndex)
+        }
+        for plan in plans.dropLast() where !index.keyframes[plan.endKeyframe].isClean {
+            #expect(plan.packets.upperBound > index.keyframes[plan.endKeyframe].packetIndex)
+        }
+        #expect(plans.contains { !index.keyframes[$0.startKeyframe].isClean })
+    }
+
+    @Test func defaultLengthKeepsSlotsBusyWithoutTinySegments() {
+        #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 180, totalSlots: 2) == 22.5)
+        #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 10, totalSlots: 8) == 4)
+        #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 7200, totalSlots: 4) == 60)
+    }
+}
