@@ -100,6 +100,8 @@ public struct JobStatus: Sendable, Codable {
     /// Encoder names by node id, as the nodes reported them.
     public var encodersByNode: [String: String]
     public var dropped: [String]
+    /// Segments a node re-encoded in software after its hardware encoder failed.
+    public var fallbacks: Int
 }
 
 /// A connected node as a status report shows it.

@@ -68,6 +68,7 @@ public actor Coordinator {
         var error: String?
         var dropped: [String] = []
         var encodersByNode: [String: String] = [:]
+        var fallbacks = 0
         var submitted = ContinuousClock.now
         var encodingStarted: ContinuousClock.Instant?
         var finished: ContinuousClock.Instant?
@@ -411,7 +412,8 @@ public actor Coordinator {
             id: job.id, state: job.state, phase: job.phase, source: job.request.source, output: job.request.output,
             progress: progress, framesDone: framesDone, totalFrames: job.totalFrames, fps: fps, etaSeconds: eta,
             error: job.error, segments: segments, sourceSeconds: job.sourceSeconds,
-            wallSeconds: (end - job.submitted).seconds, encodersByNode: job.encodersByNode, dropped: job.dropped)
+            wallSeconds: (end - job.submitted).seconds, encodersByNode: job.encodersByNode, dropped: job.dropped,
+            fallbacks: job.fallbacks)
     }
 
     // MARK: - Scheduling
@@ -548,14 +550,21 @@ public actor Coordinator {
         nodes[session]?.lastSeen = .now
         nodes[session]?.segmentsDone += 1
         guard var job = jobs[task.jobID], job.state == .running else { return }
-        // The first result pins the job's parameter sets; every later one must match them.
-        if let pinned = job.parameters, pinned != parameters {
+        // The first result pins the job's stream header. A later one with other parameter sets (a
+        // hardware node, or a software fallback) can still join with in-band parameter sets, as long as
+        // codec, picture size and NAL framing agree.
+        if let pinned = job.parameters, let problem = parameters.joinProblem(with: pinned) {
             jobs[task.jobID] = job
             tasks[result.taskID] = task
-            requeue(task, failure: "encoded with other parameter sets than the job's first segment", retryable: true)
+            requeue(task, failure: "result cannot join the job's stream: \(problem)", retryable: true)
             return
         }
-        job.parameters = parameters
+        if let reason = result.fallbackReason {
+            job.fallbacks += 1
+            logger.warning(
+                "segment fell back to software", metadata: ["job": "\(task.jobID)", "segment": "\(task.segment)", "reason": "\(reason)"])
+        }
+        if job.parameters == nil { job.parameters = parameters }
         job.segments[task.segment].state = .done(
             path: path, frames: Int(result.frames), encoder: result.encoder, nodeID: task.nodeID)
         job.encodersByNode[task.nodeID] = result.encoder

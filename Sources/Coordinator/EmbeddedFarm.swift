@@ -16,11 +16,13 @@ public struct EmbeddedFarm: Sendable {
         public var dataDirectory: String?
         /// Extra environment for the nodes (fault injection in tests, for example).
         public var nodeEnvironment: [String: String]
+        /// Extra arguments for `farm node` (`--hardware off`, for example).
+        public var nodeArguments: [String]
         public var logger: Logger
 
         public init(
             nodes: Int = 2, threadsPerNode: Int = 1, slotsPerNode: Int = 1, nodeExecutable: String,
-            dataDirectory: String? = nil, nodeEnvironment: [String: String] = [:],
+            dataDirectory: String? = nil, nodeEnvironment: [String: String] = [:], nodeArguments: [String] = [],
             logger: Logger = Logger(label: "farm.render")
         ) {
             self.nodes = nodes
@@ -29,6 +31,7 @@ public struct EmbeddedFarm: Sendable {
             self.nodeExecutable = nodeExecutable
             self.dataDirectory = dataDirectory
             self.nodeEnvironment = nodeEnvironment
+            self.nodeArguments = nodeArguments
             self.logger = logger
         }
     }
@@ -154,7 +157,7 @@ public struct EmbeddedFarm: Sendable {
                 "node", "--coordinator", "127.0.0.1:\(port)", "--slots", String(options.slotsPerNode), "--threads",
                 String(options.threadsPerNode), "--node-id", "node-\(i)", "--work-dir", "\(dataDirectory)/node-\(i)",
                 "--exit-on-disconnect",
-            ]
+            ] + options.nodeArguments
             process.environment = environment
             let logPath = "\(dataDirectory)/node-\(i).log"
             FileManager.default.createFile(atPath: logPath, contents: nil)

@@ -39,6 +39,8 @@ public struct EncoderConfig: Sendable, Hashable {
     public var threads: Int
     /// Extra private options for the encoder, applied after the preset.
     public var options: [String: String]
+    /// The VA-API render node a `*_vaapi` encoder runs on.
+    public var hardwareDevice: String?
 
     public init(
         codec: VideoCodec, encoder: String, crf: Int, preset: String, pixelFormat: String, width: Int, height: Int,

@@ -38,15 +38,51 @@ public struct SegmentEncodeReport: Sendable {
     public var verifySeconds: Double
     public var outputBytes: Int64
     public var parameters: CodecParameters
+    /// Why the hardware path was left for software on this segment, if it was.
+    public var fallbackReason: String?
 }
 
 /// Decodes a segment, keeps exactly the frames it owns with their source timestamps, encodes them
 /// with a fresh encoder (so the segment opens on an IDR picture, closed GOPs), writes the packets,
 /// then decodes its own output to prove it decodes and holds the same frame times.
 public enum SegmentEncoder {
+    /// Tries each attempt in order. A hardware attempt that fails at open or in the middle of the
+    /// segment puts its encoder in cool-down and the segment is encoded again from its start with the
+    /// next attempt (the job's software encoder); the report names the encoder actually used.
+    public static func encode(
+        _ request: SegmentEncodeRequest, attempts: [EncodeAttempt], cooldown: EncoderCooldown,
+        progress: (Int) -> Void = { _ in }, isCancelled: () -> Bool = { false }
+    ) throws -> SegmentEncodeReport {
+        var reasons: [String] = []
+        for (i, attempt) in attempts.enumerated() {
+            var single = request
+            single.config = attempt.config
+            do {
+                var report = try encodeOnce(single, fault: attempt.fault, progress: progress, isCancelled: isCancelled)
+                report.fallbackReason = reasons.isEmpty ? nil : reasons.joined(separator: "; ")
+                return report
+            } catch let error as MediaError where attempt.isHardware && error.code != .cancelled && i + 1 < attempts.count {
+                cooldown.coolDown(attempt.config.encoder)
+                reasons.append("\(attempt.config.encoder) failed: \(error.message)")
+                progress(0)
+            }
+        }
+        throw MediaError(.unsupported, "no encoder to try for \(request.input)")
+    }
+
+    /// Encodes with `request.config` alone.
     public static func encode(
         _ request: SegmentEncodeRequest, progress: (Int) -> Void = { _ in }, isCancelled: () -> Bool = { false }
     ) throws -> SegmentEncodeReport {
+        try encodeOnce(request, fault: nil, progress: progress, isCancelled: isCancelled)
+    }
+
+    static func encodeOnce(
+        _ request: SegmentEncodeRequest, fault: HardwareFault?, progress: (Int) -> Void, isCancelled: () -> Bool
+    ) throws -> SegmentEncodeReport {
+        if fault == .atOpen {
+            throw MediaError(.ffmpeg, "opening \(request.config.encoder) failed (injected fault)")
+        }
         let clock = ContinuousClock()
         let reader = try PacketFileReader(path: request.input)
         guard reader.header.parameters.isVideo else {
@@ -82,6 +118,9 @@ public enum SegmentEncoder {
                 throw MediaError(.invalidInput, "\(request.input): frame time \(pts) does not increase after \(last)")
             }
             inputTimes.append(pts)
+            if case .afterFrames(let n) = fault, inputTimes.count > n {
+                throw MediaError(.ffmpeg, "\(request.config.encoder) failed after \(n) frames (injected fault)")
+            }
             let t0 = clock.now
             let converted = try converter.convert(frame)
             converted.pointee.pts = pts
@@ -128,6 +167,6 @@ public enum SegmentEncoder {
             frames: inputTimes.count, encoder: request.config.encoder, firstPTS: inputTimes.first!,
             lastPTS: inputTimes.last!, decodeSeconds: (total - encodeTime).seconds, encodeSeconds: encodeTime.seconds,
             verifySeconds: (clock.now - verifyStart).seconds, outputBytes: writer.bytesWritten,
-            parameters: header.parameters)
+            parameters: header.parameters, fallbackReason: nil)
     }
 }

@@ -20,6 +20,16 @@ final class VideoEncoder {
         ctx.pointee.width = Int32(config.width)
         ctx.pointee.height = Int32(config.height)
         ctx.pointee.pix_fmt = format
+        if config.encoder.hasSuffix("_vaapi") {
+            // VA-API encoders take frames in GPU surfaces: NV12 frames are uploaded into this pool.
+            guard let device = config.hardwareDevice else {
+                throw MediaError(.unsupported, "\(config.encoder) needs a VA-API render node, and none can encode \(config.codec.rawValue)")
+            }
+            let frames = try EncoderTrial.vaapiFrames(device: device, width: ctx.pointee.width, height: ctx.pointee.height)
+            ctx.pointee.pix_fmt = AV_PIX_FMT_VAAPI
+            ctx.pointee.hw_frames_ctx = av_buffer_ref(frames.pointer)
+            hardwareFrames = frames
+        }
         ctx.pointee.time_base = config.timeBase.av
         if config.frameRate.isValid { ctx.pointee.framerate = config.frameRate.av }
         if config.sampleAspectRatio.isValid { ctx.pointee.sample_aspect_ratio = config.sampleAspectRatio.av }
@@ -58,10 +68,21 @@ final class VideoEncoder {
 
     /// Set once the encoder has returned its end of stream.
     private var drained = false
+    /// The GPU surface pool of a VA-API encoder.
+    private var hardwareFrames: BufferRef?
+    private let uploaded = Frame()
 
     /// Quality and speed options in each encoder's own terms.
     static func rateOptions(_ config: EncoderConfig) -> [(String, String)] {
+        let quality = String(config.crf)
         switch config.encoder {
+        case let name where name.hasSuffix("_vaapi"):
+            // Constant QP is what every VA-API driver offers; CRF maps to it roughly one to one.
+            return [("rc_mode", "CQP"), ("global_quality", quality)]
+        case let name where name.hasSuffix("_nvenc"):
+            return [("preset", "p5"), ("rc", "vbr"), ("cq", quality), ("b", "0")]
+        case let name where name.hasSuffix("_qsv"):
+            return [("preset", "medium"), ("global_quality", quality)]
         case "libsvtav1":
             return [("preset", svtPreset(config.preset)), ("crf", String(config.crf))]
         case "libaom-av1":
@@ -91,6 +112,14 @@ final class VideoEncoder {
     }
 
     func send(_ frame: UnsafeMutablePointer<AVFrame>?) throws {
+        var frame = frame
+        if let hardwareFrames, let software = frame {
+            uploaded.unref()
+            try check(av_hwframe_get_buffer(hardwareFrames.pointer, uploaded.pointer, 0), "allocating a VA-API surface")
+            try check(av_hwframe_transfer_data(uploaded.pointer, software, 0), "uploading a frame to the GPU")
+            try check(av_frame_copy_props(uploaded.pointer, software), "copying frame properties")
+            frame = uploaded.pointer
+        }
         let r = avcodec_send_frame(context, frame)
         if r == farm_AVERROR_EOF() { return }
         try check(r, "encoding with \(config.encoder)")

@@ -37,6 +37,8 @@ public struct AssemblyReport: Sendable {
     public var dropped: [String]
     /// Output stream index of the video.
     public var videoOutputIndex: Int
+    /// Whether segments carry their own parameter sets (their stream headers differ).
+    public var inBandParameterSets: Bool
 }
 
 /// Joins encoded segments into one file by stream copy: video packets in segment order with strictly
@@ -48,11 +50,14 @@ public enum Assembler {
         let source = try InputFile(path: request.sourcePath)
         var readers = try request.segmentFiles.map { try PacketFileReader(path: $0) }
         let first = readers[0].header
-        for (i, reader) in readers.enumerated() where reader.header.parameters != first.parameters {
-            let which =
-                reader.header.parameters.extradata != first.parameters.extradata ? "parameter sets" : "stream parameters"
-            throw MediaError(.mismatch, "segment \(i) was encoded with other \(which) than segment 0; refusing to join")
+        for (i, reader) in readers.enumerated() {
+            if let difference = ParameterSets.compatible(first.parameters, reader.header.parameters) {
+                throw MediaError(.mismatch, "segment \(i) cannot share a track with segment 0: \(difference)")
+            }
         }
+        // Segments from one encoder configuration share one stream header; otherwise each segment
+        // carries its own parameter sets in band (see docs/encoding.md).
+        let inBand = readers.contains { $0.header.parameters != first.parameters }
         let output = try OutputFile(path: request.outputPath, format: request.container)
 
         var mapping: [Int: Int] = [:]
@@ -66,9 +71,13 @@ public enum Assembler {
                 let st = try output.addStream(parameters: first.parameters, timeBase: first.timeBase)
                 copyStreamProperties(from: inStream, to: st)
                 st.pointee.avg_frame_rate = inStream.pointee.avg_frame_rate
-                if request.container != "matroska", first.parameters.codecID == AV_CODEC_ID_HEVC.rawValue {
-                    // hvc1: parameter sets only in the sample entry, what Apple's players require.
-                    st.pointee.codecpar.pointee.codec_tag = fourCC("hvc1")
+                if request.container != "matroska" {
+                    if inBand, let tag = ParameterSets.inBandTag(first.parameters) {
+                        st.pointee.codecpar.pointee.codec_tag = fourCC(tag)
+                    } else if first.parameters.codecID == AV_CODEC_ID_HEVC.rawValue {
+                        // hvc1: parameter sets only in the sample entry, what Apple's players require.
+                        st.pointee.codecpar.pointee.codec_tag = fourCC("hvc1")
+                    }
                 }
                 videoOut = Int(st.pointee.index)
                 mapping[i] = videoOut
@@ -105,10 +114,20 @@ public enum Assembler {
         let otherPacket = Packet()
         let videoStream = output.stream(videoOut)
 
+        var startOfSegment = true
         func nextVideo() throws -> Bool {
             while segment < readers.count {
-                if try readers[segment].read(into: videoPacket) { return true }
+                if try readers[segment].read(into: videoPacket) {
+                    if inBand, startOfSegment {
+                        try ParameterSets.prepend(
+                            ParameterSets.prefix(for: readers[segment].header.parameters, firstPacket: videoPacket.data),
+                            to: videoPacket)
+                    }
+                    startOfSegment = false
+                    return true
+                }
                 segment += 1
+                startOfSegment = true
             }
             return false
         }
@@ -159,7 +178,8 @@ public enum Assembler {
         try output.finish()
         readers.removeAll()
         return AssemblyReport(
-            videoPackets: counts[videoOut] ?? 0, packetsPerStream: counts, dropped: dropped, videoOutputIndex: videoOut)
+            videoPackets: counts[videoOut] ?? 0, packetsPerStream: counts, dropped: dropped, videoOutputIndex: videoOut,
+            inBandParameterSets: inBand)
     }
 
     private static func fourCC(_ s: String) -> UInt32 {

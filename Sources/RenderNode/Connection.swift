@@ -279,10 +279,12 @@ final class Connection: Sendable {
                 for: assign, input: input, output: output, threads: self.configuration.threads)
             logger[metadataKey: "encoder"] = "\(request.config.encoder)"
             logger.info("encoding segment", metadata: ["expectedFrames": "\(assign.expectedFrames)"])
+            let chooser = self.configuration.chooser ?? EncoderChooser(report: .empty, mode: .off)
+            let attempts = try chooser.attempts(for: request.config)
             encoded = try await Offload.run("encode task \(taskID)") { offload in
                 let isCancelled = { offload.isCancelled || flag.isCancelled }
                 let report = try SegmentEncoder.encode(
-                    request,
+                    request, attempts: attempts, cooldown: chooser.cooldown,
                     progress: { frames in self.state.withLock { $0.progress(taskID, frames: frames) } },
                     isCancelled: isCancelled)
                 let file = try SegmentFiles.sizeAndChecksum(of: output, isCancelled: isCancelled)
@@ -302,7 +304,10 @@ final class Connection: Sendable {
         let result = TaskResult(
             taskID: taskID, encoder: report.encoder, frames: UInt64(report.frames), byteLength: encoded.byteLength,
             checksum: encoded.checksum, decodeSeconds: report.decodeSeconds, encodeSeconds: report.encodeSeconds,
-            fallbackReason: nil)
+            fallbackReason: report.fallbackReason)
+        if let reason = report.fallbackReason {
+            logger.warning("hardware encoder failed; segment re-encoded in software", metadata: ["reason": "\(reason)"])
+        }
         do {
             try await self.outbound.write(.result(result))
             let complete = try await self.sendFile(output, taskID: taskID, byteLength: encoded.byteLength)

@@ -1,3 +1,4 @@
+public import FarmHWEncode
 public import Logging
 
 #if canImport(Glibc)
@@ -31,6 +32,8 @@ public struct NodeConfiguration: Sendable {
     public var reconnect: Bool
     /// The hardware probe report, sent in the hello as JSON (`"{}"` if none).
     public var capabilitiesJSON: String
+    /// Which encoders the node tries for a segment (hardware first unless `--hardware off`).
+    public var chooser: EncoderChooser?
     /// Where the node logs.
     public var logger: Logger
 
@@ -57,6 +60,7 @@ public struct NodeConfiguration: Sendable {
         workDirectory: String? = nil,
         reconnect: Bool = true,
         capabilitiesJSON: String = "{}",
+        chooser: EncoderChooser? = nil,
         logger: Logger = Logger(label: "farm.node")
     ) {
         let nodeID = nodeID ?? Self.defaultNodeID()
@@ -69,6 +73,7 @@ public struct NodeConfiguration: Sendable {
         self.workDirectory = workDirectory ?? "\(Self.temporaryDirectory())/farm-node-\(nodeID)"
         self.reconnect = reconnect
         self.capabilitiesJSON = capabilitiesJSON
+        self.chooser = chooser
         self.logger = logger
     }
 

@@ -37,6 +37,9 @@ struct Render: AsyncParsableCommand {
     @Option(name: .customLong("segment-seconds"), help: "Target segment length (default: from the length and the slots).")
     var segmentSeconds: Double?
 
+    @Option(help: "Hardware encoders on the nodes: auto, require or off.")
+    var hardware: HardwareMode = .auto
+
     @Option(name: .customLong("data-dir"), help: "Where work files go (default: a temporary directory).")
     var dataDir: String?
 
@@ -74,7 +77,7 @@ struct Render: AsyncParsableCommand {
                 nodes: nodes, threadsPerNode: threads, slotsPerNode: slots,
                 nodeExecutable: ProcessInfo.processInfo.arguments[0].hasPrefix("/")
                     ? ProcessInfo.processInfo.arguments[0] : Self.selfExecutable(),
-                dataDirectory: dataDir, logger: logger))
+                dataDirectory: dataDir, nodeArguments: ["--hardware", hardware.rawValue], logger: logger))
         let request = JobRequest(
             source: input, output: output, codec: codec, crf: crf, preset: preset, segmentSeconds: segmentSeconds,
             keepWork: keepWork)
@@ -112,6 +115,7 @@ struct Render: AsyncParsableCommand {
             "wall time  \(String(format: "%.2f", summary.wallSeconds)) s",
             "speed      \(String(format: "%.2f", summary.speed))x real time, \(String(format: "%.1f", Double(s.totalFrames) / max(summary.wallSeconds, 0.001))) fps",
         ]
+        if s.fallbacks > 0 { lines.append("fallbacks  \(s.fallbacks) segment(s) re-encoded in software after a hardware failure") }
         if !s.dropped.isEmpty { lines.append("dropped    \(s.dropped.joined(separator: "; "))") }
         return lines.joined(separator: "\n")
     }

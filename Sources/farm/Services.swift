@@ -1,4 +1,4 @@
-import ArgumentParser
+public import ArgumentParser
 import FarmCoordinator
 import FarmHWEncode
 import FarmMedia
@@ -76,6 +76,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("exit-on-disconnect"), help: "Exit when the coordinator goes away instead of reconnecting.")
     var exitOnDisconnect = false
 
+    @Option(help: "Hardware encoders: auto (hardware first, software fallback), require, or off.")
+    var hardware: HardwareMode = .auto
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -90,13 +93,22 @@ struct NodeCommand: AsyncParsableCommand {
             fail("no join token: set FARM_JOIN_TOKEN or pass --token-file")
         }
         let report = try await Offload.run("probe") { _ in HardwareProbe.run(timeout: .seconds(10)) }
+        let environment = ProcessInfo.processInfo.environment
+        let chooser = EncoderChooser(
+            report: report, mode: hardware, standIn: environment["FARM_TEST_HARDWARE_STANDIN"],
+            fault: HardwareFault.fromEnvironment(environment["FARM_TEST_HARDWARE_FAULT"]))
+        do {
+            try chooser.checkStartup()
+        } catch {
+            fail("\(error)")
+        }
         let id = nodeID ?? "\(ProcessInfo.processInfo.hostName)-\(UUID().uuidString.prefix(6).lowercased())"
         let work = workDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("farm-node-\(id)").path
         let node = RenderNode(
             configuration: NodeConfiguration(
                 coordinatorHost: host, coordinatorPort: port, nodeID: id, joinToken: token, slots: slots,
                 threads: threads, workDirectory: work, reconnect: !exitOnDisconnect,
-                capabilitiesJSON: report.jsonString(pretty: false), logger: Logger(label: "farm.node")))
+                capabilitiesJSON: report.jsonString(pretty: false), chooser: chooser, logger: Logger(label: "farm.node")))
         let task = Task { try await node.run() }
         let signals = SignalWatcher(signals: [SIGINT, SIGTERM]) { node.drain() }
         defer { signals.stop() }
@@ -107,6 +119,8 @@ struct NodeCommand: AsyncParsableCommand {
         }
     }
 }
+
+extension HardwareMode: ExpressibleByArgument {}
 
 /// `farm probe`: what this machine can encode with, as JSON.
 struct Probe: AsyncParsableCommand {

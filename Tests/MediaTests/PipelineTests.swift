@@ -9,7 +9,11 @@ import Testing
     init() { MediaLog.quiet() }
 
     /// Runs every segment through the node's encoder and joins them; returns the output path.
-    func render(source: String, codec: VideoCodec, keyframesPerSegment: Int, output: String) throws -> (SourceIndex, AssemblyReport) {
+    func render(
+        source: String, codec: VideoCodec, keyframesPerSegment: Int, output: String,
+        attempts: (Int, EncoderConfig) -> [EncodeAttempt] = { _, c in [EncodeAttempt(config: c, isHardware: false, fault: nil)] },
+        check: (Int, SegmentEncodeReport) -> Void = { _, _ in }
+    ) throws -> (SourceIndex, AssemblyReport) {
         let dir = (output as NSString).deletingLastPathComponent
         let index = try SourceIndex.scan(path: source)
         var cuts = Array(stride(from: 0, to: index.keyframes.count, by: keyframesPerSegment))
@@ -30,8 +34,9 @@ import Testing
                 startPTS: i == 0 ? nil : index.keyframes[cuts[i]].pts,
                 endPTS: cuts[i + 1] < index.keyframes.count ? index.keyframes[cuts[i + 1]].pts : nil,
                 expectedFrames: index.frames(fromKeyframe: cuts[i], toKeyframe: cuts[i + 1]))
-            let report = try SegmentEncoder.encode(request)
+            let report = try SegmentEncoder.encode(request, attempts: attempts(i, config), cooldown: EncoderCooldown())
             #expect(report.frames == request.expectedFrames)
+            check(i, report)
             encoded.append(request.output)
         }
         let report = try Assembler.assemble(
@@ -70,5 +75,66 @@ import Testing
         #expect(index.keyframes.dropFirst().contains { !$0.isClean })
         #expect(try TestMedia.frameSeconds(output).count == TestMedia.frameSeconds(source).count)
         try TestMedia.decodesCleanly(output)
+    }
+
+    @Test(arguments: ["mp4", "mkv"])
+    func segmentsFromDifferentEncodersJoinWithInBandParameterSets(container: String) throws {
+        let dir = try TestMedia.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("src.mp4").path
+        try TestMedia.makeClip(at: source, seconds: 6, videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "2"])
+        let output = dir.appendingPathComponent("mixed.\(container)").path
+        // Odd segments come from an encoder with other parameter sets (no B-frames, CAVLC), as a
+        // hardware encoder's would.
+        let (_, report) = try render(
+            source: source, codec: .h264, keyframesPerSegment: 2, output: output,
+            attempts: { i, config in
+                var other = config
+                other.options = ["x264-params": "ref=3:bframes=2:cabac=1"]
+                return [EncodeAttempt(config: i % 2 == 1 ? other : config, isHardware: false, fault: nil)]
+            })
+        #expect(report.inBandParameterSets)
+        // Matroska cannot start below zero: when the AAC priming starts before the video, every stream
+        // moves by the same amount; frame-to-frame times stay exact.
+        #expect(try TestMedia.relativeFrameTimes(output) == TestMedia.relativeFrameTimes(source))
+        try TestMedia.decodesCleanly(output)
+        if container == "mp4" {
+            #expect(try TestMedia.streamInfo(output, stream: "v:0", entries: "codec_tag_string")["codec_tag_string"] == "avc3")
+        }
+    }
+
+    @Test(arguments: [HardwareFault.atOpen, .afterFrames(10)])
+    func hardwareFailureFallsBackToSoftwareAndStaysExact(fault: HardwareFault) throws {
+        let dir = try TestMedia.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("src.mp4").path
+        try TestMedia.makeClip(at: source, seconds: 4, videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        let output = dir.appendingPathComponent("fallback.mp4").path
+        let cooldown = EncoderCooldown()
+        var reasons: [String?] = []
+        _ = try render(
+            source: source, codec: .h264, keyframesPerSegment: 1, output: output,
+            attempts: { _, config in
+                var standIn = config
+                standIn.options = ["x264-params": "bframes=0"]
+                return [
+                    EncodeAttempt(config: standIn, isHardware: true, fault: fault),
+                    EncodeAttempt(config: config, isHardware: false, fault: nil),
+                ]
+            },
+            check: { _, report in reasons.append(report.fallbackReason) })
+        #expect(reasons.allSatisfy { $0?.contains("injected fault") == true })
+        #expect(try TestMedia.frameSeconds(output) == TestMedia.frameSeconds(source))
+        try TestMedia.decodesCleanly(output)
+        _ = cooldown
+    }
+
+    @Test func cooldownKeepsAFailedEncoderOutForItsPeriod() {
+        let cooldown = EncoderCooldown(period: .seconds(60))
+        let now = ContinuousClock.now
+        #expect(!cooldown.isCoolingDown("h264_vaapi", now: now))
+        cooldown.coolDown("h264_vaapi", now: now)
+        #expect(cooldown.isCoolingDown("h264_vaapi", now: now + .seconds(59)))
+        #expect(!cooldown.isCoolingDown("h264_vaapi", now: now + .seconds(61)))
     }
 }

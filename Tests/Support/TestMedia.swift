@@ -65,6 +65,13 @@ public enum TestMedia {
         return out.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: CharacterSet(charactersIn: ", ")) }
     }
 
+    /// Frame times relative to the first frame, in microseconds.
+    public static func relativeFrameTimes(_ path: String) throws -> [Int] {
+        let times = try frameSeconds(path).compactMap { Double($0) }.map { Int(($0 * 1_000_000).rounded()) }
+        guard let first = times.first else { return [] }
+        return times.map { $0 - first }
+    }
+
     /// Packet count of the first stream of a kind ("v:0", "a:0", ...).
     public static func packetCount(_ path: String, stream: String) throws -> Int {
         let out = try run(
