@@ -179,6 +179,14 @@ public actor Coordinator {
         jobs[id].map(makeStatus)
     }
 
+    /// Every job, oldest first.
+    public func listJobs() -> [JobStatus] {
+        jobOrder.compactMap { jobs[$0].map(makeStatus) }
+    }
+
+    /// The data directory and the node count, for health and readiness reports.
+    public var dataDirectory: String { configuration.dataDirectory }
+
     /// Waits until the job is done, failed or cancelled.
     public func waitForCompletion(_ id: String) async throws -> JobStatus {
         guard let job = jobs[id] else { throw CoordinatorError(.unknownJob, "no job \(id)") }
