@@ -34,7 +34,7 @@ public struct CoordinatorConfiguration: Sendable {
 }
 
 /// What a user asks for: a source, an output and the encoder settings.
-public struct JobRequest: Sendable {
+public struct JobRequest: Sendable, Codable {
     public var source: String
     public var output: String
     public var codec: VideoCodec

@@ -92,11 +92,66 @@ public actor Coordinator {
     private var nextJobNumber = 1
     private let jobStream: AsyncStream<String>
     private let jobContinuation: AsyncStream<String>.Continuation
+    /// The durable record of jobs, written in order by one consumer so the actor never waits on SQLite
+    /// unless it needs an answer (planning and resume).
+    private var store: JobStore?
+    private let storeOperations: AsyncStream<@Sendable (JobStore) async -> Void>
+    private let storeContinuation: AsyncStream<@Sendable (JobStore) async -> Void>.Continuation
 
     public init(configuration: CoordinatorConfiguration) {
         self.configuration = configuration
         self.logger = configuration.logger
         (jobStream, jobContinuation) = AsyncStream<String>.makeStream()
+        (storeOperations, storeContinuation) = AsyncStream<@Sendable (JobStore) async -> Void>.makeStream()
+    }
+
+    // MARK: - Durable state
+
+    /// Opens the job store in the data directory (once) and takes back the jobs a previous run left
+    /// unfinished: their leases are void, and they are queued again to resume. Returns their ids.
+    @discardableResult
+    public func open() async throws -> [String] {
+        guard store == nil else { return [] }
+        try FileManager.default.createDirectory(
+            atPath: configuration.dataDirectory + "/jobs", withIntermediateDirectories: true)
+        let store = try await JobStore(dataDirectory: configuration.dataDirectory)
+        self.store = store
+        _ = try await store.releaseAllLeases()
+        for node in try await store.nodes(states: [.connected, .draining]) {
+            _ = try await store.markNode(node.id, .gone, reason: "coordinator restarted")
+        }
+        var resumed: [String] = []
+        for snapshot in try await store.unfinishedJobs() {
+            let stored = snapshot.job
+            guard jobs[stored.id] == nil, let request = try? JobStore.decodeJSON(JobRequest.self, from: stored.request)
+            else { continue }
+            if let number = Int(stored.id.split(separator: "-").dropFirst().first ?? "") {
+                nextJobNumber = max(nextJobNumber, number + 1)
+            }
+            jobs[stored.id] = JobRecord(id: stored.id, request: request, workDirectory: stored.workDirectory)
+            jobOrder.append(stored.id)
+            jobContinuation.yield(stored.id)
+            resumed.append(stored.id)
+            logger.notice("resuming job", metadata: ["job": "\(stored.id)", "source": "\(stored.source)"])
+        }
+        return resumed
+    }
+
+    /// Queues a store write; a failure is logged, never fatal (the in-memory state stays the truth of this run).
+    private func record(_ what: String, _ body: @escaping @Sendable (JobStore) async throws -> Void) {
+        let logger = self.logger
+        storeContinuation.yield { store in
+            do { try await body(store) } catch { logger.warning("job store: \(what): \(error)") }
+        }
+    }
+
+    /// Queues a store call behind the writes before it and waits for its answer.
+    private func persist<T: Sendable>(_ body: @escaping @Sendable (JobStore) async throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            storeContinuation.yield { store in
+                do { continuation.resume(returning: try await body(store)) } catch { continuation.resume(throwing: error) }
+            }
+        }
     }
 
     // MARK: - Running
@@ -108,12 +163,16 @@ public actor Coordinator {
 
     /// Serves nodes and runs jobs until the task is cancelled.
     public func run(_ listener: NodeListener) async throws {
-        try FileManager.default.createDirectory(
-            atPath: configuration.dataDirectory + "/jobs", withIntermediateDirectories: true)
+        try await open()
+        let operations = storeOperations
+        guard let store else { return }
         logger.info(
             "coordinator listening for nodes",
             metadata: ["address": "\(configuration.nodeListenHost):\(listener.port)"])
         try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                for await operation in operations { await operation(store) }
+            }
             group.addTask {
                 await withDiscardingTaskGroup { jobs in
                     for await id in self.jobStream {
@@ -151,8 +210,11 @@ public actor Coordinator {
 
     // MARK: - Jobs
 
-    /// Queues a job after checking what can be checked at once.
-    public func submit(_ request: JobRequest) throws -> String {
+    /// Queues a job after checking what can be checked at once: the output directory, and that the
+    /// source is a readable video (a one-line error naming it otherwise). The segment length is fixed
+    /// here, so that a resumed job plans the same segments.
+    public func submit(_ request: JobRequest) async throws -> String {
+        var request = request
         let outputDirectory = (request.output as NSString).deletingLastPathComponent
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: outputDirectory.isEmpty ? "." : outputDirectory, isDirectory: &isDirectory),
@@ -164,14 +226,41 @@ public actor Coordinator {
         guard sourcePath != URL(fileURLWithPath: request.output).standardizedFileURL.path else {
             throw CoordinatorError(.invalidRequest, "\(request.output): output would overwrite the source")
         }
+        let source = request.source
+        let info: MediaInfo
+        do {
+            info = try await Offload.run("probe") { _ in try MediaInfo.probe(path: source) }
+        } catch {
+            throw CoordinatorError(.invalidRequest, "\(error)")
+        }
+        guard info.videoStreamIndex != nil else {
+            throw CoordinatorError(.invalidRequest, "\(source): has no video stream")
+        }
+        if request.segmentSeconds == nil {
+            let slots = max(totalSlots, request.expectedSlots ?? 0, 1)
+            request.segmentSeconds = SegmentPlanner.defaultSegmentSeconds(durationSeconds: info.durationSeconds, totalSlots: slots)
+        }
         let id = String(format: "job-%04d-%@", nextJobNumber, String(UUID().uuidString.prefix(8)).lowercased())
         nextJobNumber += 1
-        jobs[id] = JobRecord(
-            id: id, request: request, workDirectory: "\(configuration.dataDirectory)/jobs/\(id)")
+        let workDirectory = "\(configuration.dataDirectory)/jobs/\(id)"
+        jobs[id] = JobRecord(id: id, request: request, workDirectory: workDirectory)
         jobOrder.append(id)
+        let json = try JobStore.encodeJSON(request)
+        let stored = request
+        record("insert job \(id)") {
+            try await $0.insertJob(id: id, source: stored.source, output: stored.output, request: json, workDirectory: workDirectory)
+        }
         jobContinuation.yield(id)
         logger.info("job queued", metadata: ["job": "\(id)", "source": "\(request.source)"])
         return id
+    }
+
+    /// The unfinished job with this source and output, if a previous run left one (see `open()`).
+    public func unfinishedJob(source: String, output: String) -> String? {
+        jobOrder.first { id in
+            guard let job = jobs[id], !job.state.isFinished else { return false }
+            return job.request.source == source && job.request.output == output
+        }
     }
 
     /// The job's status now.
@@ -217,6 +306,9 @@ public actor Coordinator {
         for id in nodes.keys {
             nodes[id]?.draining = true
             nodes[id]?.outgoing.yield(.message(.drain))
+            if let nodeID = nodes[id]?.nodeID {
+                record("node \(nodeID) draining") { _ = try await $0.markNode(nodeID, .draining) }
+            }
         }
     }
 
@@ -228,6 +320,7 @@ public actor Coordinator {
         log[metadataKey: "job"] = "\(id)"
         let workDirectory = jobs[id]!.workDirectory
         jobs[id]?.state = .running
+        record("start job \(id)") { _ = try await $0.updateJob(id, state: .running, phase: "indexing") }
         let temporaryOutput = Self.temporaryPath(for: request.output, id: id)
         do {
             try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
@@ -243,6 +336,36 @@ public actor Coordinator {
                 request.segmentSeconds
                 ?? SegmentPlanner.defaultSegmentSeconds(durationSeconds: info.durationSeconds, totalSlots: slots)
             let plans = SegmentPlanner.plan(index: index, segmentSeconds: seconds)
+            // A job planned before (a restart) keeps the segments whose files still check out.
+            let totalFrames = index.totalFrames
+            let sourceSeconds = info.durationSeconds
+            let outcome = try await persist {
+                try await $0.setPlan(
+                    id, settings: nil, totalFrames: totalFrames, sourceSeconds: sourceSeconds, plans: plans,
+                    ifDifferent: .replace)
+            }
+            var adopted: [Int: StoredSegment] = [:]
+            var pinned: CodecParameters?
+            if outcome == .unchanged {
+                let verification = try await persist { store in
+                    try await store.verifySegments(id) { path in
+                        try await Offload.run("digest") { _ in try JobStore.fileDigest(atPath: path) }
+                    }
+                }
+                for segment in try await persist({ try await $0.segments(id) }) where segment.state == .done || segment.state == .ready {
+                    adopted[segment.index] = segment
+                }
+                if let bytes = try await persist({ try await $0.job(id)?.pinnedParameters }) {
+                    pinned = try? CodecParameters(serialized: [UInt8](bytes))
+                }
+                log.notice(
+                    "job resumed",
+                    metadata: [
+                        "encoded": "\(adopted.values.filter { $0.state == .done }.count)",
+                        "split": "\(adopted.values.filter { $0.state == .ready }.count)",
+                        "reset": "\(verification.toReady.count + verification.toPending.count)",
+                    ])
+            }
             guard let encoder = EncoderCatalog.softwareEncoder(for: request.codec) else {
                 throw CoordinatorError(.invalidRequest, "no \(request.codec.rawValue) encoder in this build of libavcodec")
             }
@@ -250,7 +373,20 @@ public actor Coordinator {
                 for: index, codec: request.codec, encoder: encoder, crf: request.crf, preset: request.preset, threads: 0)
             try await Offload.run("validate \(id)") { _ in try EncoderCatalog.validate(config) }
             guard var job = jobs[id], job.state == .running else { return }
-            job.segments = plans.map { SegmentRecord(plan: $0) }
+            job.segments = plans.map { plan in
+                var record = SegmentRecord(plan: plan)
+                if let stored = adopted[plan.index] {
+                    if stored.state == .done, let path = stored.resultPath {
+                        record.state = .done(
+                            path: path, frames: stored.frames ?? plan.expectedFrames, encoder: stored.encoder ?? "",
+                            nodeID: stored.doneNode ?? "")
+                    } else if stored.state == .ready, let path = stored.sourcePath, let checksum = stored.sourceChecksum {
+                        record.state = .ready(path: path, bytes: stored.sourceBytes ?? 0, checksum: [UInt8](checksum))
+                    }
+                }
+                return record
+            }
+            job.parameters = pinned
             job.settings = EncodeSettings(config)
             job.totalFrames = index.totalFrames
             job.sourceSeconds = info.durationSeconds
@@ -266,18 +402,22 @@ public actor Coordinator {
 
             // Split in one sequential read; each segment becomes dispatchable the moment it is written.
             let (ready, readyContinuation) = AsyncStream<(Int, String, Int64, [UInt8])>.makeStream()
-            let payloads = plans.map {
+            let payloads = plans.filter { adopted[$0.index] == nil }.map {
                 SegmentPayload(index: $0.index, packets: $0.packets, path: "\(workDirectory)/src-\($0.index).pkt")
             }
+            let paths = Dictionary(uniqueKeysWithValues: payloads.map { ($0.index, $0.path) })
+            let segmentCount = plans.count
             async let split: Void = Offload.run("split \(id)") { threadFlag in
                 defer { readyContinuation.finish() }
-                let sums = ChecksumTable(count: payloads.count)
+                guard !payloads.isEmpty else { return }
+                let sums = ChecksumTable(count: segmentCount)
                 try SegmentSplitter.split(
                     path: source, index: index, payloads: payloads,
                     observer: { i in { sums.update(i, $0) } },
-                    written: { i, bytes in readyContinuation.yield((i, payloads[i].path, bytes, sums.finalize(i))) },
+                    written: { i, bytes in readyContinuation.yield((i, paths[i]!, bytes, sums.finalize(i))) },
                     isCancelled: { threadFlag.isCancelled || flag.isCancelled })
             }
+            schedule()
             for await (segment, path, bytes, checksum) in ready {
                 segmentReady(id, segment, path: path, bytes: bytes, checksum: checksum)
             }
@@ -295,7 +435,6 @@ public actor Coordinator {
             let assembly = AssemblyRequest(
                 sourcePath: source, videoStreamIndex: index.videoStreamIndex, segmentFiles: segmentFiles,
                 outputPath: temporaryOutput, container: AssemblyRequest.container(forOutput: request.output))
-            let totalFrames = index.totalFrames
             let report = try await Offload.run("assemble \(id)") { threadFlag in
                 try Assembler.assemble(assembly) { threadFlag.isCancelled || flag.isCancelled }
             }
@@ -330,6 +469,7 @@ public actor Coordinator {
     private func setPhase(_ id: String, _ phase: String) {
         guard jobs[id]?.state == .running else { return }
         jobs[id]?.phase = phase
+        record("phase of job \(id)") { _ = try await $0.updateJob(id, phase: phase) }
         logger.debug("job phase", metadata: ["job": "\(id)", "phase": "\(phase)"])
     }
 
@@ -345,6 +485,7 @@ public actor Coordinator {
         job.state = .done
         job.phase = "finished"
         job.finished = .now
+        record("finish job \(id)") { _ = try await $0.updateJob(id, state: .done, phase: "finished") }
         let waiters = job.finishWaiters
         job.finishWaiters = []
         jobs[id] = job
@@ -359,6 +500,7 @@ public actor Coordinator {
         job.phase = "finished"
         job.error = reason
         job.finished = .now
+        record("end job \(id)") { _ = try await $0.updateJob(id, state: state, phase: "finished", error: reason) }
         job.cancel.cancel()
         let segmentsWaiter = job.segmentsWaiter
         job.segmentsWaiter = nil
@@ -429,6 +571,9 @@ public actor Coordinator {
     private func segmentReady(_ id: String, _ segment: Int, path: String, bytes: Int64, checksum: [UInt8]) {
         guard jobs[id]?.state == .running else { return }
         jobs[id]?.segments[segment].state = .ready(path: path, bytes: bytes, checksum: checksum)
+        record("segment \(segment) of job \(id) ready") {
+            _ = try await $0.markReady(id, index: segment, path: path, bytes: bytes, checksum: checksum)
+        }
         schedule()
     }
 
@@ -476,6 +621,10 @@ public actor Coordinator {
         logger.info(
             "segment leased",
             metadata: ["job": "\(jobID)", "segment": "\(index)", "node": "\(node.nodeID)", "task": "\(taskID)"])
+        let nodeID = node.nodeID
+        record("lease segment \(index) of job \(jobID)") {
+            _ = try await $0.lease(jobID, index: index, taskID: taskID, nodeID: nodeID, expiresAt: .distantFuture)
+        }
         node.outgoing.yield(.segment(assign, path: path))
     }
 
@@ -488,6 +637,9 @@ public actor Coordinator {
             taskID == task.taskID
         else { return }
         job.segments[task.segment].state = .ready(path: path, bytes: bytes, checksum: checksum)
+        record("release segment \(task.segment) of job \(task.jobID)") {
+            _ = try await $0.release(task.jobID, index: task.segment, taskID: task.taskID, failure: failure)
+        }
         if let failure {
             job.segments[task.segment].failures.append("\(task.nodeID): \(failure)")
         }
@@ -511,6 +663,11 @@ public actor Coordinator {
             threads: Int(hello.threads), capabilitiesJSON: hello.capabilitiesJSON, outgoing: outgoing, lastSeen: .now)
         logger.info(
             "node joined", metadata: ["node": "\(hello.nodeID)", "address": "\(address)", "slots": "\(hello.slots)"])
+        record("node \(hello.nodeID) joined") {
+            _ = try await $0.upsertNode(
+                id: hello.nodeID, address: address, slots: max(Int(hello.slots), 1), threads: Int(hello.threads),
+                capabilities: hello.capabilitiesJSON)
+        }
         schedule()
         return session
     }
@@ -521,6 +678,9 @@ public actor Coordinator {
         logger.info("node left", metadata: ["node": "\(node.nodeID)", "reason": "\(reason)"])
         for taskID in node.inFlight {
             if let task = tasks[taskID] { requeue(task, failure: nil) }
+        }
+        if !nodes.values.contains(where: { $0.nodeID == node.nodeID }) {
+            record("node \(node.nodeID) left") { _ = try await $0.markNode(node.nodeID, .gone, reason: reason) }
         }
         schedule()
     }
@@ -534,6 +694,9 @@ public actor Coordinator {
 
     func nodeDraining(_ session: UInt64) {
         nodes[session]?.draining = true
+        if let nodeID = nodes[session]?.nodeID {
+            record("node \(nodeID) draining") { _ = try await $0.markNode(nodeID, .draining) }
+        }
     }
 
     /// Where a task's result goes, or nil when the task is no longer wanted (cancelled, job ended).
@@ -572,7 +735,15 @@ public actor Coordinator {
             logger.warning(
                 "segment fell back to software", metadata: ["job": "\(task.jobID)", "segment": "\(task.segment)", "reason": "\(reason)"])
         }
+        let pin = job.parameters == nil ? parameters.serialized : nil
         if job.parameters == nil { job.parameters = parameters }
+        let checksum = result.checksum
+        record("complete segment \(task.segment) of job \(task.jobID)") {
+            _ = try await $0.complete(
+                task.jobID, index: task.segment, taskID: task.taskID, nodeID: task.nodeID, resultPath: path,
+                bytes: Int64(result.byteLength), checksum: checksum, frames: Int(result.frames), encoder: result.encoder,
+                parameters: pin)
+        }
         job.segments[task.segment].state = .done(
             path: path, frames: Int(result.frames), encoder: result.encoder, nodeID: task.nodeID)
         job.encodersByNode[task.nodeID] = result.encoder

@@ -74,7 +74,14 @@ public struct EmbeddedFarm: Sendable {
                 nodeListenHost: "127.0.0.1", nodeListenPort: 0, dataDirectory: dataDirectory, joinToken: token,
                 coordinatorID: "embedded", logger: options.logger))
         let listener = try await coordinator.bind()
-        let id = try await coordinator.submit(request)
+        // With a data directory of its own, the same command resumes a render a crash interrupted.
+        try await coordinator.open()
+        let id: String
+        if let unfinished = await coordinator.unfinishedJob(source: request.source, output: request.output) {
+            id = unfinished
+        } else {
+            id = try await coordinator.submit(request)
+        }
         let processes = try startNodes(port: listener.port, token: token, dataDirectory: dataDirectory)
 
         let status: JobStatus = try await withThrowingTaskGroup(of: JobStatus?.self) { group in

@@ -188,3 +188,18 @@ struct ByteReader {
         return Array(try take(n))
     }
 }
+
+extension CodecParameters {
+    /// The parameters as bytes (the packet file header encoding), for storing a job's pinned stream header.
+    public var serialized: [UInt8] {
+        var w = ByteWriter()
+        serialize(into: &w)
+        return w.bytes
+    }
+
+    /// Parameters stored with `serialized`.
+    public init(serialized: [UInt8]) throws {
+        var r = ByteReader(serialized)
+        try self.init(from: &r)
+    }
+}
