@@ -3,34 +3,58 @@ import FarmCoordinator
 import FarmHWEncode
 import FarmMedia
 import FarmNode
+import FarmProtocol
 import Foundation
 import Logging
 
-/// `farm coordinator`: the control plane as a long-running process.
+/// `farm coordinator`: the control plane as a long-running process, with its HTTP API.
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "coordinator", abstract: "Run a coordinator that render nodes dial into.")
+        commandName: "coordinator", abstract: "Run a coordinator that render nodes dial into, with its HTTP API.")
+
+    @Option(name: .customLong("http"), help: "Address for the HTTP API, HOST:PORT.")
+    var http = "0.0.0.0:8080"
 
     @Option(name: .customLong("node-listen"), help: "Address for render nodes, HOST:PORT.")
     var nodeListen = "0.0.0.0:7700"
 
-    @Option(name: .customLong("data-dir"), help: "Where job work files live.")
+    @Option(name: .customLong("data-dir"), help: "Where job work files, uploads and outputs live.")
     var dataDir = "./farm-data"
+
+    @Option(
+        name: .customLong("source-root"),
+        help: "A directory whose files jobs may name as their source (repeatable; none: uploads only).")
+    var sourceRoots: [String] = []
+
+    @Option(name: .customLong("max-upload-gib"), help: "The largest upload accepted, in GiB.")
+    var maxUploadGiB = 64.0
 
     @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
     var tokenFile: String?
 
     @OptionGroup var common: CommonOptions
 
+    func validate() throws {
+        guard maxUploadGiB > 0 else { throw ValidationError("--max-upload-gib must be positive") }
+        for root in sourceRoots {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("--source-root \(root): not a directory")
+            }
+        }
+    }
+
     func run() async throws {
         common.bootstrap(default: .info)
         let (host, port) = try parseHostPort(nodeListen, what: "--node-listen")
+        let (httpHost, httpPort) = try parseHostPort(http, what: "--http")
         guard let token = try readSecret(environment: "FARM_JOIN_TOKEN", file: tokenFile) else {
             fail("no join token: set FARM_JOIN_TOKEN or pass --token-file")
         }
+        let dataDirectory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
         let coordinator = Coordinator(
             configuration: CoordinatorConfiguration(
-                nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDir, joinToken: token,
+                nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDirectory, joinToken: token,
                 coordinatorID: ProcessInfo.processInfo.hostName, logger: Logger(label: "farm.coordinator")))
         let listener: NodeListener
         do {
@@ -38,11 +62,19 @@ struct CoordinatorCommand: AsyncParsableCommand {
         } catch {
             fail("cannot listen on \(nodeListen): \(error)")
         }
-        let task = Task { try await coordinator.run(listener) }
-        let signals = SignalWatcher(signals: [SIGINT, SIGTERM]) { task.cancel() }
-        defer { signals.stop() }
+        let apiToken = ProcessInfo.processInfo.environment["FARM_API_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        let httpLogger = Logger(label: "farm.http")
+        if apiToken == nil, httpHost != "127.0.0.1", httpHost != "::1", httpHost != "localhost" {
+            httpLogger.notice("the HTTP API has no token (set FARM_API_TOKEN to require one)")
+        }
+        let httpConfiguration = HTTPConfiguration(
+            host: httpHost, port: httpPort,
+            sourceRoots: sourceRoots.map { URL(fileURLWithPath: $0).standardizedFileURL.path },
+            dataDirectory: dataDirectory, maxUploadBytes: Int64(maxUploadGiB * Double(1 << 30)), apiToken: apiToken,
+            logger: httpLogger)
+        // SIGTERM and SIGINT shut the HTTP server and the coordinator down together.
         do {
-            try await task.value
+            try await HTTPAPI.serve(coordinator: coordinator, listener: listener, configuration: httpConfiguration)
         } catch is CancellationError {
         } catch {
             fail("\(error)")
@@ -58,11 +90,14 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "The coordinator's node address, HOST:PORT.")
     var coordinator: String
 
-    @Option(help: "Segments encoded at once.")
-    var slots = 1
+    @Option(help: "Segments encoded at once (default: the tier's, else 1).")
+    var slots: Int?
 
-    @Option(help: "Encoder threads per segment (0: the encoder decides).")
-    var threads = 0
+    @Option(help: "Encoder threads per segment, 0: the encoder decides (default: the tier's, else 0).")
+    var threads: Int?
+
+    @Option(help: "Size this node for a lease tier: budget, standard or highperf (explicit flags win).")
+    var tier: Tier?
 
     @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
     var tokenFile: String?
@@ -82,8 +117,8 @@ struct NodeCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
-        guard (1...64).contains(slots) else { throw ValidationError("--slots must be between 1 and 64") }
-        guard (0...256).contains(threads) else { throw ValidationError("--threads must be between 0 and 256") }
+        if let slots { guard (1...64).contains(slots) else { throw ValidationError("--slots must be between 1 and 64") } }
+        if let threads { guard (0...256).contains(threads) else { throw ValidationError("--threads must be between 0 and 256") } }
     }
 
     func run() async throws {
@@ -106,8 +141,9 @@ struct NodeCommand: AsyncParsableCommand {
         let work = workDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("farm-node-\(id)").path
         let node = RenderNode(
             configuration: NodeConfiguration(
-                coordinatorHost: host, coordinatorPort: port, nodeID: id, joinToken: token, slots: slots,
-                threads: threads, workDirectory: work, reconnect: !exitOnDisconnect,
+                coordinatorHost: host, coordinatorPort: port, nodeID: id, joinToken: token,
+                slots: slots ?? tier?.nodeSlots ?? 1, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0,
+                workDirectory: work, reconnect: !exitOnDisconnect,
                 capabilitiesJSON: report.jsonString(pretty: false), chooser: chooser, logger: Logger(label: "farm.node")))
         let task = Task { try await node.run() }
         let signals = SignalWatcher(signals: [SIGINT, SIGTERM]) { node.drain() }
@@ -121,6 +157,7 @@ struct NodeCommand: AsyncParsableCommand {
 }
 
 extension HardwareMode: ExpressibleByArgument {}
+extension Tier: ExpressibleByArgument {}
 
 /// `farm probe`: what this machine can encode with, as JSON.
 struct Probe: AsyncParsableCommand {
