@@ -37,6 +37,9 @@ public actor Coordinator {
         let session: UInt64
         let nodeID: String
         var framesDone = 0
+        /// When the lease began and when progress was last reported (seconds on the scheduler clock).
+        var startedAt = 0.0
+        var progressTime: Double?
     }
 
     enum SegmentState {
@@ -60,6 +63,8 @@ public actor Coordinator {
         var state: JobState = .queued
         var phase = "queued"
         var segments: [SegmentRecord] = []
+        /// Each segment's length in source seconds, for the scheduler.
+        var segmentSeconds: [Double] = []
         var settings: EncodeSettings?
         var parameters: CodecParameters?
         var totalFrames = 0
@@ -90,6 +95,13 @@ public actor Coordinator {
     private var nextTaskID: UInt64 = 1
     private var nextSessionID: UInt64 = 1
     private var nextJobNumber = 1
+    /// Speed-aware scheduling (SchedulingPolicy): measured speeds per node and codec, and the jobs'
+    /// predicted finish times on the same clock.
+    private let policy = SchedulingPolicy()
+    private var speeds = SpeedEstimates()
+    private let epoch = ContinuousClock.now
+    private var predictedFinish: [String: Double] = [:]
+    private var now: Double { (ContinuousClock.now - epoch).seconds }
     private let jobStream: AsyncStream<String>
     private let jobContinuation: AsyncStream<String>.Continuation
     /// The durable record of jobs, written in order by one consumer so the actor never waits on SQLite
@@ -205,6 +217,7 @@ public actor Coordinator {
                 logger.warning("node stalled: no heartbeat, closing it", metadata: ["node": "\(node.nodeID)"])
                 node.outgoing.yield(.close(reason: "no heartbeat for \(configuration.leaseTimeoutSeconds) s"))
             }
+            schedule()
         }
     }
 
@@ -387,6 +400,7 @@ public actor Coordinator {
                 return record
             }
             job.parameters = pinned
+            job.segmentSeconds = plans.map { Double($0.durationTicks) * index.timeBase.doubleValue }
             job.settings = EncodeSettings(config)
             job.totalFrames = index.totalFrames
             job.sourceSeconds = info.durationSeconds
@@ -552,6 +566,10 @@ public actor Coordinator {
         let fps = encodingSeconds > 0.5 ? Double(framesDone) / encodingSeconds : 0
         let remaining = max(job.totalFrames - framesDone, 0)
         var eta: Double? = fps > 0 ? Double(remaining) / fps : nil
+        if job.state == .running, let finish = predictedFinish[job.id] {
+            // The policy's forward plan with measured speeds; the assembly that follows is not counted.
+            eta = max(finish - now, 0)
+        }
         if job.state.isFinished { eta = 0 }
         let progress: Double
         switch job.state {
@@ -577,27 +595,49 @@ public actor Coordinator {
         schedule()
     }
 
-    /// Gives free slots the lowest ready segment of the oldest job, the node with the most free slots first.
+    /// Asks the scheduling policy what to start now (earliest finish by measured speed, tails on the
+    /// fastest slots), starts it, and refreshes the jobs' predicted finish times.
     private func schedule() {
-        while true {
-            guard
-                let session = nodes.values.filter({ !$0.draining && $0.inFlight.count < $0.slots })
-                    .max(by: { ($0.slots - $0.inFlight.count, $1.session) < ($1.slots - $1.inFlight.count, $0.session) })?
-                    .session
-            else { return }
-            guard let (jobID, segmentIndex) = nextReadySegment() else { return }
-            assign(jobID, segmentIndex, to: session)
+        let clock = now
+        var fleet: [SchedulerNode] = []
+        for node in nodes.values.sorted(by: { $0.session < $1.session }) {
+            fleet.append(
+                SchedulerNode(
+                    id: node.session, name: node.nodeID, slots: node.slots, busySlots: node.inFlight.count,
+                    speeds: speeds.speeds(node: node.nodeID), draining: node.draining))
         }
-    }
-
-    private func nextReadySegment() -> (String, Int)? {
+        var ready: [SchedulerSegment] = []
+        var remaining: [SchedulerSegment] = []
         for id in jobOrder {
-            guard let job = jobs[id], job.state == .running else { continue }
+            guard let job = jobs[id], job.state == .running, job.settings != nil else { continue }
+            let codec = job.request.codec.rawValue
             for segment in job.segments {
-                if case .ready = segment.state { return (id, segment.plan.index) }
+                let item = SchedulerSegment(
+                    jobID: id, index: segment.plan.index, seconds: job.segmentSeconds[segment.plan.index], codec: codec)
+                switch segment.state {
+                case .ready:
+                    ready.append(item)
+                    remaining.append(item)
+                case .pending: remaining.append(item)
+                case .running, .done: break
+                }
             }
         }
-        return nil
+        let running = tasks.values.compactMap { task -> SchedulerRunning? in
+            guard let job = jobs[task.jobID], task.segment < job.segmentSeconds.count else { return nil }
+            let expected = job.segments[task.segment].plan.expectedFrames
+            return SchedulerRunning(
+                taskID: task.taskID, jobID: task.jobID, index: task.segment, node: task.session,
+                startedAt: task.startedAt, seconds: job.segmentSeconds[task.segment], codec: job.request.codec.rawValue,
+                progress: expected > 0 ? Double(task.framesDone) / Double(expected) : nil,
+                progressTime: task.progressTime, hasBeenDuplicated: true)
+        }
+        for decision in policy.decide(nodes: fleet, ready: ready, running: running, now: clock) {
+            if case .assign(let jobID, let index, let node) = decision { assign(jobID, index, to: node) }
+        }
+        if !fleet.isEmpty, !(remaining.isEmpty && running.isEmpty) {
+            predictedFinish = policy.expectedFinish(nodes: fleet, remaining: remaining, running: running, now: clock)
+        }
     }
 
     private func assign(_ jobID: String, _ index: Int, to session: UInt64) {
@@ -613,7 +653,8 @@ public actor Coordinator {
         jobs[jobID] = job
         node.inFlight.insert(taskID)
         nodes[session] = node
-        tasks[taskID] = TaskRecord(taskID: taskID, jobID: jobID, segment: index, session: session, nodeID: node.nodeID)
+        tasks[taskID] = TaskRecord(
+            taskID: taskID, jobID: jobID, segment: index, session: session, nodeID: node.nodeID, startedAt: now)
         let assign = Assign(
             taskID: taskID, jobID: jobID, segmentIndex: UInt32(index), attempt: UInt32(job.segments[index].attempts),
             settings: settings, startPTS: plan.startPTS ?? Int64.min, endPTS: plan.endPTS,
@@ -663,6 +704,13 @@ public actor Coordinator {
             threads: Int(hello.threads), capabilitiesJSON: hello.capabilitiesJSON, outgoing: outgoing, lastSeen: .now)
         logger.info(
             "node joined", metadata: ["node": "\(hello.nodeID)", "address": "\(address)", "slots": "\(hello.slots)"])
+        if let data = hello.capabilitiesJSON.data(using: .utf8),
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let calibration = object["calibration"] as? [String: Double]
+        {
+            // Frames per second at 1280x720 for each codec: a 25 fps 720p source is the unit.
+            for (codec, fps) in calibration where fps > 0 { speeds.calibrate(node: hello.nodeID, codec: codec, speed: fps / 25) }
+        }
         record("node \(hello.nodeID) joined") {
             _ = try await $0.upsertNode(
                 id: hello.nodeID, address: address, slots: max(Int(hello.slots), 1), threads: Int(hello.threads),
@@ -689,6 +737,7 @@ public actor Coordinator {
         nodes[session]?.lastSeen = .now
         for progress in heartbeat.activeTasks where tasks[progress.taskID]?.session == session {
             tasks[progress.taskID]?.framesDone = Int(progress.framesDone)
+            tasks[progress.taskID]?.progressTime = now
         }
     }
 
@@ -747,6 +796,12 @@ public actor Coordinator {
         job.segments[task.segment].state = .done(
             path: path, frames: Int(result.frames), encoder: result.encoder, nodeID: task.nodeID)
         job.encodersByNode[task.nodeID] = result.encoder
+        if task.segment < job.segmentSeconds.count {
+            // Lease to result: what the scheduler plans with (transfers included).
+            speeds.record(
+                node: task.nodeID, codec: job.request.codec.rawValue, sourceSeconds: job.segmentSeconds[task.segment],
+                wallSeconds: max(now - task.startedAt, 0.001))
+        }
         logger.info(
             "segment done",
             metadata: [
