@@ -26,11 +26,12 @@ def make_clip(path, seconds, size="1280x720", rate=30):
     os.replace(tmp, path)
 
 
-def farm_render(farm, src, out, preset, extra=()):
+def farm_render(farm, src, out, preset, extra=(), env=None):
     summary = out + ".json"
     t0 = time.monotonic()
     run([farm, "render", src, "-o", out, "--nodes", "2", "--node-threads", "1", "--codec", "h264",
-         "--crf", "23", "--preset", preset, "--json", summary, *extra])
+         "--crf", "23", "--preset", preset, "--json", summary, *extra],
+        env=None if env is None else {**os.environ, **env})
     wall = time.monotonic() - t0
     with open(summary) as f:
         s = json.load(f)
@@ -86,6 +87,14 @@ def main():
     _, short_summary = farm_render(args.farm, src, os.path.join(WORK, "farm-uf-short.mp4"), "ultrafast")
     _, long_summary = farm_render(args.farm, src2, os.path.join(WORK, "farm-uf-long.mp4"), "ultrafast")
 
+    print("2 nodes with one slowed to a quarter speed (veryfast) ...", file=sys.stderr)
+    even_wall, _ = farm_render(args.farm, src, os.path.join(WORK, "farm-even.mp4"), "veryfast", ["--segment-seconds", "6"])
+    slow_wall, _ = farm_render(args.farm, src, os.path.join(WORK, "farm-slow.mp4"), "veryfast", ["--segment-seconds", "6"],
+                               env={"FARM_TEST_SLOW_NODE": "node-1:4"})
+
+    print("scheduler simulation (50 nodes, 2 h jobs) ...", file=sys.stderr)
+    scheduler = json.loads(run([args.farm, "bench-scheduler", "--json"]).stdout)
+
     print("protocol throughput on loopback ...", file=sys.stderr)
     wire = json.loads(run([args.farm, "bench-wire", "--bytes", str(2 << 30), "--directory", WORK]).stdout)
 
@@ -114,6 +123,11 @@ def main():
         "long_peak_rss_mb": round(long_summary["coordinatorPeakRSSMB"], 1),
         "long_over_short": round(long_summary["coordinatorPeakRSSMB"] / short_summary["coordinatorPeakRSSMB"], 3),
     }
+    # Two equal nodes do the work W in about W/2; speeds 1 and 1/4 can at best do it in W/1.25.
+    ideal_slow = even_wall * 2 / 1.25
+    results["slow_node"] = {"even_wall_s": round(even_wall, 2), "slowed_wall_s": round(slow_wall, 2),
+                            "ideal_s": round(ideal_slow, 2), "ratio_to_ideal": round(slow_wall / ideal_slow, 3)}
+    results["scheduler"] = scheduler
     results["wire"] = {"bytes": wire["bytes"], "seconds": round(wire["seconds"], 3),
                        "gb_per_s": round(wire["gigabytesPerSecond"], 3)}
     r, m, w = results["render"], results["memory"], results["wire"]
@@ -123,6 +137,8 @@ def main():
         "psnr_within_0.2db": abs(r["psnr_delta_db"]) <= 0.2,
         "coordinator_rss_under_150mb": max(r["coordinator_peak_rss_mb"], m["long_peak_rss_mb"]) < 150,
         "wire_ge_1gbps": w["gb_per_s"] >= 1.0,
+        "scheduler_ratio_le_1.05": all(sc["ratio"] <= 1.05 for sc in scheduler["scenarios"]
+                                       if "stragglers" not in sc["name"]),
     }
     os.makedirs(os.path.join(ROOT, "bench"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
@@ -136,7 +152,10 @@ def main():
         ("coordinator peak RSS", f"{m['short_source_s']:.0f} s: {m['short_peak_rss_mb']} MB, {m['long_source_s']:.0f} s: {m['long_peak_rss_mb']} MB",
          f"{m['long_over_short']}x", "< 150 MB, flat"),
         ("protocol throughput (loopback)", f"{w['bytes']} B in {w['seconds']} s", f"{w['gb_per_s']} GB/s", ">= 1 GB/s"),
-    ]
+        ("one node at 1/4 speed vs ideal", f"{results['slow_node']['slowed_wall_s']} s / {results['slow_node']['ideal_s']} s",
+         f"{results['slow_node']['ratio_to_ideal']}", "(report)"),
+    ] + [(f"scheduler sim {sc['name']}", f"makespan {sc['makespan_s']:.1f} s, bound {sc['lower_bound_s']:.1f} s, naive {sc['naive_ratio']:.3f}",
+          f"{sc['ratio']:.3f}", "<= 1.05") for sc in scheduler["scenarios"]]
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
     print("\n" + "  ".join(h.ljust(widths[i]) for i, h in enumerate(["measure", "values", "result", "goal"])))
     for row in rows:

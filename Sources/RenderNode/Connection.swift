@@ -1,3 +1,4 @@
+import Foundation
 import FarmHWEncode
 import FarmMedia
 import FarmProtocol
@@ -258,6 +259,15 @@ final class Connection: Sendable {
         group.addTask { await self.runTask(assign, flag: flag) }
     }
 
+    /// `FARM_TEST_SLOW_NODE=NODE_ID:FACTOR`: a benchmark-only switch that slows one node down by a
+    /// factor, to measure scheduling with nodes of unequal speed on one machine.
+    static func slowdown(nodeID: String) -> Double? {
+        guard let value = ProcessInfo.processInfo.environment["FARM_TEST_SLOW_NODE"] else { return nil }
+        let parts = value.split(separator: ":")
+        guard parts.count == 2, String(parts[0]) == nodeID else { return nil }
+        return Double(parts[1])
+    }
+
     // MARK: - Tasks
 
     /// Encodes one segment on a thread of its own, then sends the result and the encoded bytes.
@@ -280,6 +290,7 @@ final class Connection: Sendable {
             logger[metadataKey: "encoder"] = "\(request.config.encoder)"
             logger.info("encoding segment", metadata: ["expectedFrames": "\(assign.expectedFrames)"])
             let chooser = self.configuration.chooser ?? EncoderChooser(report: .empty, mode: .off)
+            let slowdown = Self.slowdown(nodeID: self.configuration.nodeID)
             let attempts = try chooser.attempts(for: request.config)
             encoded = try await Offload.run("encode task \(taskID)") { offload in
                 let isCancelled = { offload.isCancelled || flag.isCancelled }
@@ -287,6 +298,15 @@ final class Connection: Sendable {
                     request, attempts: attempts, cooldown: chooser.cooldown,
                     progress: { frames in self.state.withLock { $0.progress(taskID, frames: frames) } },
                     isCancelled: isCancelled)
+                if let factor = slowdown, factor > 1 {
+                    // Benchmark-only (FARM_TEST_SLOW_NODE): this node behaves as one `factor` times slower.
+                    let extra = (report.decodeSeconds + report.encodeSeconds) * (factor - 1)
+                    var waited = 0.0
+                    while waited < extra, !isCancelled() {
+                        usleep(20_000)
+                        waited += 0.02
+                    }
+                }
                 let file = try SegmentFiles.sizeAndChecksum(of: output, isCancelled: isCancelled)
                 return Encoded(report: report, byteLength: file.size, checksum: file.checksum)
             }
