@@ -9,7 +9,9 @@ struct Farm: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "farm",
         abstract: "A render farm: split long videos at keyframes, encode the segments on nodes, join them exactly.",
-        subcommands: [Render.self, CoordinatorCommand.self, NodeCommand.self, Probe.self, Tiers.self, BenchWire.self, BenchScheduler.self])
+        subcommands: [Render.self, CoordinatorCommand.self, NodeCommand.self, Probe.self, Tiers.self, Submit.self, Jobs.self, Nodes.self, Cancel.self,
+            BenchWire.self, BenchScheduler.self,
+        ])
 }
 
 /// Options every subcommand shares.

@@ -42,7 +42,7 @@ import Testing
         let port = Self.freePort()
         let coordinatorLog = dir.appendingPathComponent("coordinator.log").path
         let coordinator = try FarmBinary.start(
-            ["coordinator", "--node-listen", "127.0.0.1:\(port)", "--data-dir", dir.appendingPathComponent("data").path],
+            ["coordinator", "--node-listen", "127.0.0.1:\(port)", "--http", "127.0.0.1:0", "--data-dir", dir.appendingPathComponent("data").path],
             environment: ["FARM_JOIN_TOKEN": "right-token"], log: coordinatorLog)
         defer {
             coordinator.terminate()

@@ -1,0 +1,362 @@
+/// The OpenAPI 3 document of the HTTP API, served at `GET /openapi.yaml`. It is embedded so the
+/// binary needs no file beside it; `docs/openapi.yaml` holds the same text, and `HTTPAPITests`
+/// checks that the two agree and that every route is documented and every documented path is routed.
+enum OpenAPIDocument {
+    static let yaml = #"""
+openapi: 3.0.3
+info:
+  title: farm coordinator API
+  version: 1.0.0
+  description: |
+    The HTTP API of `farm coordinator --http HOST:PORT`: submit video encoding jobs, follow them,
+    cancel them, download their outputs, and watch the render nodes.
+
+    Every error answers `{"error": "..."}` saying what was wrong. When the coordinator has an API
+    token (`FARM_API_TOKEN`), every request but /health, /ready, /api and /openapi.yaml must send
+    `Authorization: Bearer <token>`.
+servers:
+  - url: http://127.0.0.1:8080
+security:
+  - bearer: []
+paths:
+  /jobs:
+    post:
+      summary: Submit a job
+      description: |
+        Three ways to give the source:
+        - `application/json` (or `application/x-www-form-urlencoded`) with `source`, an absolute path
+          that must lie under a `--source-root` once symlinks and `..` are resolved;
+        - `multipart/form-data` with the file in a part that has a filename, and the other fields as
+          form fields;
+        - the file itself as the body (`application/octet-stream` or `video/*`), with the other
+          fields as query parameters and the file name in `filename` or `X-Filename`.
+        Uploads stream to disk and are removed when the job ends. The output goes to
+        `<data dir>/outputs/<uuid>.<container>` and is served by `GET /jobs/{id}/output`.
+      operationId: submitJob
+      parameters:
+        - {name: codec, in: query, required: false, schema: {$ref: '#/components/schemas/Codec'}, description: For raw uploads.}
+        - {name: crf, in: query, required: false, schema: {type: integer}, description: For raw uploads.}
+        - {name: preset, in: query, required: false, schema: {$ref: '#/components/schemas/Preset'}, description: For raw uploads.}
+        - {name: container, in: query, required: false, schema: {$ref: '#/components/schemas/Container'}, description: For raw uploads.}
+        - {name: segment_seconds, in: query, required: false, schema: {type: number}, description: For raw uploads.}
+        - {name: filename, in: query, required: false, schema: {type: string}, description: The uploaded file's name, for raw uploads.}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/JobRequest'}
+          application/x-www-form-urlencoded:
+            schema: {$ref: '#/components/schemas/JobRequest'}
+          multipart/form-data:
+            schema:
+              type: object
+              required: [file]
+              properties:
+                file: {type: string, format: binary}
+                codec: {$ref: '#/components/schemas/Codec'}
+                crf: {type: integer}
+                preset: {$ref: '#/components/schemas/Preset'}
+                container: {$ref: '#/components/schemas/Container'}
+                segment_seconds: {type: number}
+          application/octet-stream:
+            schema: {type: string, format: binary}
+      responses:
+        '201':
+          description: The job is queued.
+          headers:
+            Location: {schema: {type: string}, description: The job's URL.}
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Created'}
+        '400': {$ref: '#/components/responses/Error'}
+        '401': {$ref: '#/components/responses/Error'}
+        '403': {$ref: '#/components/responses/Error'}
+        '413': {$ref: '#/components/responses/Error'}
+        '415': {$ref: '#/components/responses/Error'}
+        '501': {$ref: '#/components/responses/Error'}
+    get:
+      summary: List jobs, oldest first
+      operationId: listJobs
+      responses:
+        '200':
+          description: Every job.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [jobs]
+                properties:
+                  jobs: {type: array, items: {$ref: '#/components/schemas/Job'}}
+        '401': {$ref: '#/components/responses/Error'}
+  /jobs/{id}:
+    parameters:
+      - {name: id, in: path, required: true, schema: {type: string}}
+    get:
+      summary: A job's state, progress, speed, ETA and segments
+      operationId: getJob
+      responses:
+        '200':
+          description: The job.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Job'}
+        '401': {$ref: '#/components/responses/Error'}
+        '404': {$ref: '#/components/responses/Error'}
+    delete:
+      summary: Cancel a job
+      description: The nodes encoding its segments are told to stop at once.
+      operationId: cancelJob
+      responses:
+        '200':
+          description: The job, now cancelled.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Job'}
+        '401': {$ref: '#/components/responses/Error'}
+        '404': {$ref: '#/components/responses/Error'}
+        '409': {$ref: '#/components/responses/Error'}
+  /jobs/{id}/output:
+    parameters:
+      - {name: id, in: path, required: true, schema: {type: string}}
+    get:
+      summary: The finished output file
+      description: Supports a single `Range: bytes=...` (206 with `Content-Range`); several ranges get the whole file.
+      operationId: getOutput
+      parameters:
+        - {name: Range, in: header, required: false, schema: {type: string}, example: bytes=0-1023}
+      responses:
+        '200':
+          description: The whole file.
+          content:
+            video/mp4: {schema: {type: string, format: binary}}
+            video/x-matroska: {schema: {type: string, format: binary}}
+            video/quicktime: {schema: {type: string, format: binary}}
+        '206':
+          description: The requested range.
+          headers:
+            Content-Range: {schema: {type: string}, description: 'bytes START-END/SIZE'}
+          content:
+            video/mp4: {schema: {type: string, format: binary}}
+        '401': {$ref: '#/components/responses/Error'}
+        '404': {$ref: '#/components/responses/Error'}
+        '409': {$ref: '#/components/responses/Error'}
+        '410': {$ref: '#/components/responses/Error'}
+        '416': {$ref: '#/components/responses/Error'}
+  /nodes:
+    get:
+      summary: Connected render nodes
+      operationId: listNodes
+      responses:
+        '200':
+          description: Every connected node.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [nodes]
+                properties:
+                  nodes: {type: array, items: {$ref: '#/components/schemas/Node'}}
+        '401': {$ref: '#/components/responses/Error'}
+  /health:
+    get:
+      summary: Liveness
+      operationId: health
+      security: []
+      responses:
+        '200':
+          description: The process answers.
+          content:
+            application/json:
+              schema: {type: object, properties: {status: {type: string, example: ok}}}
+  /ready:
+    get:
+      summary: 'Readiness: the coordinator can accept jobs'
+      operationId: ready
+      security: []
+      responses:
+        '200':
+          description: Ready.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Ready'}
+        '503':
+          description: Not ready, with the reason.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Ready'}
+  /api:
+    get:
+      summary: An index of the endpoints
+      operationId: index
+      security: []
+      responses:
+        '200':
+          description: Every endpoint with a summary.
+          content:
+            application/json:
+              schema:
+                type: object
+                properties:
+                  openapi: {type: string}
+                  endpoints:
+                    type: array
+                    items:
+                      type: object
+                      properties:
+                        method: {type: string}
+                        path: {type: string}
+                        summary: {type: string}
+  /validate-system:
+    get:
+      summary: Check FFmpeg, hardware, disk, data directory, database and nodes
+      description: 200 when no check failed; 503 naming the failed checks. No connected node is a warning.
+      operationId: validateSystem
+      responses:
+        '200':
+          description: Every check passed or warned.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Validation'}
+        '401': {$ref: '#/components/responses/Error'}
+        '503':
+          description: Some check failed.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Validation'}
+  /metrics:
+    get:
+      summary: Prometheus metrics
+      description: |
+        farm_jobs{state}, farm_queue_depth, farm_segments_waiting, farm_oldest_wait_seconds,
+        farm_segments_completed_total, farm_segments_per_second, farm_encode_fps, farm_nodes,
+        farm_node_slots, farm_node_slots_in_use, farm_utilisation, farm_http_bytes_in_total,
+        farm_http_bytes_out_total, farm_fallbacks_total, farm_scale_up (1 when more than 10 jobs wait
+        or a job has waited more than 30 s) and farm_scale_down_hint (1 when utilisation has stayed
+        under 30 % for the scale-down window). Gauges are computed at scrape time.
+      operationId: metrics
+      responses:
+        '200':
+          description: The Prometheus text format.
+          content:
+            text/plain: {schema: {type: string}}
+        '401': {$ref: '#/components/responses/Error'}
+  /openapi.yaml:
+    get:
+      summary: This document
+      operationId: openapi
+      security: []
+      responses:
+        '200':
+          description: OpenAPI 3 in YAML.
+          content:
+            application/yaml: {schema: {type: string}}
+components:
+  securitySchemes:
+    bearer: {type: http, scheme: bearer}
+  responses:
+    Error:
+      description: What was wrong.
+      content:
+        application/json:
+          schema: {$ref: '#/components/schemas/Error'}
+  schemas:
+    Error:
+      type: object
+      required: [error]
+      properties:
+        error: {type: string}
+    Codec: {type: string, enum: [h264, hevc, av1], default: h264}
+    Container: {type: string, enum: [mp4, mkv, mov], default: mp4}
+    Preset:
+      type: string
+      enum: [ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow, placebo]
+      default: medium
+    JobRequest:
+      type: object
+      required: [source]
+      additionalProperties: false
+      properties:
+        source: {type: string, description: An absolute path under a source root (http(s) URLs answer 501 for now).}
+        codec: {$ref: '#/components/schemas/Codec'}
+        crf: {type: integer, minimum: 0, maximum: 63, description: 0-51 for h264 and hevc, 0-63 for av1; default per codec (23, 28, 35).}
+        preset: {$ref: '#/components/schemas/Preset'}
+        container: {$ref: '#/components/schemas/Container'}
+        segment_seconds: {type: number, minimum: 0.5, maximum: 3600, description: Target segment length; chosen from the fleet when absent.}
+    Created:
+      type: object
+      required: [id, state, url]
+      properties:
+        id: {type: string}
+        state: {type: string, enum: [queued]}
+        url: {type: string}
+    Segment:
+      type: object
+      required: [index, state, attempts, node, encoder, frames]
+      properties:
+        index: {type: integer}
+        state: {type: string, enum: [pending, queued, running, done]}
+        attempts: {type: integer}
+        node: {type: string, nullable: true}
+        encoder: {type: string, nullable: true}
+        frames: {type: integer}
+    Job:
+      type: object
+      required: [id, state, phase, progress, fps, eta_s, error, segments, source, output_url, frames_done, total_frames, source_s, wall_s, encoders_by_node, fallbacks, dropped]
+      properties:
+        id: {type: string}
+        state: {type: string, enum: [queued, running, done, failed, cancelled]}
+        phase: {type: string, description: 'queued, indexing, encoding, assembling, verifying, publishing, finished'}
+        progress: {type: number, minimum: 0, maximum: 1}
+        fps: {type: number, description: Frames encoded per second since encoding began.}
+        eta_s: {type: number, nullable: true, description: Seconds left; null until a speed is known.}
+        error: {type: string, nullable: true}
+        segments: {type: array, items: {$ref: '#/components/schemas/Segment'}}
+        source: {type: string, description: 'The path, or upload:NAME for an uploaded file.'}
+        output_url: {type: string, nullable: true, description: Where to download the output once the job is done.}
+        frames_done: {type: integer}
+        total_frames: {type: integer}
+        source_s: {type: number, description: Duration of the source in seconds.}
+        wall_s: {type: number, description: Seconds since the job was submitted (until it finished).}
+        encoders_by_node: {type: object, additionalProperties: {type: string}}
+        fallbacks: {type: integer}
+        dropped: {type: array, items: {type: string}, description: Source streams the output could not carry.}
+    Node:
+      type: object
+      required: [id, address, state, slots, slots_in_use, threads, segments_done, fps, last_heartbeat_s, capabilities]
+      properties:
+        id: {type: string}
+        address: {type: string}
+        state: {type: string, enum: [idle, working, busy, draining, stale]}
+        slots: {type: integer}
+        slots_in_use: {type: integer}
+        threads: {type: integer}
+        segments_done: {type: integer}
+        fps: {type: number, nullable: true, description: Frames per second measured between observations; null until measured.}
+        last_heartbeat_s: {type: number, description: Seconds since the node was last heard from.}
+        capabilities: {type: object, description: The node's hardware probe report.}
+    Ready:
+      type: object
+      required: [ready, nodes, unfinished_jobs]
+      properties:
+        ready: {type: boolean}
+        nodes: {type: integer}
+        unfinished_jobs: {type: integer}
+        error: {type: string}
+    Validation:
+      type: object
+      required: [ok, failed, checks]
+      properties:
+        ok: {type: boolean}
+        failed: {type: array, items: {type: string}}
+        checks:
+          type: array
+          items:
+            type: object
+            required: [name, status, detail]
+            properties:
+              name: {type: string, enum: [ffmpeg, hardware, disk, data_dir, output_dir, database, nodes]}
+              status: {type: string, enum: [ok, warning, failed, skipped]}
+              detail: {type: string}
+
+"""#
+}
