@@ -101,6 +101,8 @@ public actor Coordinator {
     private var speeds = SpeedEstimates()
     private let epoch = ContinuousClock.now
     private var predictedFinish: [String: Double] = [:]
+    /// Set on shutdown: jobs stop where they are and are not marked failed.
+    private var stopping = false
     private var now: Double { (ContinuousClock.now - epoch).seconds }
     private let jobStream: AsyncStream<String>
     private let jobContinuation: AsyncStream<String>.Continuation
@@ -292,9 +294,13 @@ public actor Coordinator {
     /// Waits until the job is done, failed or cancelled.
     public func waitForCompletion(_ id: String) async throws -> JobStatus {
         guard let job = jobs[id] else { throw CoordinatorError(.unknownJob, "no job \(id)") }
-        if job.state.isFinished { return makeStatus(job) }
-        return await withCheckedContinuation { continuation in
-            jobs[id]?.finishWaiters.append(continuation)
+        if job.state.isFinished || stopping { return makeStatus(job) }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                jobs[id]?.finishWaiters.append(continuation)
+            }
+        } onCancel: {
+            Task { await self.stop() }
         }
     }
 
@@ -469,6 +475,10 @@ public actor Coordinator {
             log.info("job done", metadata: ["output": "\(request.output)"])
         } catch {
             unlink(temporaryOutput)
+            if stopping {
+                logger.notice("job left resumable at shutdown", metadata: ["job": "\(id)"])
+                return
+            }
             fail(id, "\(error)", state: flag.isCancelled && jobs[id]?.state == .cancelled ? .cancelled : .failed)
         }
         if !request.keepWork { try? FileManager.default.removeItem(atPath: workDirectory) }
@@ -488,9 +498,31 @@ public actor Coordinator {
     }
 
     private func waitForSegments(_ id: String) async {
-        guard let job = jobs[id], job.state == .running, !job.allSegmentsDone else { return }
-        await withCheckedContinuation { continuation in
-            jobs[id]?.segmentsWaiter = continuation
+        guard !stopping, let job = jobs[id], job.state == .running, !job.allSegmentsDone else { return }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                jobs[id]?.segmentsWaiter = continuation
+            }
+        } onCancel: {
+            Task { await self.stop() }
+        }
+    }
+
+    /// Shutdown: wakes every waiter without ending any job, so unfinished jobs stay resumable in the store.
+    private func stop() {
+        stopping = true
+        for id in jobs.keys {
+            jobs[id]?.cancel.cancel()
+            if let waiter = jobs[id]?.segmentsWaiter {
+                jobs[id]?.segmentsWaiter = nil
+                waiter.resume()
+            }
+            let waiters = jobs[id]?.finishWaiters ?? []
+            jobs[id]?.finishWaiters = []
+            if let job = jobs[id] {
+                let status = makeStatus(job)
+                for waiter in waiters { waiter.resume(returning: status) }
+            }
         }
     }
 

@@ -111,12 +111,9 @@ public struct EmbeddedFarm: Sendable {
                 return nil
             }
             group.addTask {
-                let status = try await withTaskCancellationHandler {
-                    try await coordinator.waitForCompletion(id)
-                } onCancel: {
-                    Task { try? await coordinator.cancel(id) }
-                }
-                return status
+                // On interruption the coordinator stops without ending the job: with a data directory
+                // of its own, running the same command again resumes it.
+                try await coordinator.waitForCompletion(id)
             }
             var final: JobStatus?
             while let next = try await group.next() {
