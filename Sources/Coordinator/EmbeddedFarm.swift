@@ -161,6 +161,8 @@ public struct EmbeddedFarm: Sendable {
                 "node", "--coordinator", "127.0.0.1:\(port)", "--slots", String(options.slotsPerNode), "--threads",
                 String(options.threadsPerNode), "--node-id", "node-\(i)", "--work-dir", "\(dataDirectory)/node-\(i)",
                 "--exit-on-disconnect",
+                // Local nodes share one machine: a calibration encode would only delay the start.
+                "--no-calibrate",
             ] + options.nodeArguments
             process.environment = environment
             let logPath = "\(dataDirectory)/node-\(i).log"

@@ -40,6 +40,9 @@ struct Render: AsyncParsableCommand {
     @Option(help: "Hardware encoders on the nodes: auto, require or off.")
     var hardware: HardwareMode = .auto
 
+    @Option(help: "Use a running coordinator instead of local nodes: its HTTP API, HOST:PORT (the file is uploaded).")
+    var coordinator: String?
+
     @Option(name: .customLong("data-dir"), help: "Where work files go (default: a temporary directory).")
     var dataDir: String?
 
@@ -60,6 +63,16 @@ struct Render: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if let coordinator {
+            // The same job through a running coordinator's API: upload, follow, download, verify there.
+            let (host, port) = try parseHostPort(coordinator, what: "--coordinator")
+            var arguments = [input, "--server", "http://\(host.contains(":") ? "[\(host)]" : host):\(port)", "-o", output, "--codec", codec.rawValue, "--preset", preset]
+            if let crf { arguments += ["--crf", String(crf)] }
+            if let segmentSeconds { arguments += ["--segment-seconds", String(segmentSeconds)] }
+            var submit = try Submit.parse(arguments)
+            try await submit.run()
+            return
+        }
         let interactive = isatty(STDERR_FILENO) == 1
         common.bootstrap(default: interactive ? .warning : .info)
         let logger = Logger(label: "farm.render")

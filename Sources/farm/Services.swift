@@ -114,6 +114,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Hardware encoders: auto (hardware first, software fallback), require, or off.")
     var hardware: HardwareMode = .auto
 
+    @Flag(inversion: .prefixedNo, help: "Measure this node's encode speed at start-up (about a second).")
+    var calibrate = true
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -144,7 +147,8 @@ struct NodeCommand: AsyncParsableCommand {
                 coordinatorHost: host, coordinatorPort: port, nodeID: id, joinToken: token,
                 slots: slots ?? tier?.nodeSlots ?? 1, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0,
                 workDirectory: work, reconnect: !exitOnDisconnect,
-                capabilitiesJSON: report.jsonString(pretty: false), chooser: chooser, logger: Logger(label: "farm.node")))
+                capabilitiesJSON: try await capabilities(report, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0),
+                chooser: chooser, logger: Logger(label: "farm.node")))
         let task = Task { try await node.run() }
         let signals = SignalWatcher(signals: [SIGINT, SIGTERM]) { node.drain() }
         defer { signals.stop() }
@@ -158,6 +162,24 @@ struct NodeCommand: AsyncParsableCommand {
 
 extension HardwareMode: ExpressibleByArgument {}
 extension Tier: ExpressibleByArgument {}
+
+extension NodeCommand {
+    /// The probe report with a short calibration encode added (`"calibration": {"h264": fps at 720p}`),
+    /// so the coordinator can give faster nodes more work from the start; `--no-calibrate` skips it.
+    func capabilities(_ report: CapabilityReport, threads: Int) async throws -> String {
+        let json = report.jsonString(pretty: false)
+        guard calibrate, let encoder = EncoderCatalog.softwareEncoder(for: .h264) else { return json }
+        let fps = try? await Offload.run("calibrate") { _ in
+            try Calibration.framesPerSecond(encoder: encoder, preset: "medium", frames: 16, threads: max(threads, 1))
+        }
+        guard let fps, var object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
+            return json
+        }
+        object["calibration"] = ["h264": (fps * 10).rounded() / 10]
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+}
 
 /// `farm probe`: what this machine can encode with, as JSON.
 struct Probe: AsyncParsableCommand {

@@ -184,8 +184,7 @@ import Testing
     }
 
     /// `farm submit` uploads, follows and downloads; skipped until the client commands are registered.
-    @Test(.enabled(if: HTTPTests.hasClientCommands, "farm has no submit command yet"))
-    func submitCommandUploadsFollowsAndDownloads() async throws {
+    @Test func submitCommandUploadsFollowsAndDownloads() async throws {
         let farm = try Farm.start("farm-http-cli")
         defer {
             farm.stop()
@@ -210,6 +209,14 @@ import Testing
         let cancel = try FarmBinary.run(["cancel", "job-missing", "--server", farm.base], timeout: 20)
         #expect(cancel.status != 0)
         #expect(cancel.stderr.contains("no job job-missing"), "\(cancel.stderr)")
+
+        // farm render --coordinator: the same render through the running coordinator.
+        let rendered = farm.directory.appendingPathComponent("rendered.mp4").path
+        let render = try FarmBinary.run(
+            ["render", clip, "-o", rendered, "--coordinator", "127.0.0.1:\(farm.httpPort)", "--preset", "ultrafast"],
+            timeout: 60)
+        #expect(render.status == 0, "\(render.stderr)")
+        #expect(try TestMedia.frameSeconds(rendered) == TestMedia.frameSeconds(clip))
     }
 
     static var hasClientCommands: Bool {
