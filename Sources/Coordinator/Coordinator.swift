@@ -463,7 +463,10 @@ public actor Coordinator {
             _ = try await Offload.run("verify \(id)") { threadFlag in
                 try OutputVerifier.verify(
                     path: temporaryOutput, videoStreamIndex: report.videoOutputIndex, expectedFrames: totalFrames,
-                    expectedPackets: report.packetsPerStream, threads: 0) { threadFlag.isCancelled || flag.isCancelled }
+                    expectedPackets: report.packetsPerStream, threads: 0,
+                    decode: .joins(segmentPackets: report.segmentPackets, frames: 16)) {
+                        threadFlag.isCancelled || flag.isCancelled
+                    }
             }
             guard jobs[id]?.state == .running else { throw CoordinatorError(.jobFailed, jobs[id]?.error ?? "job stopped") }
             setPhase(id, "publishing")

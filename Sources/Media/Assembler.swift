@@ -39,6 +39,8 @@ public struct AssemblyReport: Sendable {
     public var videoOutputIndex: Int
     /// Whether segments carry their own parameter sets (their stream headers differ).
     public var inBandParameterSets: Bool
+    /// Video packets each segment contributed, in order (where the joins are).
+    public var segmentPackets: [Int]
 }
 
 /// Joins encoded segments into one file by stream copy: video packets in segment order with strictly
@@ -108,6 +110,7 @@ public enum Assembler {
         try output.writeHeader()
 
         var counts: [Int: Int] = [:]
+        var segmentPackets = Array(repeating: 0, count: readers.count)
         var segment = 0
         var lastVideoDTS = Int64.min
         let videoPacket = Packet()
@@ -163,6 +166,7 @@ public enum Assembler {
                 av_packet_rescale_ts(videoPacket.pointer, first.timeBase.av, videoStream.pointee.time_base)
                 try output.write(videoPacket)
                 counts[videoOut, default: 0] += 1
+                segmentPackets[segment] += 1
                 haveVideo = try nextVideo()
             } else {
                 let inStream = source.stream(otherPacket.streamIndex)
@@ -179,7 +183,7 @@ public enum Assembler {
         readers.removeAll()
         return AssemblyReport(
             videoPackets: counts[videoOut] ?? 0, packetsPerStream: counts, dropped: dropped, videoOutputIndex: videoOut,
-            inBandParameterSets: inBand)
+            inBandParameterSets: inBand, segmentPackets: segmentPackets)
     }
 
     private static func fourCC(_ s: String) -> UInt32 {

@@ -25,6 +25,9 @@ package final class VideoDecoder {
         avcodec_free_context(&c)
     }
 
+    /// Forgets all state, as after a seek: the next packet must start a new coded video sequence.
+    package func reset() { avcodec_flush_buffers(context) }
+
     /// Sends a packet, or nil to flush.
     package func send(_ packet: Packet?) throws {
         let r = avcodec_send_packet(context, packet?.pointer)
