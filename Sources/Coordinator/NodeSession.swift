@@ -249,22 +249,3 @@ final class SessionID: Sendable {
 func unlinkQuietly(_ path: String) {
     _ = path.withCString { unlink($0) }
 }
-
-extension Message {
-    /// The message's name for logs.
-    var name: String {
-        switch self {
-        case .challenge: "challenge"
-        case .hello: "hello"
-        case .welcome: "welcome"
-        case .reject: "reject"
-        case .assign: "assign"
-        case .data: "data"
-        case .result: "result"
-        case .failure: "failure"
-        case .cancel: "cancel"
-        case .heartbeat: "heartbeat"
-        case .drain: "drain"
-        }
-    }
-}

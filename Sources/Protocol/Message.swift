@@ -258,3 +258,22 @@ public struct TaskProgress: Sendable, Equatable, Hashable {
         self.framesDone = framesDone
     }
 }
+
+extension Message {
+    /// The message's name, for logs and errors.
+    public var name: String {
+        switch self {
+        case .challenge: "challenge"
+        case .hello: "hello"
+        case .welcome: "welcome"
+        case .reject: "reject"
+        case .assign: "assign"
+        case .data: "data"
+        case .result: "result"
+        case .failure: "failure"
+        case .cancel: "cancel"
+        case .heartbeat: "heartbeat"
+        case .drain: "drain"
+        }
+    }
+}

@@ -86,7 +86,7 @@ final class Connection: Sendable {
             }
             guard let message else { break }
             if self.state.withLock({ $0.isClosing }) {
-                self.logger.debug("ignoring a message while closing", metadata: ["message": "\(message.logName)"])
+                self.logger.debug("ignoring a message while closing", metadata: ["message": "\(message.name)"])
                 continue
             }
             switch message {
@@ -114,7 +114,7 @@ final class Connection: Sendable {
                 self.logger.warning("the coordinator closes the connection", metadata: ["reason": "\(reject.reason)"])
                 await self.close(reason: "the coordinator closed the connection: \(reject.reason)", sending: [])
             case .challenge, .hello, .welcome, .result, .failure, .heartbeat:
-                await self.violation("unexpected \(message.logName) after the handshake")
+                await self.violation("unexpected \(message.name) after the handshake")
             }
         }
 
@@ -467,7 +467,7 @@ final class Connection: Sendable {
         do {
             try await self.outbound.write(message)
         } catch {
-            self.logger.debug("cannot send", metadata: ["message": "\(message.logName)", "error": "\(error)"])
+            self.logger.debug("cannot send", metadata: ["message": "\(message.name)", "error": "\(error)"])
         }
     }
 

@@ -98,7 +98,7 @@ enum Session {
         case .reject(let reject):
             throw NodeError(code: .rejected, message: "the coordinator rejected the node: \(reject.reason)")
         case let other:
-            let reason = "expected a challenge, got \(other.logName)"
+            let reason = "expected a challenge, got \(other.name)"
             try? await outbound.write(.reject(Reject(reason: reason)))
             throw NodeError(code: .protocolViolation, message: reason)
         }
@@ -135,7 +135,7 @@ enum Session {
         case .reject(let reject):
             throw NodeError(code: .rejected, message: "the coordinator rejected node \(nodeID): \(reject.reason)")
         case let other:
-            let reason = "expected a welcome, got \(other.logName)"
+            let reason = "expected a welcome, got \(other.name)"
             try? await outbound.write(.reject(Reject(reason: reason)))
             throw NodeError(code: .protocolViolation, message: reason)
         }
@@ -161,24 +161,5 @@ enum Session {
             throw NodeError(code: .handshakeFailed, message: "the coordinator closed the connection before its \(what)")
         }
         return message
-    }
-}
-
-extension Message {
-    /// The message's name, for logs.
-    var logName: String {
-        switch self {
-        case .challenge: "challenge"
-        case .hello: "hello"
-        case .welcome: "welcome"
-        case .reject: "reject"
-        case .assign: "assign"
-        case .data: "data"
-        case .result: "result"
-        case .failure: "failure"
-        case .cancel: "cancel"
-        case .heartbeat: "heartbeat"
-        case .drain: "drain"
-        }
     }
 }
