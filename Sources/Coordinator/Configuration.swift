@@ -14,13 +14,20 @@ public struct CoordinatorConfiguration: Sendable {
     public var leaseTimeoutSeconds: Int
     /// A segment that fails this many times fails its job.
     public var maxSegmentFailures: Int
+    /// Jobs that run at once; more wait in the queue (admission).
+    public var maxConcurrentJobs: Int
+    /// Jobs that may wait; past it a submission is refused with `CoordinatorError.queueFull`.
+    public var queueLimit: Int
     public var logger: Logger
 
     public init(
         nodeListenHost: String = "127.0.0.1", nodeListenPort: Int = 7700, dataDirectory: String, joinToken: String,
         coordinatorID: String = "coordinator", heartbeatSeconds: Int = 2, leaseTimeoutSeconds: Int = 30,
-        maxSegmentFailures: Int = 3, logger: Logger = Logger(label: "farm.coordinator")
+        maxSegmentFailures: Int = 3, maxConcurrentJobs: Int = 4, queueLimit: Int = 32,
+        logger: Logger = Logger(label: "farm.coordinator")
     ) {
+        self.maxConcurrentJobs = max(maxConcurrentJobs, 1)
+        self.queueLimit = max(queueLimit, 0)
         self.nodeListenHost = nodeListenHost
         self.nodeListenPort = nodeListenPort
         self.dataDirectory = dataDirectory
@@ -120,13 +127,15 @@ public struct NodeStatus: Sendable, Codable {
 /// An error of the coordinator: what went wrong, with which job, segment or node.
 public struct CoordinatorError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable {
-        private enum Base: Hashable, Sendable { case invalidRequest, unknownJob, jobFailed, io }
+        private enum Base: Hashable, Sendable { case invalidRequest, unknownJob, jobFailed, io, queueFull }
         private let base: Base
         private init(_ base: Base) { self.base = base }
         public static let invalidRequest = Code(.invalidRequest)
         public static let unknownJob = Code(.unknownJob)
         public static let jobFailed = Code(.jobFailed)
         public static let io = Code(.io)
+        /// The queue holds as many jobs as it may; the client should retry later.
+        public static let queueFull = Code(.queueFull)
     }
 
     public var code: Code

@@ -103,6 +103,9 @@ public actor Coordinator {
     private var predictedFinish: [String: Double] = [:]
     /// Set on shutdown: jobs stop where they are and are not marked failed.
     private var stopping = false
+    /// Admission: jobs running now, and jobs waiting for one of the `maxConcurrentJobs` places.
+    private var runningJobs = 0
+    private var admissionWaiters: [CheckedContinuation<Void, Never>] = []
     private var now: Double { (ContinuousClock.now - epoch).seconds }
     private let jobStream: AsyncStream<String>
     private let jobContinuation: AsyncStream<String>.Continuation
@@ -255,6 +258,12 @@ public actor Coordinator {
             let slots = max(totalSlots, request.expectedSlots ?? 0, 1)
             request.segmentSeconds = SegmentPlanner.defaultSegmentSeconds(durationSeconds: info.durationSeconds, totalSlots: slots)
         }
+        let waiting = jobs.values.filter { $0.state == .queued }.count
+        guard waiting < configuration.queueLimit else {
+            throw CoordinatorError(
+                .queueFull,
+                "the queue is full: \(waiting) jobs wait for one of \(configuration.maxConcurrentJobs) places; retry later")
+        }
         let id = String(format: "job-%04d-%@", nextJobNumber, String(UUID().uuidString.prefix(8)).lowercased())
         nextJobNumber += 1
         let workDirectory = "\(configuration.dataDirectory)/jobs/\(id)"
@@ -334,6 +343,20 @@ public actor Coordinator {
     private var totalSlots: Int { nodes.values.filter { !$0.draining }.reduce(0) { $0 + $1.slots } }
 
     private func runJob(_ id: String) async {
+        // Admission: wait for one of the concurrent places; a job cancelled meanwhile never starts.
+        while runningJobs >= configuration.maxConcurrentJobs, !stopping {
+            await withCheckedContinuation { admissionWaiters.append($0) }
+        }
+        guard !stopping, jobs[id]?.state == .queued else { return }
+        runningJobs += 1
+        defer {
+            runningJobs -= 1
+            if !admissionWaiters.isEmpty { admissionWaiters.removeFirst().resume() }
+        }
+        await runAdmittedJob(id)
+    }
+
+    private func runAdmittedJob(_ id: String) async {
         guard let request = jobs[id]?.request, let flag = jobs[id]?.cancel else { return }
         var log = logger
         log[metadataKey: "job"] = "\(id)"
@@ -514,6 +537,9 @@ public actor Coordinator {
     /// Shutdown: wakes every waiter without ending any job, so unfinished jobs stay resumable in the store.
     private func stop() {
         stopping = true
+        let waiting = admissionWaiters
+        admissionWaiters = []
+        for waiter in waiting { waiter.resume() }
         for id in jobs.keys {
             jobs[id]?.cancel.cancel()
             if let waiter = jobs[id]?.segmentsWaiter {

@@ -29,6 +29,15 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-upload-gib"), help: "The largest upload accepted, in GiB.")
     var maxUploadGiB = 64.0
 
+    @Option(help: "Size the coordinator for a lease tier: budget, standard or highperf (explicit flags win).")
+    var tier: Tier?
+
+    @Option(name: .customLong("max-jobs"), help: "Jobs that run at once (default: the tier's, else 4).")
+    var maxJobs: Int?
+
+    @Option(name: .customLong("queue-limit"), help: "Jobs that may wait; past it POST /jobs answers 429 (default: the tier's, else 32).")
+    var queueLimit: Int?
+
     @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
     var tokenFile: String?
 
@@ -55,7 +64,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let coordinator = Coordinator(
             configuration: CoordinatorConfiguration(
                 nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDirectory, joinToken: token,
-                coordinatorID: ProcessInfo.processInfo.hostName, logger: Logger(label: "farm.coordinator")))
+                coordinatorID: ProcessInfo.processInfo.hostName,
+                maxConcurrentJobs: maxJobs ?? tier?.maxConcurrentJobs ?? 4, queueLimit: queueLimit ?? tier?.queueLimit ?? 32,
+                logger: Logger(label: "farm.coordinator")))
         let listener: NodeListener
         do {
             listener = try await coordinator.bind()

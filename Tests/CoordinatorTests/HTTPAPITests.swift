@@ -68,6 +68,31 @@ import Testing
 
     // MARK: - Liveness, readiness, index
 
+    @Test func aFullQueueAnswers429WithRetryAfter() async throws {
+        let f = try Fixture()
+        defer { f.remove() }
+        var logger = Logger(label: "farm.test")
+        logger.logLevel = .critical
+        let coordinator = Coordinator(
+            configuration: CoordinatorConfiguration(
+                dataDirectory: f.directory.appendingPathComponent("queue").path, joinToken: "token",
+                maxConcurrentJobs: 1, queueLimit: 2, logger: logger))
+        let app = HTTPAPI.build(coordinator: coordinator, configuration: f.configuration)
+        let body = Self.body("{\"source\": \"\(f.clip)\"}")
+        try await app.test(.router) { client in
+            for _ in 0..<2 {
+                try await client.execute(uri: "/jobs", method: .post, headers: Self.json, body: body) { response throws in
+                    #expect(response.status == .created)
+                }
+            }
+            try await client.execute(uri: "/jobs", method: .post, headers: Self.json, body: body) { response throws in
+                #expect(response.status == .tooManyRequests)
+                #expect(response.headers[.retryAfter] == "30")
+                #expect((try Self.object(response)["error"] as? String)?.contains("queue is full") == true)
+            }
+        }
+    }
+
     @Test func healthReadyAndIndex() async throws {
         let f = try Fixture()
         defer { f.remove() }

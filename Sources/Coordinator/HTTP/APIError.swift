@@ -36,6 +36,7 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         case .invalidRequest: APIError(.badRequest, error.message)
         case .unknownJob: APIError(.notFound, error.message)
         case .jobFailed: APIError(.conflict, error.message)
+        case .queueFull: APIError(.tooManyRequests, error.message, headers: [.retryAfter: "30"])
         default: APIError(.internalServerError, error.message)
         }
     }
