@@ -19,9 +19,9 @@ def make_clip(path, seconds, size="1280x720", rate=30):
     tmp = path + ".tmp.mp4"
     # testsrc2 with light temporal noise: moving detail the encoder has to work for.
     run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate},noise=alls=6:allf=t",
+         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate},noise=alls=2:allf=t",
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000,aformat=channel_layouts=stereo",
-         "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-crf", "16", "-g", str(rate * 2),
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-crf", "20", "-g", str(rate * 2),
          "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", tmp])
     os.replace(tmp, path)
 
