@@ -18,14 +18,18 @@ public struct CoordinatorConfiguration: Sendable {
     public var maxConcurrentJobs: Int
     /// Jobs that may wait; past it a submission is refused with `CoordinatorError.queueFull`.
     public var queueLimit: Int
+    /// Low-disk watermark: while the data directory's volume has less free space than this, no job
+    /// starts (running ones go on). 0 disables it.
+    public var minimumFreeBytes: Int64
     public var logger: Logger
 
     public init(
         nodeListenHost: String = "127.0.0.1", nodeListenPort: Int = 7700, dataDirectory: String, joinToken: String,
         coordinatorID: String = "coordinator", heartbeatSeconds: Int = 2, leaseTimeoutSeconds: Int = 30,
         maxSegmentFailures: Int = 3, maxConcurrentJobs: Int = 4, queueLimit: Int = 32,
-        logger: Logger = Logger(label: "farm.coordinator")
+        minimumFreeBytes: Int64 = 2 << 30, logger: Logger = Logger(label: "farm.coordinator")
     ) {
+        self.minimumFreeBytes = max(minimumFreeBytes, 0)
         self.maxConcurrentJobs = max(maxConcurrentJobs, 1)
         self.queueLimit = max(queueLimit, 0)
         self.nodeListenHost = nodeListenHost

@@ -186,6 +186,17 @@ public actor Coordinator {
         logger.info(
             "coordinator listening for nodes",
             metadata: ["address": "\(configuration.nodeListenHost):\(listener.port)"])
+        // Shutdown wakes every waiting job (admission, segments) without ending it: jobs stay resumable.
+        try await withTaskCancellationHandler {
+            try await serve(listener, store: store, operations: operations)
+        } onCancel: {
+            Task { await self.stop() }
+        }
+    }
+
+    private func serve(
+        _ listener: NodeListener, store: JobStore, operations: AsyncStream<@Sendable (JobStore) async -> Void>
+    ) async throws {
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask {
                 for await operation in operations { await operation(store) }
@@ -348,6 +359,21 @@ public actor Coordinator {
             await withCheckedContinuation { admissionWaiters.append($0) }
         }
         guard !stopping, jobs[id]?.state == .queued else { return }
+        // Low-disk watermark: admission pauses until there is room again (checked every 5 s).
+        var warned = false
+        while !stopping, !Task.isCancelled, jobs[id]?.state == .queued, let free = freeBytes(),
+            free < configuration.minimumFreeBytes
+        {
+            if !warned {
+                logger.warning(
+                    "low disk: admission paused",
+                    metadata: ["job": "\(id)", "free_mb": "\(free >> 20)", "watermark_mb": "\(configuration.minimumFreeBytes >> 20)"])
+                warned = true
+            }
+            jobs[id]?.phase = "waiting for disk space"
+            try? await Task.sleep(for: .seconds(5))
+        }
+        guard !stopping, !Task.isCancelled, jobs[id]?.state == .queued else { return }
         runningJobs += 1
         defer {
             runningJobs -= 1
@@ -532,6 +558,13 @@ public actor Coordinator {
         } onCancel: {
             Task { await self.stop() }
         }
+    }
+
+    /// Free bytes on the data directory's volume, nil when it cannot be read.
+    private func freeBytes() -> Int64? {
+        var stats = statvfs()
+        guard statvfs(configuration.dataDirectory, &stats) == 0 else { return nil }
+        return Int64(stats.f_bavail) * Int64(stats.f_frsize)
     }
 
     /// Shutdown: wakes every waiter without ending any job, so unfinished jobs stay resumable in the store.

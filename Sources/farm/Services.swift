@@ -38,6 +38,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("queue-limit"), help: "Jobs that may wait; past it POST /jobs answers 429 (default: the tier's, else 32).")
     var queueLimit: Int?
 
+    @Option(name: .customLong("min-free-gib"), help: "Low-disk watermark: no job starts below this free space (default: the tier's, else 2).")
+    var minFreeGiB: Double?
+
     @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
     var tokenFile: String?
 
@@ -66,6 +69,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDirectory, joinToken: token,
                 coordinatorID: ProcessInfo.processInfo.hostName,
                 maxConcurrentJobs: maxJobs ?? tier?.maxConcurrentJobs ?? 4, queueLimit: queueLimit ?? tier?.queueLimit ?? 32,
+                minimumFreeBytes: Int64((minFreeGiB ?? Double(tier?.lowDiskGiB ?? 2)) * Double(1 << 30)),
                 logger: Logger(label: "farm.coordinator")))
         let listener: NodeListener
         do {

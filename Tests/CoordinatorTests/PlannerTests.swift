@@ -2,6 +2,7 @@ import FarmCoordinator
 import FarmMedia
 import FarmTestSupport
 import Foundation
+import Logging
 import Testing
 
 /// Split planning on real keyframe indexes of clips made for the test.
@@ -90,5 +91,31 @@ import Testing
         #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 180, totalSlots: 2) == 22.5)
         #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 10, totalSlots: 8) == 4)
         #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 7200, totalSlots: 4) == 60)
+    }
+}
+
+/// Admission under a low-disk watermark, with a running coordinator and no nodes.
+@Suite struct AdmissionTests {
+    @Test func aJobWaitsWhileTheDiskIsBelowTheWatermark() async throws {
+        MediaLog.quiet()
+        let dir = try TestMedia.temporaryDirectory("farm-disk")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let clip = dir.appendingPathComponent("clip.mp4").path
+        try TestMedia.makeClip(at: clip, seconds: 1, size: "160x120", audio: false)
+        var logger = Logger(label: "farm.test")
+        logger.logLevel = .critical
+        // A watermark no disk meets: the job must stay queued and say why.
+        let coordinator = Coordinator(
+            configuration: CoordinatorConfiguration(
+                nodeListenPort: 0, dataDirectory: dir.appendingPathComponent("data").path, joinToken: "t",
+                minimumFreeBytes: Int64.max / 2, logger: logger))
+        let listener = try await coordinator.bind()
+        let running = Task { try await coordinator.run(listener) }
+        defer { running.cancel() }
+        let id = try await coordinator.submit(JobRequest(source: clip, output: dir.appendingPathComponent("out.mp4").path))
+        try await Task.sleep(for: .seconds(1))
+        let status = try #require(await coordinator.status(id))
+        #expect(status.state == .queued)
+        #expect(status.phase == "waiting for disk space")
     }
 }
