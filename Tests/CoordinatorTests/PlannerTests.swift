@@ -113,8 +113,15 @@ import Testing
         let running = Task { try await coordinator.run(listener) }
         defer { running.cancel() }
         let id = try await coordinator.submit(JobRequest(source: clip, output: dir.appendingPathComponent("out.mp4").path))
-        try await Task.sleep(for: .seconds(1))
-        let status = try #require(await coordinator.status(id))
+        // Other suites run in parallel: give the job time to reach admission, then it must wait there.
+        var status = try #require(await coordinator.status(id))
+        for _ in 0..<200 where status.phase != "waiting for disk space" {
+            try await Task.sleep(for: .milliseconds(100))
+            status = try #require(await coordinator.status(id))
+        }
+        #expect(status.phase == "waiting for disk space")
+        try await Task.sleep(for: .milliseconds(500))
+        status = try #require(await coordinator.status(id))
         #expect(status.state == .queued)
         #expect(status.phase == "waiting for disk space")
     }
