@@ -943,10 +943,3 @@ extension EncodeSettings {
             threads: Int32(c.threads), options: c.options)
     }
 }
-
-extension Duration {
-    var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) / 1e18
-    }
-}

@@ -129,7 +129,7 @@ public struct EmbeddedFarm: Sendable {
         }
         progress(status)
         let wall = (ContinuousClock.now - started)
-        let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
+        let wallSeconds = wall.seconds
         guard status.state == .done else {
             let logs = (0..<options.nodes).compactMap { i -> String? in
                 let path = "\(dataDirectory)/node-\(i).log"

@@ -1,3 +1,4 @@
+internal import FarmMedia
 internal import FarmProtocol
 internal import Foundation
 internal import NIOCore

@@ -54,3 +54,11 @@ private final class ThreadBody: @unchecked Sendable {
     let run: () -> Void
     init(_ run: @escaping () -> Void) { self.run = run }
 }
+
+extension Duration {
+    /// The duration in seconds, for reports and the scheduler's clock (never for media timestamps).
+    package var seconds: Double {
+        let c = components
+        return Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+}

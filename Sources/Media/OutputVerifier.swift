@@ -133,10 +133,3 @@ public enum OutputVerifier {
             timeBase: header.timeBase, decodeSeconds: (clock.now - start).seconds)
     }
 }
-
-extension Duration {
-    package var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) / 1e18
-    }
-}

@@ -484,10 +484,3 @@ final class Connection: Sendable {
 private func rounded(_ seconds: Double) -> Double {
     (seconds * 1000).rounded() / 1000
 }
-
-extension Duration {
-    fileprivate var seconds: Double {
-        let parts = self.components
-        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
-    }
-}

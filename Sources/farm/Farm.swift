@@ -67,19 +67,7 @@ func parseHostPort(_ value: String, what: String) throws -> (String, Int) {
     return (host, port)
 }
 
-/// A random hex secret for the embedded default.
-func randomToken() -> String {
-    var generator = SystemRandomNumberGenerator()
-    return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-}
-
 /// Prints "farm: error: ..." on one line and exits non-zero.
-struct CommandFailure: Error, CustomStringConvertible {
-    var message: String
-    var code: Int32 = 1
-    var description: String { message }
-}
-
 func fail(_ message: String, code: Int32 = 1) -> Never {
     FileHandle.standardError.write(Data("farm: error: \(message)\n".utf8))
     exit(code)

@@ -3,6 +3,7 @@ internal import Foundation
 internal import Metrics
 internal import Prometheus
 internal import Synchronization
+internal import FarmMedia
 
 /// The Prometheus metrics of the HTTP layer. Gauges are set from a coordinator snapshot at scrape
 /// time; counters of HTTP bytes are swift-metrics counters backed by the same registry.
