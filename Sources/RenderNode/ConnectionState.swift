@@ -86,7 +86,10 @@ struct ConnectionState {
         guard self.tasks[taskID] == nil else {
             return .violation("a second assign for task \(taskID), which the node already holds")
         }
-        guard self.tasks.count < self.slots else {
+        // A slot is for receiving and encoding. A task that is sending its result has finished with
+        // it: the coordinator counts the slot free as soon as the result's last byte arrives, which
+        // can be before this side has released the task.
+        guard self.tasks.values.filter({ $0.stage != .sending }).count < self.slots else {
             return .refused("no free slot (all \(self.slots) busy)")
         }
         self.tasks[taskID] = HeldTask(stage: .receiving, framesDone: 0, flag: CancellationFlag())
