@@ -244,6 +244,8 @@ struct BenchWire: AsyncParsableCommand {
     var directory = FileManager.default.temporaryDirectory.path
 
     func run() async throws {
+        // The allocation policy of the real coordinator and nodes.
+        ProcessMemory.returnLargeBlocks()
         let result = try await WireBenchmark.run(bytes: bytes, directory: directory)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
