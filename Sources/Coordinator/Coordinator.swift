@@ -37,6 +37,8 @@ public actor Coordinator {
         let session: UInt64
         let nodeID: String
         var framesDone = 0
+        /// A second copy of a straggling segment that another task runs too.
+        var isDuplicate = false
         /// When the lease began and when progress was last reported (seconds on the scheduler clock).
         var startedAt = 0.0
         var progressTime: Double?
@@ -63,6 +65,8 @@ public actor Coordinator {
         /// Not leased again before this time (scheduler clock): the backoff after a requeue.
         var notBefore = 0.0
         var lastNode: String?
+        /// It has had a duplicate (it gets one at most).
+        var duplicated = false
     }
 
     struct JobRecord {
@@ -798,12 +802,17 @@ public actor Coordinator {
                 taskID: task.taskID, jobID: task.jobID, index: task.segment, node: task.session,
                 startedAt: task.startedAt, seconds: job.segmentSeconds[task.segment], codec: job.request.codec.rawValue,
                 progress: expected > 0 ? Double(task.framesDone) / Double(expected) : nil,
-                progressTime: task.progressTime, hasBeenDuplicated: true)
+                progressTime: task.progressTime, isDuplicate: task.isDuplicate,
+                hasBeenDuplicated: job.segments[task.segment].duplicated)
         }
         // A segment goes back to a node it failed on only when no other node could take it: it is
         // offered to the others alone, and the node it avoided gets other segments instead.
         var held: [SchedulerSegment] = []
         for decision in policy.decide(nodes: fleet, ready: ready, running: running, now: clock) {
+            if case .duplicate(let jobID, let index, let session) = decision {
+                duplicate(jobID, index, on: session)
+                continue
+            }
             guard case .assign(let jobID, let index, let session) = decision else { continue }
             if let node = nodes[session], avoids(jobID, index, node: node.nodeID),
                 let segment = ready.first(where: { $0.jobID == jobID && $0.index == index })
@@ -858,7 +867,6 @@ public actor Coordinator {
         else { return }
         let taskID = nextTaskID
         nextTaskID += 1
-        let plan = job.segments[index].plan
         job.segments[index].state = .running(taskID: taskID, path: path, bytes: bytes, checksum: checksum)
         job.segments[index].attempts += 1
         job.segments[index].lastNode = node.nodeID
@@ -867,10 +875,7 @@ public actor Coordinator {
         nodes[session] = node
         tasks[taskID] = TaskRecord(
             taskID: taskID, jobID: jobID, segment: index, session: session, nodeID: node.nodeID, startedAt: now)
-        let assign = Assign(
-            taskID: taskID, jobID: jobID, segmentIndex: UInt32(index), attempt: UInt32(job.segments[index].attempts),
-            settings: settings, startPTS: plan.startPTS ?? Int64.min, endPTS: plan.endPTS,
-            expectedFrames: UInt64(plan.expectedFrames), byteLength: UInt64(bytes), checksum: checksum)
+        let assign = makeAssign(taskID, job, index, settings: settings, bytes: bytes, checksum: checksum)
         logger.info(
             "segment leased",
             metadata: ["job": "\(jobID)", "segment": "\(index)", "node": "\(node.nodeID)", "task": "\(taskID)"])
@@ -879,6 +884,50 @@ public actor Coordinator {
             _ = try await $0.lease(jobID, index: index, taskID: taskID, nodeID: nodeID, expiresAt: .distantFuture)
         }
         node.outgoing.yield(.segment(assign, path: path))
+    }
+
+    private func makeAssign(
+        _ taskID: UInt64, _ job: JobRecord, _ index: Int, settings: EncodeSettings, bytes: Int64, checksum: [UInt8]
+    ) -> Assign {
+        let plan = job.segments[index].plan
+        return Assign(
+            taskID: taskID, jobID: job.id, segmentIndex: UInt32(index), attempt: UInt32(job.segments[index].attempts),
+            settings: settings, startPTS: plan.startPTS ?? Int64.min, endPTS: plan.endPTS,
+            expectedFrames: UInt64(plan.expectedFrames), byteLength: UInt64(bytes), checksum: checksum)
+    }
+
+    /// Runs a straggling segment a second time on a free slot of another node (the policy's
+    /// decision); whichever copy ends first is kept and the other is cancelled. The job store keeps
+    /// one lease, the original's, until a result arrives (see ``taskCompleted(_:_:path:parameters:)``).
+    private func duplicate(_ jobID: String, _ index: Int, on session: UInt64) {
+        guard var job = jobs[jobID], var node = nodes[session], let settings = job.settings,
+            case .running(let original, let path, let bytes, let checksum) = job.segments[index].state,
+            let running = tasks[original], running.session != session, !job.segments[index].duplicated,
+            !job.segments[index].avoidedNodes.contains(node.nodeID)
+        else { return }
+        let taskID = nextTaskID
+        nextTaskID += 1
+        job.segments[index].duplicated = true
+        job.segments[index].attempts += 1
+        jobs[jobID] = job
+        node.inFlight.insert(taskID)
+        nodes[session] = node
+        tasks[taskID] = TaskRecord(
+            taskID: taskID, jobID: jobID, segment: index, session: session, nodeID: node.nodeID, isDuplicate: true,
+            startedAt: now)
+        logger.info(
+            "segment duplicated",
+            metadata: [
+                "job": "\(jobID)", "segment": "\(index)", "node": "\(node.nodeID)", "task": "\(taskID)",
+                "straggler": "\(running.nodeID)",
+            ])
+        node.outgoing.yield(.segment(makeAssign(taskID, job, index, settings: settings, bytes: bytes, checksum: checksum), path: path))
+    }
+
+    /// The other running copies of a task's segment.
+    private func otherCopies(of task: TaskRecord) -> [TaskRecord] {
+        tasks.values.filter { $0.jobID == task.jobID && $0.segment == task.segment && $0.taskID != task.taskID }
+            .sorted { $0.taskID < $1.taskID }
     }
 
     /// Puts a task's segment back in the queue: its node left (`failure` nil), refused it, or failed it.
@@ -892,10 +941,29 @@ public actor Coordinator {
         tasks[task.taskID] = nil
         nodes[task.session]?.inFlight.remove(task.taskID)
         guard var job = jobs[task.jobID], job.state == .running,
-            case .running(let taskID, let path, let bytes, let checksum) = job.segments[task.segment].state,
-            taskID == task.taskID
+            case .running(let taskID, let path, let bytes, let checksum) = job.segments[task.segment].state
         else { return }
         var segment = job.segments[task.segment]
+        let survivor = otherCopies(of: task).first
+        if taskID != task.taskID || survivor != nil {
+            // Another copy runs on: the segment stays with it (a failed duplicate is only logged;
+            // a failed original hands its lease to the duplicate).
+            if taskID == task.taskID, let survivor {
+                segment.state = .running(taskID: survivor.taskID, path: path, bytes: bytes, checksum: checksum)
+                let stored = kind == .refused ? nil : failure
+                record("hand segment \(task.segment) of job \(task.jobID) to its duplicate") {
+                    _ = try await $0.release(task.jobID, index: task.segment, taskID: task.taskID, failure: stored)
+                    _ = try await $0.lease(
+                        task.jobID, index: task.segment, taskID: survivor.taskID, nodeID: survivor.nodeID,
+                        expiresAt: .distantFuture)
+                }
+            }
+            if failure != nil, kind != .refused { segment.avoidedNodes.insert(task.nodeID) }
+            job.segments[task.segment] = segment
+            jobs[task.jobID] = job
+            if let failure, kind != .refused { noteNodeFailure(task.nodeID, reason: failure) }
+            return
+        }
         segment.state = .ready(path: path, bytes: bytes, checksum: checksum)
         let stored = kind == .refused ? nil : failure
         record("release segment \(task.segment) of job \(task.jobID)") {
@@ -1034,7 +1102,9 @@ public actor Coordinator {
         nodes[session]?.lastSeen = .now
         nodes[session]?.segmentsDone += 1
         nodeFailures[task.nodeID] = nil
-        guard var job = jobs[task.jobID], job.state == .running else { return }
+        guard var job = jobs[task.jobID], job.state == .running,
+            case .running(let holder, _, _, _) = job.segments[task.segment].state
+        else { return }
         // The first result pins the job's stream header. A later one with other parameter sets (a
         // hardware node, or a software fallback) can still join with in-band parameter sets, as long as
         // codec, picture size and NAL framing agree.
@@ -1052,6 +1122,25 @@ public actor Coordinator {
         let pin = job.parameters == nil ? parameters.serialized : nil
         if job.parameters == nil { job.parameters = parameters }
         let checksum = result.checksum
+        if holder != task.taskID, let original = tasks[holder] {
+            // The duplicate won: the store's lease moves to it before the result is recorded.
+            record("hand segment \(task.segment) of job \(task.jobID) to its duplicate") {
+                _ = try await $0.release(task.jobID, index: task.segment, taskID: holder, failure: nil)
+                _ = try await $0.lease(
+                    task.jobID, index: task.segment, taskID: task.taskID, nodeID: task.nodeID, expiresAt: .distantFuture)
+            }
+            logger.info(
+                "duplicate finished first",
+                metadata: ["job": "\(task.jobID)", "segment": "\(task.segment)", "node": "\(task.nodeID)", "straggler": "\(original.nodeID)"])
+        }
+        for other in otherCopies(of: task) {
+            tasks[other.taskID] = nil
+            nodes[other.session]?.inFlight.remove(other.taskID)
+            nodes[other.session]?.outgoing.yield(.message(.cancel(taskID: other.taskID)))
+            logger.info(
+                "slower copy cancelled",
+                metadata: ["job": "\(task.jobID)", "segment": "\(task.segment)", "node": "\(other.nodeID)", "task": "\(other.taskID)"])
+        }
         record("complete segment \(task.segment) of job \(task.jobID)") {
             _ = try await $0.complete(
                 task.jobID, index: task.segment, taskID: task.taskID, nodeID: task.nodeID, resultPath: path,

@@ -126,6 +126,35 @@ import Testing
         try TestMedia.decodesCleanly(output.path)
     }
 
+    @Test func stragglingSegmentIsDuplicatedAndTheFirstResultKept() async throws {
+        // One node 40 times slower than it should be: its segment is late, runs a second time on the
+        // fast node, and the copy that ends first (the fast one) is kept; the other is cancelled.
+        let fleet = try Fleet(
+            "farm-duplicate",
+            nodes: [("fast-node", [:]), ("slow-node", ["FARM_TEST_SLOW_NODE": "slow-node:40"])])
+        defer {
+            fleet.stop()
+            try? FileManager.default.removeItem(at: fleet.directory)
+        }
+        let clip = "\(fleet.sources)/clip.mp4"
+        try TestMedia.makeClip(at: clip, seconds: 4)
+        let id = try await fleet.submit(
+            #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
+        let job = try await fleet.waitForEnd(id, timeout: 60)
+        let log = (try? String(contentsOfFile: fleet.coordinatorLog, encoding: .utf8)) ?? ""
+        #expect(job["state"] as? String == "done", "\(job) \(log.suffix(3000))")
+        #expect(log.contains("segment duplicated"), "\(log.suffix(3000))")
+        #expect(log.contains("duplicate finished first"), "\(log.suffix(3000))")
+        #expect(log.contains("slower copy cancelled"))
+        let segments = try #require(job["segments"] as? [[String: Any]])
+        #expect(segments.allSatisfy { $0["state"] as? String == "done" })
+        let output = fleet.directory.appendingPathComponent("out.mp4")
+        let (data, _) = try await URLSession.shared.data(from: URL(string: fleet.base + "/jobs/\(id)/output")!)
+        try data.write(to: output)
+        #expect(try TestMedia.frameTimes(output.path) == (try TestMedia.frameTimes(clip)))
+        try TestMedia.decodesCleanly(output.path)
+    }
+
     @Test func segmentFailingOnThreeNodesFailsItsJob() async throws {
         let failing = ["FARM_TEST_FAIL_TASKS": "all"]
         let fleet = try Fleet(
