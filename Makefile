@@ -2,11 +2,14 @@
 #   make demo   install what is missing, build, render a generated 60 s clip with 2 local nodes
 #   make test   install what is missing, build, run every test
 #   make bench  the benchmark; results in bench/results.json and a printed table
+#   make image  the container image (needs a Docker engine; IMAGE=name:tag to name it)
 
 SWIFT ?= swift
 BUILD_FLAGS ?=
 
-.PHONY: deps build release demo test bench format clean
+IMAGE ?= farm:latest
+
+.PHONY: deps build release demo test bench image clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -27,8 +30,9 @@ test: deps
 bench: release
 	@python3 scripts/bench.py --farm "$$($(SWIFT) build -c release --show-bin-path)/farm"
 
-format:
-	@bash scripts/validate.sh
+image:
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers here (docker info failed); build the image where one runs" >&2; exit 1; }
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf .build demo-out bench/work
