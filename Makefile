@@ -2,11 +2,12 @@
 #   make demo   install what is missing, build, render a generated 60 s clip with 2 local nodes
 #   make test   install what is missing, build, run every test
 #   make bench  the benchmark; results in bench/results.json and a printed table
+#   make fuzz   the libFuzzer targets in Fuzz/, FUZZ_SECONDS each (make test runs them 5 s each)
 
 SWIFT ?= swift
 BUILD_FLAGS ?=
 
-.PHONY: deps build release demo test bench format clean
+.PHONY: deps build release demo test bench fuzz format clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -20,12 +21,18 @@ release: deps
 demo: release
 	@bash scripts/demo.sh "$$($(SWIFT) build -c release --show-bin-path)/farm"
 
+FUZZ_SECONDS ?= 60
+
 test: deps
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
+	bash scripts/fuzz.sh --no-build 5
 	FARM_BIN="$$($(SWIFT) build --show-bin-path)/farm" $(SWIFT) test --skip-build $(BUILD_FLAGS)
 
 bench: release
 	@python3 scripts/bench.py --farm "$$($(SWIFT) build -c release --show-bin-path)/farm"
+
+fuzz: deps
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 format:
 	@bash scripts/validate.sh

@@ -8,11 +8,12 @@
 //   segment length), so nothing downstream sees a value the API should have refused.
 
 import Foundation
+import HTTPTypes
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func farmSubmissionFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let body = Data(bytes: data, count: size)
-    check { try Submission.parse(json: body) }
+    check { () throws(APIError) in try Submission.parse(json: body) }
 
     // The same bytes as text fields: "key=value" lines, the way a form or a query string arrives.
     var fields: [String: String] = [:]
@@ -20,7 +21,7 @@ public func farmSubmissionFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CIn
         let parts = line.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
         fields[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
     }
-    check { try Submission.parse(text: fields) }
+    check { () throws(APIError) in try Submission.parse(text: fields) }
     return 0
 }
 

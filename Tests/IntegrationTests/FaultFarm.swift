@@ -79,7 +79,7 @@ final class FaultFarm: @unchecked Sendable {
         env["FARM_JOIN_TOKEN"] = token
         for (key, value) in environment { env[key] = value }
         let process = Process()
-        let command = prefix + [FarmBinary.path, "node", "--coordinator", "\(nodeHost):\(nodePort)", "--node-id", id, "--log-level", "info"] + arguments
+        let command = prefix + [FarmBinary.path, "node", "--coordinator", "\(nodeHost):\(nodePort)", "--node-id", id, "--log-level", "info", "--no-calibrate"] + arguments
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
         process.environment = env
