@@ -28,17 +28,26 @@ import Testing
         return rows
     }
 
-    /// The test files' text by suite name (`struct NAME` declared in them).
+    /// The text of each top-level type and extension in Tests/, by name (a suite's functions are in its text).
     static func testSources() throws -> [String: String] {
         let tests = repository.appendingPathComponent("Tests")
         var sources: [String: String] = [:]
         let files = FileManager.default.enumerator(atPath: tests.path)?.compactMap { $0 as? String } ?? []
         for file in files where file.hasSuffix(".swift") {
             let text = try String(contentsOf: tests.appendingPathComponent(file), encoding: .utf8)
-            for line in text.split(separator: "\n") {
-                guard let range = line.range(of: "struct ") else { continue }
-                let name = line[range.upperBound...].prefix { $0.isLetter || $0.isNumber }
-                if !name.isEmpty, line.contains("@Suite") || line.hasPrefix("struct") { sources[String(name), default: ""] += text }
+            var current: String?
+            for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+                // A declaration at column 0 ends the one before; a type or an extension starts a new one.
+                if let first = line.first, first != " ", first != "}", first != "/", first != "#" {
+                    current = nil
+                    for keyword in ["struct ", "extension ", "enum ", "final class ", "class "] {
+                        guard let range = line.range(of: keyword) else { continue }
+                        let name = line[range.upperBound...].prefix { $0.isLetter || $0.isNumber }
+                        if !name.isEmpty { current = String(name) }
+                        break
+                    }
+                }
+                if let current { sources[current, default: ""] += line + "\n" }
             }
         }
         return sources
@@ -69,7 +78,8 @@ import Testing
                     Issue.record("\(reference): no test suite \(parts.first ?? "") in Tests/")
                     continue
                 }
-                #expect(source.contains("func \(parts[1])("), "\(reference): no test function \(parts[1]) in \(parts[0])")
+                let exists = source.contains("func \(parts[1])(")
+                #expect(exists, "\(reference): no test function \(parts[1]) in \(parts[0])")
             }
         }
     }
@@ -85,11 +95,13 @@ import Testing
                 let declaration = line.contains("func ") ? line : (i + 1 < lines.count ? lines[i + 1] : "")
                 guard let range = declaration.range(of: "func ") else { continue }
                 let name = declaration[range.upperBound...].prefix { $0.isLetter || $0.isNumber }
-                #expect(named.contains("\(suite).\(name)"), "\(suite).\(name) is not in docs/reliability.md")
+                let listed = named.contains("\(suite).\(name)")
+                #expect(listed, "\(suite).\(name) is not in docs/reliability.md")
             }
         }
         for target in ["Fuzz/FrameFuzz.swift", "Fuzz/SubmissionFuzz.swift"] {
-            #expect(named.contains(target), "\(target) is not in docs/reliability.md")
+            let listed = named.contains(target)
+            #expect(listed, "\(target) is not in docs/reliability.md")
         }
     }
 }
