@@ -17,8 +17,8 @@ final class FaultFarm: @unchecked Sendable {
     /// The only source root: clips for path submissions go here.
     let sources: String
     let data: String
-    let httpPort: Int
-    let nodePort: Int
+    private(set) var httpPort: Int
+    private(set) var nodePort: Int
     /// The address the coordinator listens on for nodes (loopback unless a test gives a namespace's address).
     let nodeHost: String
     let coordinatorArguments: [String]
@@ -38,8 +38,7 @@ final class FaultFarm: @unchecked Sendable {
         data = directory.appendingPathComponent("data").path
         try FileManager.default.createDirectory(atPath: sources, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-        httpPort = Int.random(in: 20000...30000)
-        nodePort = Int.random(in: 30001...40000)
+        (httpPort, nodePort) = Self.randomPorts()
         self.nodeHost = nodeHost
         self.coordinatorArguments = coordinatorArguments
         self.apiToken = apiToken
@@ -53,9 +52,32 @@ final class FaultFarm: @unchecked Sendable {
 
     func coordinatorLog(_ run: Int? = nil) -> String { directory.appendingPathComponent("coordinator-\(run ?? coordinatorRuns).log").path }
     func nodeLog(_ id: String) -> String { directory.appendingPathComponent("node-\(id).log").path }
+    /// Each node's own work directory: node names repeat across tests that run at once.
+    func workDirectory(_ id: String) -> String { directory.appendingPathComponent("work-\(id)").path }
 
-    /// Starts (or restarts) the coordinator and waits until its HTTP API and node port listen.
+    /// Two ports below Linux's ephemeral range (32768 and up), so no outgoing connection holds them.
+    static func randomPorts() -> (Int, Int) {
+        let http = Int.random(in: 20000...26000)
+        return (http, http + Int.random(in: 1...6000))
+    }
+
+    /// Starts (or restarts) the coordinator and waits until its HTTP API and node port listen. A first start
+    /// that finds a port taken tries other ports; a restart keeps them (the nodes dial the same one).
     func startCoordinator() throws {
+        for attempt in 1...3 {
+            do {
+                try startCoordinatorOnce()
+                return
+            } catch {
+                let taken = Self.read(coordinatorLog()).contains("Address already in use")
+                guard taken, coordinatorRuns == 1, attempt < 3 else { throw error }
+                coordinatorRuns = 0
+                (httpPort, nodePort) = Self.randomPorts()
+            }
+        }
+    }
+
+    private func startCoordinatorOnce() throws {
         coordinatorRuns += 1
         let log = coordinatorLog()
         var environment = ["FARM_JOIN_TOKEN": token]
@@ -67,9 +89,12 @@ final class FaultFarm: @unchecked Sendable {
             ] + coordinatorArguments, environment: environment, log: log)
         let up = FarmBinary.waitUntil(timeout: 30) {
             let text = Self.read(log)
-            return text.contains("http listening") && text.contains("coordinator listening for nodes")
+            return (text.contains("http listening") && text.contains("coordinator listening for nodes"))
+                || text.contains("farm: error:")
         }
-        guard up else { throw TestFailure("the coordinator did not start: \(Self.read(log).suffix(2000))") }
+        guard up, !Self.read(log).contains("farm: error:") else {
+            throw TestFailure("the coordinator did not start: \(Self.read(log).suffix(2000))")
+        }
     }
 
     /// Starts a node; `prefix` runs it through another command (`ip netns exec NAME`).
@@ -79,7 +104,8 @@ final class FaultFarm: @unchecked Sendable {
         env["FARM_JOIN_TOKEN"] = token
         for (key, value) in environment { env[key] = value }
         let process = Process()
-        let command = prefix + [FarmBinary.path, "node", "--coordinator", "\(nodeHost):\(nodePort)", "--node-id", id, "--log-level", "info", "--no-calibrate"] + arguments
+        let command = prefix + [FarmBinary.path, "node", "--coordinator", "\(nodeHost):\(nodePort)", "--node-id", id, "--log-level", "info", "--no-calibrate",
+            "--work-dir", workDirectory(id)] + arguments
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
         process.environment = env

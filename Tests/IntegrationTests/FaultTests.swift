@@ -110,6 +110,33 @@ import Testing
         try await farm.expectExactOutput(id, source: clip)
     }
 
+    /// Two nodes given one work directory (the same `--node-id` twice on a machine) would overwrite each other's
+    /// segment files, which are named by task number: the second is refused at start, the first works on.
+    @Test func secondNodeOnTheSameWorkDirectoryIsRefused() async throws {
+        let farm = try FaultFarm("farm-work-dir")
+        defer {
+            farm.stop()
+            farm.remove()
+        }
+        try farm.startCoordinator()
+        try farm.startNode("node-a")
+        try farm.waitForNodes(1)
+        let second = try FarmBinary.run(
+            ["node", "--coordinator", "127.0.0.1:\(farm.nodePort)", "--node-id", "node-a", "--no-calibrate",
+             "--work-dir", farm.workDirectory("node-a")],
+            environment: ["FARM_JOIN_TOKEN": farm.token], timeout: 30)
+        #expect(second.status != 0 && second.status < 128, "\(second.status) \(second.stderr)")
+        let lines = second.stderr.split(separator: "\n").filter { $0.hasPrefix("farm: error:") }
+        #expect(lines.count == 1 && lines.first?.contains("is in use by another node") == true, "\(second.stderr)")
+
+        let clip = "\(farm.sources)/clip.mp4"
+        try TestMedia.makeClip(at: clip, seconds: 2)
+        let id = try await farm.submit(clip, #""preset": "ultrafast", "segment_seconds": 1"#)
+        let job = try await farm.waitForEnd(id)
+        #expect(job["state"] as? String == "done", "\(job) \(farm.logs())")
+        try await farm.expectExactOutput(id, source: clip)
+    }
+
     /// ResumeTests covers `farm render`; this is the same fault under `farm coordinator` and its HTTP API: the
     /// job keeps its id, nodes come back by themselves, and encoded segments are not encoded again.
     @Test func coordinatorKilledUnderTheHTTPAPIResumesTheJob() async throws {
