@@ -71,7 +71,11 @@ public final class RenderNode: Sendable {
         logger[metadataKey: "coordinator"] =
             "\(self.configuration.coordinatorHost):\(self.configuration.coordinatorPort)"
         let lock = try await self.prepareWorkDirectory(logger: logger)
-        defer { close(lock) }
+        defer {
+            // Removed before it is unlocked: the work directory is left empty.
+            unlink("\(self.configuration.workDirectory)/.lock")
+            close(lock)
+        }
 
         var backoff = Self.initialBackoff
         while true {
