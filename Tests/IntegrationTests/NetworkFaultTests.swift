@@ -134,33 +134,35 @@ struct NetworkLab {
     }()
 }
 
-/// Packet loss and delay between the coordinator and its nodes: the render still ends frame-exact.
-@Suite(.serialized) struct NetworkFaultTests {
-    @Test(.enabled(if: NetworkLab.problem == nil, "\(NetworkLab.problem ?? "")"))
-    func lossAndDelayBetweenCoordinatorAndNodesStillRenderExactly() async throws {
-        var lab = NetworkLab()
-        try lab.create()
-        let farm = try FaultFarm("farm-netem", nodeHost: lab.hostAddress)
-        defer {
-            farm.stop()
-            lab.destroy()
-            farm.remove()
-        }
-        try farm.startCoordinator()
-        let prefix = [NetworkLab.ip ?? "ip", "netns", "exec", lab.namespace]
-        try farm.startNode("node-a", prefix: prefix)
-        try farm.startNode("node-b", prefix: prefix)
-        try farm.waitForNodes(2, timeout: 60)
-        let clip = "\(farm.sources)/clip.mp4"
-        try TestMedia.makeClip(at: clip, seconds: 6, size: "640x360")
-        let id = try await farm.submit(clip, #""preset": "ultrafast", "segment_seconds": 1"#)
+extension Reliability {
+    /// Packet loss and delay between the coordinator and its nodes: the render still ends frame-exact.
+    @Suite struct NetworkFaultTests {
+        @Test(.enabled(if: NetworkLab.problem == nil, "\(NetworkLab.problem ?? "")"))
+        func lossAndDelayBetweenCoordinatorAndNodesStillRenderExactly() async throws {
+            var lab = NetworkLab()
+            try lab.create()
+            let farm = try FaultFarm("farm-netem", nodeHost: lab.hostAddress)
+            defer {
+                farm.stop()
+                lab.destroy()
+                farm.remove()
+            }
+            try farm.startCoordinator()
+            let prefix = [NetworkLab.ip ?? "ip", "netns", "exec", lab.namespace]
+            try farm.startNode("node-a", prefix: prefix)
+            try farm.startNode("node-b", prefix: prefix)
+            try farm.waitForNodes(2, timeout: 60)
+            let clip = "\(farm.sources)/clip.mp4"
+            try TestMedia.makeClip(at: clip, seconds: 6, size: "640x360")
+            let id = try await farm.submit(clip, #""preset": "ultrafast", "segment_seconds": 1"#)
 
-        let job = try await farm.waitForEnd(id, timeout: 120)
-        #expect(job["state"] as? String == "done", "\(lab.impairment): \(job) \(farm.logs())")
-        #expect(FaultFarm.segments(job).allSatisfy { ["node-a", "node-b"].contains($0["node"] as? String ?? "") })
-        let dropped = lab.droppedPackets()
-        #expect(dropped > 0, "\(lab.impairment): no packet was dropped, the test proves nothing")
-        try await farm.expectExactOutput(id, source: clip)
-        print("network fault test: \(lab.impairment); \(dropped) packets dropped")
+            let job = try await farm.waitForEnd(id, timeout: 120)
+            #expect(job["state"] as? String == "done", "\(lab.impairment): \(job) \(farm.logs())")
+            #expect(FaultFarm.segments(job).allSatisfy { ["node-a", "node-b"].contains($0["node"] as? String ?? "") })
+            let dropped = lab.droppedPackets()
+            #expect(dropped > 0, "\(lab.impairment): no packet was dropped, the test proves nothing")
+            try await farm.expectExactOutput(id, source: clip)
+            print("network fault test: \(lab.impairment); \(dropped) packets dropped")
+        }
     }
 }

@@ -28,29 +28,44 @@ import Testing
         return rows
     }
 
-    /// The text of each top-level type and extension in Tests/, by name (a suite's functions are in its text).
+    /// The text of each type and extension declared in Tests/, by name, nested ones included (a suite's
+    /// functions are in its text).
     static func testSources() throws -> [String: String] {
         let tests = repository.appendingPathComponent("Tests")
         var sources: [String: String] = [:]
         let files = FileManager.default.enumerator(atPath: tests.path)?.compactMap { $0 as? String } ?? []
         for file in files where file.hasSuffix(".swift") {
             let text = try String(contentsOf: tests.appendingPathComponent(file), encoding: .utf8)
-            var current: String?
+            // The declarations open at this line, by name and indentation; one ends at a `}` at its indentation.
+            var open: [(name: String, indent: Int)] = []
             for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-                // A declaration at column 0 ends the one before; a type or an extension starts a new one.
-                if let first = line.first, first != " ", first != "}", first != "/", first != "#" {
-                    current = nil
-                    for keyword in ["struct ", "extension ", "enum ", "final class ", "class "] {
-                        guard let range = line.range(of: keyword) else { continue }
-                        let name = line[range.upperBound...].prefix { $0.isLetter || $0.isNumber }
-                        if !name.isEmpty { current = String(name) }
-                        break
-                    }
-                }
-                if let current { sources[current, default: ""] += line + "\n" }
+                let indent = line.prefix { $0 == " " }.count
+                let code = line.dropFirst(indent)
+                if let name = Self.declaredName(code), code.hasSuffix("{") { open.append((name, indent)) }
+                for declaration in open { sources[declaration.name, default: ""] += line + "\n" }
+                if code == "}", let last = open.last, last.indent == indent { open.removeLast() }
             }
         }
         return sources
+    }
+
+    /// The name a line declares (`struct NAME`, `@Suite(...) struct NAME`, `extension NAME`, ...), if any.
+    static func declaredName(_ code: Substring) -> String? {
+        var rest = code
+        if rest.hasPrefix("@Suite") {
+            // The attribute, with its arguments if any.
+            guard let space = rest.firstIndex(of: " ") else { return nil }
+            if let close = rest.lastIndex(of: ")"), rest.hasPrefix("@Suite(") { rest = rest[rest.index(after: close)...] } else { rest = rest[space...] }
+            rest = rest.drop { $0 == " " }
+        }
+        for modifier in ["private ", "fileprivate ", "public ", "internal ", "final "] where rest.hasPrefix(modifier) {
+            rest = rest.dropFirst(modifier.count)
+        }
+        for keyword in ["struct ", "enum ", "class ", "extension "] where rest.hasPrefix(keyword) {
+            let name = rest.dropFirst(keyword.count).prefix { $0.isLetter || $0.isNumber }
+            return name.isEmpty ? nil : String(name)
+        }
+        return nil
     }
 
     /// `Suite.function` and `Fuzz/...` references in backticks.
