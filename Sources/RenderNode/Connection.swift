@@ -25,6 +25,8 @@ final class Connection: Sendable {
     let outbound: NIOAsyncChannelOutboundWriter<Message>
     let heartbeatInterval: Duration
     let state: Mutex<ConnectionState>
+    /// Test-only (`FARM_TEST_STALL`): this connection holds a segment without encoding it and sends no heartbeat.
+    let stall = StallFlag()
 
     /// A segment whose bytes are arriving. Owned by the read loop.
     private struct Transfer {
@@ -252,6 +254,12 @@ final class Connection: Sendable {
                 reason: reason, sending: [.failure(TaskFailure(taskID: assign.taskID, reason: reason, retryable: true, kind: .node))])
             return
         }
+        if TestFaults.stalls.take() {
+            self.stall.set()
+            self.taskLogger(assign).warning("test fault (FARM_TEST_STALL): holding the segment; heartbeats stop")
+            SegmentFiles.remove(transfer.file.path)
+            return
+        }
         guard let flag = self.state.withLock({ $0.beginEncoding(assign.taskID) }) else {
             SegmentFiles.remove(transfer.file.path)
             return
@@ -304,7 +312,7 @@ final class Connection: Sendable {
             let chooser = self.configuration.chooser ?? EncoderChooser(report: .empty, mode: .off)
             let slowdown = Self.slowdown(nodeID: self.configuration.nodeID)
             let attempts = try chooser.attempts(for: request.config)
-            encoded = try await Offload.run("encode task \(taskID)") { offload in
+            encoded = try await Offload.run("encode task \(taskID)") { [logger] offload in
                 let isCancelled = { offload.isCancelled || flag.isCancelled }
                 let report = try SegmentEncoder.encode(
                     request, attempts: attempts, cooldown: chooser.cooldown,
@@ -320,6 +328,7 @@ final class Connection: Sendable {
                     }
                 }
                 let file = try SegmentFiles.sizeAndChecksum(of: output, isCancelled: isCancelled)
+                try TestFaults.corruptResultIfDue(at: output, size: file.size, logger: logger)
                 return Encoded(report: report, byteLength: file.size, checksum: file.checksum)
             }
         } catch {
@@ -411,6 +420,7 @@ final class Connection: Sendable {
             } catch {
                 return
             }
+            if self.stall.isSet { continue }
             guard let tasks = self.state.withLock({ $0.heartbeat() }) else { return }
             do {
                 try await self.outbound.write(.heartbeat(Heartbeat(activeTasks: tasks)))

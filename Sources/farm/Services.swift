@@ -57,6 +57,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
         help: "Seconds a node that failed 3 tasks in a row within 10 minutes gets no new work.")
     var quarantineSeconds = 300.0
 
+    @Option(
+        name: .customLong("lease-timeout"),
+        help: "Seconds without a heartbeat after which a node is closed and its segments go to others (stall detector).")
+    var leaseTimeout = 30
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -64,6 +69,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard cleanupIntervalHours >= 0 else { throw ValidationError("--cleanup-interval-hours must not be negative") }
         guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
         guard quarantineSeconds >= 0 else { throw ValidationError("--quarantine-seconds must not be negative") }
+        // Nodes heartbeat every 2 s: a shorter timeout would close healthy nodes.
+        guard leaseTimeout >= 3 else { throw ValidationError("--lease-timeout must be at least 3 seconds") }
         for root in sourceRoots {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -90,6 +97,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.cleanup.retentionSeconds = retentionHours * 3600
         configuration.cleanup.managedOutputDirectory = dataDirectory + "/outputs"
         configuration.quarantine.seconds = quarantineSeconds
+        configuration.leaseTimeoutSeconds = leaseTimeout
         let coordinator = Coordinator(configuration: configuration)
         let listener: NodeListener
         do {
