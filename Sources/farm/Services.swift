@@ -44,6 +44,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
     var tokenFile: String?
 
+    @OptionGroup var sourceOptions: SourceOptions
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -65,12 +67,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         let dataDirectory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
         let coordinator = Coordinator(
-            configuration: CoordinatorConfiguration(
+            configuration: sourceOptions.applied(to: CoordinatorConfiguration(
                 nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDirectory, joinToken: token,
                 coordinatorID: ProcessInfo.processInfo.hostName,
                 maxConcurrentJobs: maxJobs ?? tier?.maxConcurrentJobs ?? 4, queueLimit: queueLimit ?? tier?.queueLimit ?? 32,
                 minimumFreeBytes: Int64((minFreeGiB ?? Double(tier?.lowDiskGiB ?? 2)) * Double(1 << 30)),
-                logger: Logger(label: "farm.coordinator")))
+                logger: Logger(label: "farm.coordinator"))))
         let listener: NodeListener
         do {
             listener = try await coordinator.bind()
@@ -82,11 +84,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if apiToken == nil, httpHost != "127.0.0.1", httpHost != "::1", httpHost != "localhost" {
             httpLogger.notice("the HTTP API has no token (set FARM_API_TOKEN to require one)")
         }
-        let httpConfiguration = HTTPConfiguration(
+        let httpConfiguration = sourceOptions.applied(to: HTTPConfiguration(
             host: httpHost, port: httpPort,
             sourceRoots: sourceRoots.map { URL(fileURLWithPath: $0).standardizedFileURL.path },
             dataDirectory: dataDirectory, maxUploadBytes: Int64(maxUploadGiB * Double(1 << 30)), apiToken: apiToken,
-            logger: httpLogger)
+            logger: httpLogger))
         // SIGTERM and SIGINT shut the HTTP server and the coordinator down together.
         do {
             try await HTTPAPI.serve(coordinator: coordinator, listener: listener, configuration: httpConfiguration)
