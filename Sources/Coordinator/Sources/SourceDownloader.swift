@@ -129,6 +129,9 @@ private final class CurlTransfer {
             }
             if let refusal { throw CoordinatorError(.invalidRequest, refusal) }
             if let failure { throw CoordinatorError(.invalidRequest, failure) }
+            if code == CURLE_FILESIZE_EXCEEDED {
+                throw CoordinatorError(.invalidRequest, "download exceeds the \(policy.limitText) limit (\(currentURL))")
+            }
             if isCancelled() || code == CURLE_ABORTED_BY_CALLBACK { throw DownloadInterrupted() }
             if Date().timeIntervalSince(started) >= policy.timeLimitSeconds { throw timeLimit() }
             if (300..<400).contains(status), let target = redirectTarget() {
