@@ -174,9 +174,11 @@ import Testing
         }
         port.withLock { $0 = server.port }
         defer { server.stop() }
-        // 2 MiB limit; only URLs naming 127.0.0.1 may reach loopback.
+        // 2 MiB limit, 200x200 pictures; only URLs naming 127.0.0.1 may reach loopback.
         let farm = try Farm.start(
-            "farm-url-fail", node: false, options: ["--allow-private-host", "127.0.0.1", "--max-download-gib", "0.001953125"])
+            "farm-url-fail", node: false, options: ["--allow-private-host", "127.0.0.1", "--max-download-gib", "0.001953125",
+                "--max-source-size", "200x200",
+            ])
         defer {
             farm.stop()
             try? FileManager.default.removeItem(at: farm.directory)
@@ -187,6 +189,7 @@ import Testing
             ("/to-file", "download refused: \(origin)/to-file redirects to file:///etc/passwd; only http and https are fetched"),
             ("/to-loopback", "download refused: http://localhost:\(server.port)/clip.mp4 resolves to"),
             ("/big.bin", "download exceeds the 2 MiB limit"),
+            ("/clip.mp4", "\(origin)/clip.mp4: picture 320x240 exceeds the 200x200 limit of this coordinator (--max-source-size)"),
         ]
         for (path, message) in cases {
             let id = try await Self.submitURL(farm, origin + path)

@@ -459,5 +459,6 @@ components:
               name: {type: string, enum: [ffmpeg, hardware, disk, data_dir, output_dir, database, nodes]}
               status: {type: string, enum: [ok, warning, failed, skipped]}
               detail: {type: string}
+
 """#
 }

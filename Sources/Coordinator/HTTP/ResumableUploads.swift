@@ -211,7 +211,7 @@ final class ResumableUploads: Sendable {
         let spec = trimmed.dropFirst(6).trimmingCharacters(in: .whitespaces)
         let parts = spec.split(separator: "/")
         guard parts.count == 2, let total = Int64(parts[1]) else { return nil }
-        let bounds = parts[0].split(separator: "-")
+        let bounds = parts[0].split(separator: "-", omittingEmptySubsequences: false)
         guard bounds.count == 2, let a = Int64(bounds[0]), let b = Int64(bounds[1]), a >= 0, b >= a else { return nil }
         return (a...b, total)
     }

@@ -189,7 +189,7 @@ private final class CurlTransfer {
     private func timeLimit() -> CoordinatorError {
         CoordinatorError(
             .invalidRequest,
-            "download of \(url.text) took longer than the \(SourceLimits.clock(policy.timeLimitSeconds)) limit")
+            "download of \(url.text) took longer than the \(SourceLimits.duration(policy.timeLimitSeconds)) limit")
     }
 
     /// The options every attempt shares.

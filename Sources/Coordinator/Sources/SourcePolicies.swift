@@ -49,8 +49,15 @@ public struct SourceLimits: Sendable {
         if info.durationSeconds > maxDurationSeconds {
             throw CoordinatorError(
                 .invalidRequest,
-                "\(source): duration \(Self.clock(info.durationSeconds)) exceeds the \(Self.clock(maxDurationSeconds)) limit of this coordinator (--max-source-hours)")
+                "\(source): duration \(Self.duration(info.durationSeconds)) exceeds the \(Self.duration(maxDurationSeconds)) limit of this coordinator (--max-source-hours)")
         }
+    }
+
+    /// "24 h", "1:30:00", "2.5 s".
+    static func duration(_ seconds: Double) -> String {
+        if seconds >= 3600, seconds.truncatingRemainder(dividingBy: 3600) == 0 { return "\(Int(seconds / 3600)) h" }
+        if seconds >= 60 { return clock(seconds) }
+        return String(format: "%.1f s", seconds)
     }
 
     static func clock(_ seconds: Double) -> String {
