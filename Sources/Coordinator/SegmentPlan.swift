@@ -26,34 +26,50 @@ public enum SegmentPlanner {
         return min(max(durationSeconds / (slots * 4), 4), 60)
     }
 
-    /// Cuts at the keyframe that reaches the target length, preferring a clean (IDR) keyframe within
-    /// a quarter of the target further on; a tail shorter than a third of the target joins the segment
-    /// before it. Sources with far-apart or irregular keyframes get longer segments, never broken ones.
+    /// Splits the source into about `duration / segmentSeconds` segments of equal length: each cut is
+    /// the keyframe nearest its evenly spaced ideal time (so equal nodes get equal work, whatever the
+    /// keyframe spacing), preferring a clean (IDR) keyframe within a quarter of the target further
+    /// on. No segment is shorter than a third of the target, and a tail that would be joins the
+    /// segment before it. Sources with far-apart or irregular keyframes get longer segments, never
+    /// broken ones.
     public static func plan(index: SourceIndex, segmentSeconds: Double) -> [SegmentPlan] {
         let tb = index.timeBase
         let target = max(Int64((segmentSeconds * Double(tb.den) / Double(max(tb.num, 1))).rounded()), 1)
         let keyframes = index.keyframes
+        let origin = keyframes.first?.pts ?? index.firstPTS
+        let total = max(index.endPTS - origin, 1)
+        let count = max(Int((Double(total) / Double(target)).rounded()), 1)
+        let step = Double(total) / Double(count)
         var cuts = [0]
-        var i = 1
-        while i < keyframes.count {
-            let start = keyframes[cuts.last!].pts
-            if keyframes[i].pts - start >= target {
-                var choice = i
-                if !keyframes[i].isClean {
-                    var j = i + 1
-                    while j < keyframes.count, keyframes[j].pts - start < target + target / 4 {
-                        if keyframes[j].isClean {
-                            choice = j
-                            break
-                        }
-                        j += 1
-                    }
-                }
-                cuts.append(choice)
-                i = choice + 1
-            } else {
-                i += 1
+        for k in 1..<max(count, 1) {
+            let ideal = origin + Int64(step * Double(k))
+            let last = cuts.last!
+            // The first keyframe at or after the ideal time, and the one before it: the nearer wins.
+            var after = last + 1
+            var high = keyframes.count
+            while after < high {
+                let mid = (after + high) / 2
+                if keyframes[mid].pts < ideal { after = mid + 1 } else { high = mid }
             }
+            var choice = after
+            if after - 1 > last,
+                after == keyframes.count || ideal - keyframes[after - 1].pts <= keyframes[after].pts - ideal
+            {
+                choice = after - 1
+            }
+            guard choice < keyframes.count else { break }
+            if !keyframes[choice].isClean {
+                var j = choice + 1
+                while j < keyframes.count, keyframes[j].pts < ideal + target / 4 {
+                    if keyframes[j].isClean {
+                        choice = j
+                        break
+                    }
+                    j += 1
+                }
+            }
+            guard keyframes[choice].pts - keyframes[last].pts >= target / 3 else { continue }
+            cuts.append(choice)
         }
         if cuts.count > 1, index.endPTS - keyframes[cuts.last!].pts < target / 3 {
             cuts.removeLast()

@@ -149,7 +149,7 @@ final class Connection: Sendable {
         case .refused(let reason):
             logger.info("task refused", metadata: ["reason": "\(reason)"])
             if assign.byteLength > 0 { discarding[assign.taskID] = assign.byteLength }
-            await self.send(.failure(TaskFailure(taskID: assign.taskID, reason: reason, retryable: true)))
+            await self.send(.failure(TaskFailure(taskID: assign.taskID, reason: reason, retryable: true, kind: .refused)))
             return
         case .accepted:
             break
@@ -164,7 +164,7 @@ final class Connection: Sendable {
             if assign.byteLength > 0 { discarding[assign.taskID] = assign.byteLength }
             let next = self.state.withLock { $0.release(assign.taskID) }
             await self.send(
-                .failure(TaskFailure(taskID: assign.taskID, reason: "cannot store the segment: \(error)", retryable: true)))
+                .failure(TaskFailure(taskID: assign.taskID, reason: "cannot store the segment: \(error)", retryable: true, kind: .node)))
             await self.perform(next)
             return
         }
@@ -218,7 +218,7 @@ final class Connection: Sendable {
             self.taskLogger(transfer.assign).error("cannot store the segment", metadata: ["error": "\(error)"])
             let next = self.state.withLock { $0.release(taskID) }
             await self.send(
-                .failure(TaskFailure(taskID: taskID, reason: "cannot store the segment: \(error)", retryable: true)))
+                .failure(TaskFailure(taskID: taskID, reason: "cannot store the segment: \(error)", retryable: true, kind: .node)))
             await self.perform(next)
             return
         }
@@ -249,7 +249,7 @@ final class Connection: Sendable {
             self.taskLogger(assign).error("closing the connection", metadata: ["reason": "\(reason)"])
             // Closing (not releasing the slot first): a release could end a drain and close without the failure.
             await self.close(
-                reason: reason, sending: [.failure(TaskFailure(taskID: assign.taskID, reason: reason, retryable: true))])
+                reason: reason, sending: [.failure(TaskFailure(taskID: assign.taskID, reason: reason, retryable: true, kind: .node))])
             return
         }
         guard let flag = self.state.withLock({ $0.beginEncoding(assign.taskID) }) else {
@@ -268,6 +268,17 @@ final class Connection: Sendable {
         return Double(parts[1])
     }
 
+    /// `FARM_TEST_FAIL_TASKS=all|N`: a test-only switch that makes this node fail every task (or its
+    /// first N) as an encode failure, to exercise the coordinator's retry, quarantine and
+    /// failed-on-3-nodes rules with real processes.
+    static func injectedFailure() -> String? {
+        guard let value = ProcessInfo.processInfo.environment["FARM_TEST_FAIL_TASKS"] else { return nil }
+        let limit = value == "all" ? Int.max : (Int(value) ?? 0)
+        let count = injectedFailures.wrappingAdd(1, ordering: .relaxed).oldValue
+        return count < limit ? "injected encode failure (FARM_TEST_FAIL_TASKS=\(value))" : nil
+    }
+    private static let injectedFailures = Atomic<Int>(0)
+
     // MARK: - Tasks
 
     /// Encodes one segment on a thread of its own, then sends the result and the encoded bytes.
@@ -285,6 +296,7 @@ final class Connection: Sendable {
 
         let encoded: Encoded
         do {
+            if let injected = Self.injectedFailure() { throw MediaError(.verificationFailed, injected) }
             let request = try SegmentFiles.request(
                 for: assign, input: input, output: output, threads: self.configuration.threads)
             logger[metadataKey: "encoder"] = "\(request.config.encoder)"

@@ -46,10 +46,26 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     @OptionGroup var sourceOptions: SourceOptions
 
+    @Option(name: .customLong("cleanup-interval-hours"), help: "Hours between cleanup passes (0: never).")
+    var cleanupIntervalHours = 6.0
+
+    @Option(
+        name: .customLong("retention-hours"),
+        help: "Hours a finished job, and its output under the data dir, are kept before cleanup removes them.")
+    var retentionHours = 168.0
+
+    @Option(
+        name: .customLong("quarantine-seconds"),
+        help: "Seconds a node that failed 3 tasks in a row within 10 minutes gets no new work.")
+    var quarantineSeconds = 300.0
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
         guard maxUploadGiB > 0 else { throw ValidationError("--max-upload-gib must be positive") }
+        guard cleanupIntervalHours >= 0 else { throw ValidationError("--cleanup-interval-hours must not be negative") }
+        guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
+        guard quarantineSeconds >= 0 else { throw ValidationError("--quarantine-seconds must not be negative") }
         for root in sourceRoots {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -66,13 +82,17 @@ struct CoordinatorCommand: AsyncParsableCommand {
             fail("no join token: set FARM_JOIN_TOKEN or pass --token-file")
         }
         let dataDirectory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
-        let coordinator = Coordinator(
-            configuration: sourceOptions.applied(to: CoordinatorConfiguration(
-                nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDirectory, joinToken: token,
-                coordinatorID: ProcessInfo.processInfo.hostName,
-                maxConcurrentJobs: maxJobs ?? tier?.maxConcurrentJobs ?? 4, queueLimit: queueLimit ?? tier?.queueLimit ?? 32,
-                minimumFreeBytes: Int64((minFreeGiB ?? Double(tier?.lowDiskGiB ?? 2)) * Double(1 << 30)),
-                logger: Logger(label: "farm.coordinator"))))
+        var configuration = CoordinatorConfiguration(
+            nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDirectory, joinToken: token,
+            coordinatorID: ProcessInfo.processInfo.hostName,
+            maxConcurrentJobs: maxJobs ?? tier?.maxConcurrentJobs ?? 4, queueLimit: queueLimit ?? tier?.queueLimit ?? 32,
+            minimumFreeBytes: Int64((minFreeGiB ?? Double(tier?.lowDiskGiB ?? 2)) * Double(1 << 30)),
+            logger: Logger(label: "farm.coordinator"))
+        configuration.cleanup.intervalSeconds = cleanupIntervalHours * 3600
+        configuration.cleanup.retentionSeconds = retentionHours * 3600
+        configuration.cleanup.managedOutputDirectory = dataDirectory + "/outputs"
+        configuration.quarantine.seconds = quarantineSeconds
+        let coordinator = Coordinator(configuration: sourceOptions.applied(to: configuration))
         let listener: NodeListener
         do {
             listener = try await coordinator.bind()
@@ -226,6 +246,8 @@ struct BenchWire: AsyncParsableCommand {
     var directory = FileManager.default.temporaryDirectory.path
 
     func run() async throws {
+        // The allocation policy of the real coordinator and nodes.
+        ProcessMemory.returnLargeBlocks()
         let result = try await WireBenchmark.run(bytes: bytes, directory: directory)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

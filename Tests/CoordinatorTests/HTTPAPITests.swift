@@ -157,7 +157,7 @@ import Testing
         defer { f.remove() }
         let file = try String(
             contentsOf: Self.repositoryRoot.appendingPathComponent("docs/openapi.yaml"), encoding: .utf8)
-        #expect(file == OpenAPIDocument.yaml, "docs/openapi.yaml and OpenAPIDocument.swift differ: regenerate the Swift constant")
+        #expect(file == OpenAPIDocument.yaml, "docs/openapi.yaml and OpenAPIDocument.swift differ: run scripts/embed-openapi.py")
 
         let router = HTTPAPI.router(coordinator: f.coordinator, configuration: f.configuration)
         let routed = Set(router.routes.map { "\($0.method.rawValue) \($0.path.description)" })
@@ -468,6 +468,16 @@ import Testing
                 #expect(byName["database"]?["status"] as? String == "skipped")
                 #expect(byName["nodes"]?["status"] as? String == "warning")
                 #expect(byName["ffmpeg"]?["detail"] as? String ?? "" != "")
+            }
+        }
+        // Once the job store is open, the check reads and writes it.
+        try await f.coordinator.open()
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/validate-system", method: .get) { response throws in
+                let checks = try #require(try Self.object(response)["checks"] as? [[String: Any]])
+                let database = try #require(checks.first { $0["name"] as? String == "database" })
+                #expect(database["status"] as? String == "ok", "\(database)")
+                #expect((database["detail"] as? String)?.contains("integrity ok, 0 jobs") == true, "\(database)")
             }
         }
         // Asking for more free disk than any machine has makes the disk check fail, and says so.

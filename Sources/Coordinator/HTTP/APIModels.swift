@@ -137,9 +137,14 @@ struct NodeJSON: Encodable {
     var fps: Double?
     var lastHeartbeatSeconds: Double
     var capabilities: JSONValue
+    /// While the node is quarantined: seconds left, and why.
+    var quarantinedForSeconds: Double?
+    var quarantineReason: String?
 
     enum CodingKeys: String, CodingKey {
         case id, address, state, slots, threads, fps, capabilities
+        case quarantinedForSeconds = "quarantined_for_s"
+        case quarantineReason = "quarantine_reason"
         case slotsInUse = "slots_in_use"
         case segmentsDone = "segments_done"
         case lastHeartbeatSeconds = "last_heartbeat_s"
@@ -157,6 +162,8 @@ struct NodeJSON: Encodable {
         try c.encode(fps, forKey: .fps)
         try c.encode(lastHeartbeatSeconds, forKey: .lastHeartbeatSeconds)
         try c.encode(capabilities, forKey: .capabilities)
+        try c.encodeIfPresent(quarantinedForSeconds, forKey: .quarantinedForSeconds)
+        try c.encodeIfPresent(quarantineReason, forKey: .quarantineReason)
     }
 
     /// NIO's "[IPv4]host/1.2.3.4:5" as "1.2.3.4:5" (and IPv6 as "[::1]:5").
@@ -183,8 +190,12 @@ struct NodeJSON: Encodable {
         self.fps = fps.map { JobJSON.rounded($0, 2) }
         lastHeartbeatSeconds = JobJSON.rounded(node.secondsSinceHeartbeat, 2)
         capabilities = JSONValue.parse(node.capabilitiesJSON) ?? .string(node.capabilitiesJSON)
+        quarantinedForSeconds = node.quarantinedForSeconds.map { JobJSON.rounded($0, 1) }
+        quarantineReason = node.quarantineReason
         if node.draining {
             state = "draining"
+        } else if node.quarantinedForSeconds != nil {
+            state = "quarantined"
         } else if node.secondsSinceHeartbeat > Self.staleAfterSeconds {
             state = "stale"
         } else if node.slotsInUse >= node.slots {

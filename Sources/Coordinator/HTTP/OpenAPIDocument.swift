@@ -428,7 +428,7 @@ components:
       properties:
         id: {type: string}
         address: {type: string}
-        state: {type: string, enum: [idle, working, busy, draining, stale]}
+        state: {type: string, enum: [idle, working, busy, draining, quarantined, stale]}
         slots: {type: integer}
         slots_in_use: {type: integer}
         threads: {type: integer}
@@ -436,6 +436,8 @@ components:
         fps: {type: number, nullable: true, description: Frames per second measured between observations; null until measured.}
         last_heartbeat_s: {type: number, description: Seconds since the node was last heard from.}
         capabilities: {type: object, description: The node's hardware probe report.}
+        quarantined_for_s: {type: number, description: 'While quarantined after repeated failures: seconds until it takes work again.'}
+        quarantine_reason: {type: string, description: Why the node was quarantined.}
     Ready:
       type: object
       required: [ready, nodes, unfinished_jobs]
