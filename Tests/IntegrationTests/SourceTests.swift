@@ -10,7 +10,8 @@ import Testing
 /// Sources by URL and by resumable upload against real `farm coordinator` and `farm node` processes:
 /// a URL fetched from a local server that drops the connection mid-body (resumed with a Range
 /// request, frame-exact output), 404, redirects to `file:` and to loopback refused, a download over
-/// its size limit, cancel during a download; a chunked upload broken and resumed by the test and by
+/// its size or time limit, a source over the picture limit, cancel during a download, a coordinator
+/// restarted mid-download continuing by range; a chunked upload broken and resumed by the test and by
 /// `farm submit` through a proxy that cuts the connection, over-limit and concurrent uploads refused.
 @Suite(.serialized) struct SourceTests {
     struct Farm {
@@ -166,7 +167,7 @@ import Testing
             switch path {
             case "/clip.mp4": .file(clip)
             case "/big.bin": .file(big)
-            case "/slow.mp4": .file(clip, bytesPerSecond: 4096)
+            case "/slow.mp4", "/slower.mp4": .file(clip, bytesPerSecond: 4096)
             case "/to-file": .redirect("file:///etc/passwd")
             case "/to-loopback": .redirect("http://localhost:\(port.withLock { $0 })/clip.mp4")
             default: .status(404)
@@ -174,10 +175,10 @@ import Testing
         }
         port.withLock { $0 = server.port }
         defer { server.stop() }
-        // 2 MiB limit, 200x200 pictures; only URLs naming 127.0.0.1 may reach loopback.
+        // 2 MiB, 5 s and 200x200 limits; only URLs naming 127.0.0.1 may reach loopback.
         let farm = try Farm.start(
             "farm-url-fail", node: false, options: ["--allow-private-host", "127.0.0.1", "--max-download-gib", "0.001953125",
-                "--max-source-size", "200x200",
+                "--max-source-size", "200x200", "--download-time-limit", "5",
             ])
         defer {
             farm.stop()
@@ -189,6 +190,7 @@ import Testing
             ("/to-file", "download refused: \(origin)/to-file redirects to file:///etc/passwd; only http and https are fetched"),
             ("/to-loopback", "download refused: http://localhost:\(server.port)/clip.mp4 resolves to"),
             ("/big.bin", "download exceeds the 2 MiB limit"),
+            ("/slower.mp4", "download of \(origin)/slower.mp4 took longer than the 5.0 s limit"),
             ("/clip.mp4", "\(origin)/clip.mp4: picture 320x240 exceeds the 200x200 limit of this coordinator (--max-source-size)"),
         ]
         for (path, message) in cases {
@@ -220,6 +222,39 @@ import Testing
         #expect(cancelled["state"] as? String == "cancelled")
         let cleaned = FarmBinary.waitUntil(timeout: 5) { !FileManager.default.fileExists(atPath: "\(farm.data)/jobs/\(slow)") }
         #expect(cleaned, "the cancelled download's files are removed")
+    }
+
+    @Test func aRestartedCoordinatorContinuesTheDownloadByRange() async throws {
+        let clip = Self.clip
+        // The first answer trickles; after the restart the rest comes at once.
+        let server = try TestHTTPServer { path, count in
+            path == "/clip.mp4" ? .file(clip, bytesPerSecond: count == 0 ? 8192 : nil) : .status(404)
+        }
+        defer { server.stop() }
+        let options = ["--allow-private-host", "127.0.0.1"]
+        let farm = try Farm.start("farm-url-restart", node: false, options: options)
+        defer { try? FileManager.default.removeItem(at: farm.directory) }
+        let id = try await Self.submitURL(farm, "http://127.0.0.1:\(server.port)/clip.mp4")
+        let partial = try await farm.waitForJob(id, timeout: 10) { ($0["downloaded_bytes"] as? Int ?? 0) >= 16384 }
+        #expect(partial["phase"] as? String == "downloading", "\(partial)")
+        farm.stop()
+        let kept = try #require(FileManager.default.attributesOfItem(atPath: "\(farm.data)/jobs/\(id)/download.part")[.size] as? Int)
+        #expect(kept >= 16384, "shutdown keeps the partial download")
+
+        // The same data directory: the job resumes and asks only for the bytes it lacks.
+        let again = try Farm.start("farm-url-restart-2", node: true, options: options + ["--data-dir", farm.data])
+        defer {
+            again.stop()
+            try? FileManager.default.removeItem(at: again.directory)
+        }
+        let job = try await again.finished(id, timeout: 40)
+        #expect(job["state"] as? String == "done", "\(job) \(again.log.suffix(1500))")
+        #expect(server.requests.count == 2, "\(server.requests)")
+        #expect(server.requests.last?.range == "bytes=\(kept)-", "\(server.requests)")
+        let (_, _, body) = try await again.call("GET", "/jobs/\(id)/output")
+        let output = again.directory.appendingPathComponent("out.mp4")
+        try body.write(to: output)
+        #expect(try TestMedia.frameSeconds(output.path) == TestMedia.frameSeconds(clip))
     }
 
     // MARK: - Resumable uploads
