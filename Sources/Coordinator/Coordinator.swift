@@ -276,8 +276,8 @@ public actor Coordinator {
         }
         let source = request.source
         if SourceURL.isURL(source) {
-            // Fetched when the job runs; the URL itself is checked now.
-            _ = try SourceURL(source, policy: configuration.downloads)
+            // Fetched when the job runs; the URL, and the size its server announces, are checked now.
+            try await SourceDownloader.precheck(try SourceURL(source, policy: configuration.downloads), policy: configuration.downloads)
         } else {
             let info: MediaInfo
             do {

@@ -167,6 +167,7 @@ import Testing
             switch path {
             case "/clip.mp4": .file(clip)
             case "/big.bin": .file(big)
+            case "/big-no-head.bin": .file(big, headStatus: 403)
             case "/slow.mp4", "/slower.mp4": .file(clip, bytesPerSecond: 4096)
             case "/to-file": .redirect("file:///etc/passwd")
             case "/to-loopback": .redirect("http://localhost:\(port.withLock { $0 })/clip.mp4")
@@ -187,9 +188,8 @@ import Testing
         let origin = "http://127.0.0.1:\(server.port)"
         let cases: [(String, String)] = [
             ("/missing.mp4", "download failed: HTTP 404 from \(origin)/missing.mp4"),
-            ("/to-file", "download refused: \(origin)/to-file redirects to file:///etc/passwd; only http and https are fetched"),
-            ("/to-loopback", "download refused: http://localhost:\(server.port)/clip.mp4 resolves to"),
-            ("/big.bin", "download exceeds the 2 MiB limit"),
+            // The HEAD request is refused (403): the limit is found by the download.
+            ("/big-no-head.bin", "download exceeds the 2 MiB limit"),
             ("/slower.mp4", "download of \(origin)/slower.mp4 took longer than the 5.0 s limit"),
             ("/clip.mp4", "\(origin)/clip.mp4: picture 320x240 exceeds the 200x200 limit of this coordinator (--max-source-size)"),
         ]
@@ -199,13 +199,25 @@ import Testing
             #expect(job["state"] as? String == "failed", "\(path): \(job)")
             let error = job["error"] as? String ?? ""
             #expect(error.hasPrefix(message), "\(path): \(error)")
-            if path == "/to-loopback" { #expect(error.contains("a loopback address"), "\(error)") }
             #expect(!error.contains("\n"), "one line: \(error)")
             #expect(farm.noDownloadLeft(id), "\(path): the partial file is removed")
             let (output, _) = try await farm.object("GET", "/jobs/\(id)/output")
             #expect(output == 410)
         }
 
+        // Refused at once, the check (HEAD) following redirects as the download would: refused
+        // redirects, sizes over the limit.
+        for (path, message) in [
+            ("/to-file", "download refused: \(origin)/to-file redirects to file:///etc/passwd; only http and https are fetched"),
+            ("/to-loopback", "download refused: http://localhost:\(server.port)/clip.mp4 resolves to"),
+            ("/big.bin", "download exceeds the 2 MiB limit: \(origin)/big.bin is \(3 << 20) bytes"),
+        ] {
+            let (status, reply) = try await farm.object("POST", "/jobs", json: #"{"source": "\#(origin + path)"}"#)
+            #expect(status == 400, "\(path): \(reply)")
+            let error = reply["error"] as? String ?? ""
+            #expect(error.hasPrefix(message), "\(path): \(error)")
+            if path == "/to-loopback" { #expect(error.contains("a loopback address"), "\(error)") }
+        }
         // Refused at once: other schemes, and hosts written as non-public addresses.
         for url in ["ftp://127.0.0.1/clip.mp4", "file:///etc/passwd", "http://10.1.2.3/clip.mp4", "http://[::1]:\(server.port)/clip.mp4", "http://169.254.169.254/latest"] {
             let (status, reply) = try await farm.object("POST", "/jobs", json: #"{"source": "\#(url)"}"#)

@@ -10,7 +10,8 @@ import Foundation
 final class TestHTTPServer: @unchecked Sendable {
     enum Action {
         /// The file, honouring `Range: bytes=N-`; with `dropAfter`, a full response is cut after that many body bytes.
-        case file(String, dropAfter: Int? = nil, bytesPerSecond: Int? = nil)
+        /// `headStatus` answers HEAD requests with that status instead (as presigned URLs do).
+        case file(String, dropAfter: Int? = nil, bytesPerSecond: Int? = nil, headStatus: Int? = nil)
         case status(Int)
         case redirect(String)
     }
@@ -26,7 +27,8 @@ final class TestHTTPServer: @unchecked Sendable {
     private var seen: [Seen] = []
     private let route: @Sendable (String, Int) -> Action
 
-    /// `route(path, how many times this path was asked for before)` decides the answer.
+    /// `route(path, how many GET requests this path had before)` decides the answer; HEAD requests
+    /// get the same answer without a body and are not counted.
     init(route: @escaping @Sendable (String, Int) -> Action) throws {
         self.route = route
         (listener, port) = try Sockets.listen()
@@ -55,21 +57,24 @@ final class TestHTTPServer: @unchecked Sendable {
         let parts = lines.first?.split(separator: " ") ?? []
         guard parts.count >= 2 else { return }
         let path = String(parts[1])
+        let isHead = parts[0] == "HEAD"
         var range: String?
         for line in lines.dropFirst() where line.lowercased().hasPrefix("range:") {
             range = line.dropFirst(6).trimmingCharacters(in: .whitespaces)
         }
         let count = lock.withLock { () -> Int in
             let n = seen.filter { $0.path == path }.count
-            seen.append(Seen(path: path, range: range))
+            if !isHead { seen.append(Seen(path: path, range: range)) }
             return n
         }
         switch route(path, count) {
+        case .file(_, _, _, let status?) where isHead:
+            Sockets.send(fd, "HTTP/1.1 \(status) Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         case .status(let code):
             Sockets.send(fd, "HTTP/1.1 \(code) Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         case .redirect(let location):
             Sockets.send(fd, "HTTP/1.1 302 Found\r\nLocation: \(location)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        case .file(let file, let dropAfter, let rate):
+        case .file(let file, let dropAfter, let rate, _):
             guard let data = FileManager.default.contents(atPath: file) else {
                 Sockets.send(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 return
@@ -83,6 +88,7 @@ final class TestHTTPServer: @unchecked Sendable {
             if start > 0 { header += "Content-Range: bytes \(start)-\(data.count - 1)/\(data.count)\r\n" }
             header += "Content-Length: \(body.count)\r\nETag: \"clip-1\"\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n"
             Sockets.send(fd, header)
+            if isHead { return }
             let limit = dropAfter.map { min($0, body.count) } ?? body.count
             var sent = 0
             while sent < limit {

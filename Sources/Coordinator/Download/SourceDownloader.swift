@@ -42,6 +42,32 @@ enum SourceDownloader {
         return final
     }
 
+    /// Asks the server for the size before a job is queued (a HEAD request, every hop checked like
+    /// the download's), so that a source over the limit, or a URL that leads to a refused address,
+    /// is refused at once. Anything else the HEAD meets is left for the download to judge (some
+    /// servers answer HEAD differently from GET, presigned URLs among them).
+    static func precheck(_ url: SourceURL, policy: DownloadPolicy) async throws {
+        let quick = {
+            var quick = policy
+            quick.timeLimitSeconds = min(policy.timeLimitSeconds, 5)
+            quick.maxRetries = 0
+            return quick
+        }()
+        do {
+            try await Offload.run("download check") { thread in
+                let transfer = try CurlTransfer(
+                    url: url, path: nil, policy: quick, progress: DownloadProgress(), isCancelled: { thread.isCancelled })
+                try transfer.run()
+            }
+        } catch let error as CoordinatorError
+            where error.message.hasPrefix("download refused") || error.message.hasPrefix("download exceeds")
+        {
+            throw error
+        } catch {
+            return
+        }
+    }
+
     static func fileSize(_ path: String) -> Int64? {
         var info = stat()
         guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
@@ -59,7 +85,8 @@ struct DownloadInterrupted: Error {}
 private final class CurlTransfer {
     let handle: UnsafeMutableRawPointer
     let url: SourceURL
-    let path: String
+    /// nil: a HEAD request only (`precheck`).
+    let path: String?
     let policy: DownloadPolicy
     let progress: DownloadProgress
     let isCancelled: () -> Bool
@@ -73,6 +100,7 @@ private final class CurlTransfer {
     var statusLine = 0
     var contentRangeStart: Int64?
     var contentRangeTotal: Int64?
+    var announcedLength: Int64?
     var validator: String?
     var bodyChecked = false
     var refusal: String?
@@ -80,14 +108,14 @@ private final class CurlTransfer {
     var restartFromZero = false
 
     init(
-        url: SourceURL, path: String, policy: DownloadPolicy, progress: DownloadProgress,
+        url: SourceURL, path: String?, policy: DownloadPolicy, progress: DownloadProgress,
         isCancelled: @escaping () -> Bool
     ) throws {
         guard SourceDownloader.globalInit, let handle = curl_easy_init() else {
             throw CoordinatorError(.io, "download failed: libcurl cannot start")
         }
-        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
+        let fd = path.map { open($0, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600) } ?? -1
+        if let path, fd < 0 {
             curl_easy_cleanup(handle)
             throw CoordinatorError(.io, "download failed: cannot write \(path): \(String(cString: strerror(errno)))")
         }
@@ -101,13 +129,13 @@ private final class CurlTransfer {
         currentURL = url.text
         currentHost = url.host
         // A partial file from a previous run (the coordinator restarted) is resumed.
-        offset = Int64(lseek(fd, 0, SEEK_END))
+        offset = fd >= 0 ? Int64(lseek(fd, 0, SEEK_END)) : 0
         if offset < 0 { offset = 0 }
     }
 
     deinit {
         curl_easy_cleanup(handle)
-        close(fd)
+        if fd >= 0 { close(fd) }
     }
 
     func run() throws {
@@ -130,7 +158,10 @@ private final class CurlTransfer {
             if let refusal { throw CoordinatorError(.invalidRequest, refusal) }
             if let failure { throw CoordinatorError(.invalidRequest, failure) }
             if code == CURLE_FILESIZE_EXCEEDED {
-                throw CoordinatorError(.invalidRequest, "download exceeds the \(policy.limitText) limit (\(currentURL))")
+                // curl compared the announced Content-Length with the limit.
+                throw CoordinatorError(
+                    .invalidRequest,
+                    "download exceeds the \(policy.limitText) limit: \(url.text) is \((contentRangeTotal ?? announcedLength.map { statusLine == 206 ? $0 + offset : $0 }).map { "\($0) bytes" } ?? "larger")")
             }
             if isCancelled() || code == CURLE_ABORTED_BY_CALLBACK { throw DownloadInterrupted() }
             if Date().timeIntervalSince(started) >= policy.timeLimitSeconds { throw timeLimit() }
@@ -141,6 +172,16 @@ private final class CurlTransfer {
                 }
                 try follow(target)
                 continue
+            }
+            if path == nil {
+                // HEAD: only the announced size matters.
+                var length: curl_off_t = -1
+                farm_curl_getinfo_off(handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length)
+                if code == CURLE_OK, (200..<300).contains(status), Int64(length) > policy.maxBytes {
+                    throw CoordinatorError(
+                        .invalidRequest, "download exceeds the \(policy.limitText) limit: \(url.text) is \(length) bytes")
+                }
+                throw CoordinatorError(.io, "HEAD \(currentURL): HTTP \(status)")
             }
             if code == CURLE_OK, status == 200 || status == 206 {
                 if let expectedTotal, offset != expectedTotal {
@@ -210,6 +251,7 @@ private final class CurlTransfer {
         set(farm_curl_setopt_off(handle, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(policy.maxBytes)))
         set(farm_curl_setopt_string(handle, CURLOPT_USERAGENT, "farm"))
         set(farm_curl_setopt_long(handle, CURLOPT_NOPROGRESS, 0))
+        if path == nil { set(farm_curl_setopt_long(handle, CURLOPT_NOBODY, 1)) }
         set(farm_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context))
         set(farm_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, context))
         set(farm_curl_setopt_pointer(handle, CURLOPT_XFERINFODATA, context))
@@ -283,12 +325,15 @@ private final class CurlTransfer {
             statusLine = Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
             contentRangeStart = nil
             contentRangeTotal = nil
+            announcedLength = nil
             return length
         }
         guard let colon = line.firstIndex(of: ":") else { return length }
         let name = line[..<colon].lowercased()
         let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         switch name {
+        case "content-length":
+            announcedLength = Int64(value)
         case "content-range":
             // bytes 100-199/1000, or bytes */1000 with 416.
             let spec = value.lowercased().replacingOccurrences(of: "bytes", with: "").trimmingCharacters(in: .whitespaces)

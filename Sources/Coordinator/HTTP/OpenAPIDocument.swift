@@ -29,7 +29,9 @@ paths:
           that the coordinator downloads when the job runs (phase `downloading`; resumed after a broken
           transfer, retried with backoff, within `--max-download-gib` and `--download-time-limit`;
           targets and redirects that resolve to loopback, private or link-local addresses are refused
-          unless `--allow-private-urls` or `--allow-private-host` allows them);
+          unless `--allow-private-urls` or `--allow-private-host` allows them). A HEAD request before
+          the job is queued answers 400 at once when the announced size is over the limit or a
+          redirect is refused;
         - `application/json` with `upload`, the id of a finished resumable upload (`POST /uploads`),
           and optionally `sha256`, the file's SHA-256 that the received bytes must match;
         - `multipart/form-data` with the file in a part that has a filename, and the other fields as
