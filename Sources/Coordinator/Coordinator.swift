@@ -291,7 +291,8 @@ public actor Coordinator {
             try configuration.sourceLimits.check(info, source: source)
             if request.segmentSeconds == nil {
                 let slots = max(totalSlots, request.expectedSlots ?? 0, 1)
-                request.segmentSeconds = SegmentPlanner.defaultSegmentSeconds(durationSeconds: info.durationSeconds, totalSlots: slots)
+                request.segmentSeconds = SegmentPlanner.defaultSegmentSeconds(
+                    durationSeconds: info.durationSeconds, totalSlots: slots, slotSpeeds: slotSpeeds(codec: request.codec.rawValue))
             }
         }
         let waiting = jobs.values.filter { $0.state == .queued }.count
@@ -435,6 +436,17 @@ public actor Coordinator {
     /// The job store, for the cleanup pass.
     var storeForCleanup: JobStore? { store }
 
+    /// Each working slot's measured speed for `codec` (a node's unmeasured slots count at the
+    /// fleet's median), for the default segment length.
+    private func slotSpeeds(codec: String) -> [Double] {
+        let fleet = nodes.values.filter { !$0.draining }.map {
+            SchedulerNode(id: $0.session, name: $0.nodeID, slots: $0.slots, speeds: speeds.speeds(node: $0.nodeID))
+        }
+        return fleet.flatMap { node in
+            Array(repeating: SchedulingPolicy.effectiveSpeed(of: node, codec: codec, fleet: fleet), count: node.slots)
+        }
+    }
+
     private var totalSlots: Int { nodes.values.filter { !$0.draining }.reduce(0) { $0 + $1.slots } }
 
     private func runJob(_ id: String) async {
@@ -488,7 +500,9 @@ public actor Coordinator {
             let slots = max(totalSlots, request.expectedSlots ?? 0, 1)
             let seconds =
                 request.segmentSeconds
-                ?? SegmentPlanner.defaultSegmentSeconds(durationSeconds: info.durationSeconds, totalSlots: slots)
+                ?? SegmentPlanner.defaultSegmentSeconds(
+                    durationSeconds: info.durationSeconds, totalSlots: slots,
+                    slotSpeeds: slotSpeeds(codec: request.codec.rawValue))
             let plans = SegmentPlanner.plan(index: index, segmentSeconds: seconds)
             // A job planned before (a restart) keeps the segments whose files still check out.
             let totalFrames = index.totalFrames

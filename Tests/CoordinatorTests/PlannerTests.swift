@@ -112,6 +112,15 @@ import Testing
         #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 180, totalSlots: 2) == 22.5)
         #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 10, totalSlots: 8) == 4)
         #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 7200, totalSlots: 4) == 60)
+        // Unequal speeds (50 slots of 1x to 8x): a segment on the slowest slot takes a third of the
+        // expected makespan (7200 / 225 = 32 s), so about 10.7 s instead of 36 s.
+        let speeds = (0..<50).map { 1 + 7 * Double($0) / 49 }
+        let uneven = SegmentPlanner.defaultSegmentSeconds(durationSeconds: 7200, totalSlots: 50, slotSpeeds: speeds)
+        #expect(abs(uneven - 32.0 / 3) < 0.01)
+        // Equal speeds change nothing.
+        let even = SegmentPlanner.defaultSegmentSeconds(
+            durationSeconds: 7200, totalSlots: 50, slotSpeeds: Array(repeating: 3, count: 50))
+        #expect(even == 36)
     }
 }
 
