@@ -26,6 +26,10 @@ public struct CoordinatorConfiguration: Sendable {
     public var quarantine = QuarantinePolicy()
     /// What the periodic cleanup removes, and how often it runs.
     public var cleanup = CleanupPolicy()
+    /// How sources given as http(s) URLs are fetched (size, time, retries, which addresses).
+    public var downloads = DownloadPolicy()
+    /// The largest picture and the longest duration a source may have.
+    public var sourceLimits = SourceLimits()
     public var logger: Logger
 
     public init(
@@ -139,6 +143,10 @@ public struct JobStatus: Sendable, Codable {
     public var dropped: [String]
     /// Segments a node re-encoded in software after its hardware encoder failed.
     public var fallbacks: Int
+    /// Bytes of the source downloaded so far (sources given by URL).
+    public var downloadedBytes: Int64? = nil
+    /// The source's full size, when its server said it.
+    public var downloadTotalBytes: Int64? = nil
 }
 
 /// A connected node as a status report shows it.

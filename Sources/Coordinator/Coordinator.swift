@@ -92,6 +92,8 @@ public actor Coordinator {
         var segmentsWaiter: CheckedContinuation<Void, Never>?
         var finishWaiters: [CheckedContinuation<JobStatus, Never>] = []
         let cancel = CancellationFlag()
+        /// Set while (and after) a source given by URL is downloaded.
+        var download: DownloadProgress?
 
         var allSegmentsDone: Bool {
             !segments.isEmpty && segments.allSatisfy { if case .done = $0.state { true } else { false } }
@@ -273,19 +275,25 @@ public actor Coordinator {
             throw CoordinatorError(.invalidRequest, "\(request.output): output would overwrite the source")
         }
         let source = request.source
-        let info: MediaInfo
-        do {
-            info = try await Offload.run("probe") { _ in try MediaInfo.probe(path: source) }
-        } catch {
-            throw CoordinatorError(.invalidRequest, "\(error)")
-        }
-        guard info.videoStreamIndex != nil else {
-            throw CoordinatorError(.invalidRequest, "\(source): has no video stream")
-        }
-        if request.segmentSeconds == nil {
-            let slots = max(totalSlots, request.expectedSlots ?? 0, 1)
-            request.segmentSeconds = SegmentPlanner.defaultSegmentSeconds(
-                durationSeconds: info.durationSeconds, totalSlots: slots, slotSpeeds: slotSpeeds(codec: request.codec.rawValue))
+        if SourceURL.isURL(source) {
+            // Fetched when the job runs; the URL, and the size its server announces, are checked now.
+            try await SourceDownloader.precheck(try SourceURL(source, policy: configuration.downloads), policy: configuration.downloads)
+        } else {
+            let info: MediaInfo
+            do {
+                info = try await Offload.run("probe") { _ in try MediaInfo.probe(path: source) }
+            } catch {
+                throw CoordinatorError(.invalidRequest, "\(error)")
+            }
+            guard info.videoStreamIndex != nil else {
+                throw CoordinatorError(.invalidRequest, "\(source): has no video stream")
+            }
+            try configuration.sourceLimits.check(info, source: source)
+            if request.segmentSeconds == nil {
+                let slots = max(totalSlots, request.expectedSlots ?? 0, 1)
+                request.segmentSeconds = SegmentPlanner.defaultSegmentSeconds(
+                    durationSeconds: info.durationSeconds, totalSlots: slots, slotSpeeds: slotSpeeds(codec: request.codec.rawValue))
+            }
         }
         let waiting = jobs.values.filter { $0.state == .queued }.count
         guard waiting < configuration.queueLimit else {
@@ -480,10 +488,12 @@ public actor Coordinator {
         let temporaryOutput = Self.temporaryPath(for: request.output, id: id)
         do {
             try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
+            let source = try await fetchSource(id, request.source, into: workDirectory, cancel: flag)
             setPhase(id, "indexing")
-            let source = request.source
+            let limits = configuration.sourceLimits
             let (info, index) = try await Offload.run("index \(id)") { threadFlag in
                 let info = try MediaInfo.probe(path: source)
+                try limits.check(info, source: request.source)
                 let index = try SourceIndex.scan(path: source) { threadFlag.isCancelled || flag.isCancelled }
                 return (info, index)
             }
@@ -626,6 +636,19 @@ public actor Coordinator {
         if !request.keepWork { try? FileManager.default.removeItem(atPath: workDirectory) }
     }
 
+    /// The local path of a job's source: the path itself, or its URL downloaded into the work directory.
+    private func fetchSource(_ id: String, _ source: String, into directory: String, cancel: CancellationFlag) async throws -> String {
+        guard SourceURL.isURL(source) else { return source }
+        let url = try SourceURL(source, policy: configuration.downloads)
+        let progress = DownloadProgress()
+        jobs[id]?.download = progress
+        setPhase(id, "downloading")
+        let path = try await SourceDownloader.fetch(
+            url, into: directory, policy: configuration.downloads, progress: progress, cancel: cancel)
+        logger.info("source downloaded", metadata: ["job": "\(id)", "bytes": "\(progress.snapshot.bytes)"])
+        return path
+    }
+
     private static func temporaryPath(for output: String, id: String) -> String {
         let url = URL(fileURLWithPath: output)
         let directory = url.deletingLastPathComponent().path
@@ -765,7 +788,8 @@ public actor Coordinator {
             progress: progress, framesDone: framesDone, totalFrames: job.totalFrames, fps: fps, etaSeconds: eta,
             error: job.error, segments: segments, sourceSeconds: job.sourceSeconds,
             wallSeconds: (end - job.submitted).seconds, encodersByNode: job.encodersByNode, dropped: job.dropped,
-            fallbacks: job.fallbacks)
+            fallbacks: job.fallbacks, downloadedBytes: job.download?.snapshot.bytes,
+            downloadTotalBytes: job.download?.snapshot.total)
     }
 
     // MARK: - Scheduling

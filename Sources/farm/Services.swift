@@ -44,6 +44,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
     var tokenFile: String?
 
+    @OptionGroup var sourceOptions: SourceOptions
+
     @Option(name: .customLong("cleanup-interval-hours"), help: "Hours between cleanup passes (0: never).")
     var cleanupIntervalHours = 6.0
 
@@ -98,7 +100,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.cleanup.managedOutputDirectory = dataDirectory + "/outputs"
         configuration.quarantine.seconds = quarantineSeconds
         configuration.leaseTimeoutSeconds = leaseTimeout
-        let coordinator = Coordinator(configuration: configuration)
+        let coordinator = Coordinator(configuration: sourceOptions.applied(to: configuration))
         let listener: NodeListener
         do {
             listener = try await coordinator.bind()
@@ -110,11 +112,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if apiToken == nil, httpHost != "127.0.0.1", httpHost != "::1", httpHost != "localhost" {
             httpLogger.notice("the HTTP API has no token (set FARM_API_TOKEN to require one)")
         }
-        let httpConfiguration = HTTPConfiguration(
+        let httpConfiguration = sourceOptions.applied(to: HTTPConfiguration(
             host: httpHost, port: httpPort,
             sourceRoots: sourceRoots.map { URL(fileURLWithPath: $0).standardizedFileURL.path },
             dataDirectory: dataDirectory, maxUploadBytes: Int64(maxUploadGiB * Double(1 << 30)), apiToken: apiToken,
-            logger: httpLogger)
+            logger: httpLogger))
         // SIGTERM and SIGINT shut the HTTP server and the coordinator down together.
         do {
             try await HTTPAPI.serve(coordinator: coordinator, listener: listener, configuration: httpConfiguration)

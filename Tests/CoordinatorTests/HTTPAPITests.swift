@@ -163,7 +163,7 @@ import Testing
         let routed = Set(router.routes.map { "\($0.method.rawValue) \($0.path.description)" })
         let documented = Self.documentedOperations(OpenAPIDocument.yaml)
         let indexed = Set(HTTPAPI.endpoints.map { "\($0.method) \($0.path)" })
-        #expect(routed.count == 12)
+        #expect(routed.count == 16)
         #expect(routed.subtracting(documented).isEmpty, "routes missing from the document: \(routed.subtracting(documented).sorted())")
         #expect(documented.subtracting(routed).isEmpty, "documented but not routed: \(documented.subtracting(routed).sorted())")
         #expect(indexed == routed, "GET /api and the router disagree")
@@ -269,7 +269,10 @@ import Testing
             (#"{"source": "\#(f.clip)", "container": "avi"}"#, .badRequest, "unknown container 'avi'"),
             (#"{"source": "\#(f.clip)", "crt": 20}"#, .badRequest, "unknown field 'crt'"),
             (#"{"source": "clip.mp4"}"#, .badRequest, "must be absolute"),
-            (#"{"source": "https://example.com/a.mp4"}"#, .notImplemented, "not supported"),
+            (#"{"source": "http://127.0.0.1/a.mp4"}"#, .badRequest, "127.0.0.1 is a loopback address"),
+            (#"{"source": "https:///a.mp4"}"#, .badRequest, "names no host"),
+            (#"{"source": "/x.mp4", "upload": "up-1"}"#, .badRequest, "give either source or upload"),
+            (#"{"upload": "up-missing"}"#, .notFound, "no upload up-missing"),
         ]
         try await f.app.test(.router) { client in
             for (body, status, message) in cases {

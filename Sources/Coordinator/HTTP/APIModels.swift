@@ -40,6 +40,9 @@ struct JobJSON: Encodable {
     var encodersByNode: [String: String]
     var fallbacks: Int
     var dropped: [String]
+    /// Sources given by URL: bytes downloaded so far and the full size when known (omitted otherwise).
+    var downloadedBytes: Int64?
+    var downloadTotalBytes: Int64?
 
     init(_ status: JobStatus, source: String) {
         id = status.id
@@ -61,6 +64,8 @@ struct JobJSON: Encodable {
         encodersByNode = status.encodersByNode
         fallbacks = status.fallbacks
         dropped = status.dropped
+        downloadedBytes = status.downloadedBytes
+        downloadTotalBytes = status.downloadTotalBytes
     }
 
     static func rounded(_ value: Double, _ places: Int) -> Double {
@@ -78,6 +83,8 @@ struct JobJSON: Encodable {
         case sourceSeconds = "source_s"
         case wallSeconds = "wall_s"
         case encodersByNode = "encoders_by_node"
+        case downloadedBytes = "downloaded_bytes"
+        case downloadTotalBytes = "download_total_bytes"
     }
 
     // Absent values are written as null so that every documented key is always present.
@@ -98,6 +105,8 @@ struct JobJSON: Encodable {
         try c.encode(sourceSeconds, forKey: .sourceSeconds)
         try c.encode(wallSeconds, forKey: .wallSeconds)
         try c.encode(encodersByNode, forKey: .encodersByNode)
+        try c.encodeIfPresent(downloadedBytes, forKey: .downloadedBytes)
+        try c.encodeIfPresent(downloadTotalBytes, forKey: .downloadTotalBytes)
         try c.encode(fallbacks, forKey: .fallbacks)
         try c.encode(dropped, forKey: .dropped)
     }
