@@ -102,7 +102,7 @@ import Testing
     @Test func everyFaultTestIsInTheTable() throws {
         let named = Set(try Self.rows().flatMap { Self.references($0.last ?? "") })
         let sources = try Self.testSources()
-        for suite in ["FaultTests", "NetworkFaultTests", "LoadTests"] {
+        for suite in ["FaultTests", "NetworkFaultTests", "LoadTests", "FleetRulesTests"] {
             let source = try #require(sources[suite], "no \(suite)")
             let lines = source.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
             // The function after each @Test attribute (on the same line or the next).
