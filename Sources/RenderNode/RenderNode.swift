@@ -63,6 +63,13 @@ public final class RenderNode: Sendable {
         logger[metadataKey: "coordinator"] =
             "\(self.configuration.coordinatorHost):\(self.configuration.coordinatorPort)"
         try await self.prepareWorkDirectory(logger: logger)
+        if self.configuration.insecurePlainTCP {
+            logger.warning(
+                """
+                dialing the coordinator over plain TCP (--insecure-plain-tcp): segments cross the network \
+                unencrypted and the join proof is bound to no certificate
+                """)
+        }
 
         var backoff = Self.initialBackoff
         while true {

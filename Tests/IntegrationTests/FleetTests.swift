@@ -52,7 +52,8 @@ import Testing
             ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("listening")
         })
 
-        // A frame claiming 100 MiB, an unknown frame type, and a hello with garbage: each connection is closed.
+        // Bytes that are no TLS handshake (the node port speaks TLS; SecurityTests sends the same frames inside TLS):
+        // a frame claiming 100 MiB, an unknown frame type, and a hello with garbage. Each connection is closed.
         #expect(Self.sendRaw([0x06, 0x40, 0x00, 0x00, 0x02], port: port))
         #expect(Self.sendRaw([0x00, 0x00, 0x00, 0x01, 0xEE], port: port))
         #expect(Self.sendRaw([0x00, 0x00, 0x00, 0x05, 0x02, 0x00, 0x01, 0x02, 0x03], port: port))
