@@ -215,11 +215,22 @@ import Testing
 
         // A TLS coordinator (the default) refuses a plain-TCP peer at the TLS layer, and says so.
         let tls = try farm.coordinator("tls.log", environment: ["FARM_API_TOKEN": "t"])
-        let plainIntoTLS = try await FakeNode.join(port: tls.nodePort, tls: false, token: Self.joinToken, nodeID: "plain", timeout: .seconds(5))
-            .messages
+        let plainConnection = try await FakeNode.connect(port: tls.nodePort, tls: false)
+        let plainIntoTLS = try await plainConnection.executeThenClose { inbound, outbound in
+            try await outbound.write(
+                .hello(Hello(nodeID: "plain", proof: JoinProof.makeNonce(), slots: 1, threads: 1, capabilitiesJSON: "{}")))
+            var received: [String] = []
+            do {
+                for try await message in inbound { received.append(message.name) }
+            } catch {
+                // Closed with an error: nothing arrived before it either.
+            }
+            return received
+        }
         tls.stop()
-        #expect(plainIntoTLS.isEmpty)
+        #expect(plainIntoTLS.isEmpty, "\(plainIntoTLS)")
         #expect(tls.text.contains("node connection closed"), "\(tls.text.suffix(2000))")
+        #expect(!tls.text.contains("node joined"))
 
         // A coordinator asked for plain TCP warns, refuses a TLS node quickly with a hint, and admits a plain one.
         let plain = try farm.coordinator("plain.log", arguments: ["--insecure-plain-tcp"], environment: ["FARM_API_TOKEN": "t"])
