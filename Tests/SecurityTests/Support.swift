@@ -191,70 +191,93 @@ enum FakeNode {
 
 /// A man in the middle: it accepts nodes (TLS with a certificate of its own, or plain TCP), dials the coordinator
 /// over TLS, and relays the decrypted bytes both ways unchanged.
+///
+/// It runs on NIO's event loops only (no Swift concurrency task), so tests that block a thread of the cooperative
+/// pool while a `farm node` process talks through it cannot starve it.
 struct Relay {
-    let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
-    let port: Int
-    let task: Task<Void, Never>
+    let server: any Channel
+    var port: Int { server.localAddress!.port! }
 
     static func start(targetPort: Int, nodeSide: NIOSSLContext?) async throws -> Relay {
+        let upstreamContext = try TestCertificate.clientContext()
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: "127.0.0.1", port: 0) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let nodeSide {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: nodeSide))
+            .childChannelInitializer { downstream in
+                // The node's connection reads nothing until the coordinator's is up and the two are glued.
+                ClientBootstrap(group: downstream.eventLoop)
+                    .channelInitializer { upstream in
+                        upstream.eventLoop.makeCompletedFuture {
+                            try upstream.pipeline.syncOperations.addHandler(
+                                NIOSSLClientHandler(context: upstreamContext, serverHostname: nil))
+                        }
                     }
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                        wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                }
-            }
-        let upstreamContext = try TestCertificate.clientContext()
-        let task = Task {
-            _ = try? await server.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await downstream in inbound {
-                        group.addTask { try? await relay(downstream, to: targetPort, context: upstreamContext) }
+                    .connect(host: "127.0.0.1", port: targetPort)
+                    .flatMapThrowing { upstream in
+                        let (toUpstream, toDownstream) = GlueHandler.matchedPair()
+                        if let nodeSide {
+                            try downstream.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: nodeSide))
+                        }
+                        try downstream.pipeline.syncOperations.addHandler(toUpstream)
+                        try upstream.pipeline.syncOperations.addHandler(toDownstream)
                     }
-                }
             }
-        }
-        return Relay(server: server, port: server.channel.localAddress!.port!, task: task)
-    }
-
-    private static func relay(
-        _ downstream: NIOAsyncChannel<ByteBuffer, ByteBuffer>, to port: Int, context: NIOSSLContext
-    ) async throws {
-        let upstream = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connect(host: "127.0.0.1", port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                        wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                }
-            }
-        try await downstream.executeThenClose { downIn, downOut in
-            try await upstream.executeThenClose { upIn, upOut in
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        for try await bytes in downIn { try await upOut.write(bytes) }
-                        upOut.finish()
-                    }
-                    group.addTask {
-                        for try await bytes in upIn { try await downOut.write(bytes) }
-                        downOut.finish()
-                    }
-                    // Either side ending ends the relay of this connection.
-                    try await group.next()
-                    group.cancelAll()
-                }
-            }
-        }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return Relay(server: server)
     }
 
     func stop() async {
-        try? await server.channel.close()
-        task.cancel()
-        await task.value
+        try? await server.close()
+    }
+}
+
+/// Forwards what one channel reads to its partner channel (on the same event loop), with backpressure, and closes
+/// the partner when its own channel closes. After SwiftNIO's connect-proxy example.
+final class GlueHandler: ChannelDuplexHandler {
+    typealias InboundIn = NIOAny
+    typealias OutboundIn = NIOAny
+    typealias OutboundOut = NIOAny
+
+    private var partner: GlueHandler?
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+
+    static func matchedPair() -> (GlueHandler, GlueHandler) {
+        let first = GlueHandler()
+        let second = GlueHandler()
+        first.partner = second
+        second.partner = first
+        return (first, second)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.partner = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { partner?.context?.write(data, promise: nil) }
+
+    func channelReadComplete(context: ChannelHandlerContext) { partner?.context?.flush() }
+
+    func channelInactive(context: ChannelHandlerContext) { partner?.context?.close(promise: nil) }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { partner?.context?.close(promise: nil) }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let partner, partner.pendingRead {
+            partner.pendingRead = false
+            partner.context?.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if partner?.context?.channel.isWritable ?? false {
+            context.read()
+        } else {
+            pendingRead = true
+        }
     }
 }
 
