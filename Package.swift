@@ -41,6 +41,12 @@ let package = Package(
             pkgConfig: "libva-drm",
             providers: [.apt(["libva-dev"])]
         ),
+        .systemLibrary(
+            name: "CCurl",
+            path: "Sources/CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
         .target(
             name: "FarmMedia",
             dependencies: ["CFFmpeg"],
@@ -65,7 +71,7 @@ let package = Package(
         .target(
             name: "FarmCoordinator",
             dependencies: [
-                "FarmProtocol", "FarmMedia", "FarmHWEncode",
+                "FarmProtocol", "FarmMedia", "FarmHWEncode", "CCurl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),

@@ -1,6 +1,7 @@
 #ifndef FARM_CFFMPEG_SHIM_H
 #define FARM_CFFMPEG_SHIM_H
 
+#include <malloc.h>
 #include <libavformat/avformat.h>
 #include <libavcodec/avcodec.h>
 #include <libavcodec/bsf.h>
@@ -33,5 +34,9 @@ static inline void farm_av_strerror(int code, char *buffer, size_t size) {
 
 /// The log callback is variadic; this sets the level only, leaving FFmpeg's own printer.
 static inline void farm_av_log_set_level(int level) { av_log_set_level(level); }
+
+/// Fixes glibc's mmap threshold (malloc.h is not in Swift's Glibc module): blocks of at least
+/// `bytes` are mmapped and given back to the system when freed, whatever was freed before.
+static inline int farm_fix_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
 
 #endif

@@ -12,7 +12,8 @@ public struct CoordinatorConfiguration: Sendable {
     public var heartbeatSeconds: Int
     /// A node silent for this long loses its leases and its connection (stall detector).
     public var leaseTimeoutSeconds: Int
-    /// A segment that fails this many times fails its job.
+    /// A segment that fails on this many different nodes fails its job (and one that fails twice as
+    /// many times in all, whatever the nodes, so that a small fleet cannot retry forever).
     public var maxSegmentFailures: Int
     /// Jobs that run at once; more wait in the queue (admission).
     public var maxConcurrentJobs: Int
@@ -26,6 +27,14 @@ public struct CoordinatorConfiguration: Sendable {
     /// The most messages a node may send per second, on average; it may send twice as many in a burst. A node
     /// that sends more is disconnected (a flood of heartbeats, say). 1000 allows a gigabyte of results a second.
     public var maxNodeMessagesPerSecond: Int
+    /// When a node that keeps failing is kept out of work.
+    public var quarantine = QuarantinePolicy()
+    /// What the periodic cleanup removes, and how often it runs.
+    public var cleanup = CleanupPolicy()
+    /// How sources given as http(s) URLs are fetched (size, time, retries, which addresses).
+    public var downloads = DownloadPolicy()
+    /// The largest picture and the longest duration a source may have.
+    public var sourceLimits = SourceLimits()
     public var logger: Logger
 
     public init(
@@ -50,6 +59,27 @@ public struct CoordinatorConfiguration: Sendable {
         self.maxSegmentFailures = maxSegmentFailures
         self.logger = logger
     }
+}
+
+/// A node whose tasks fail `failures` times within `windowSeconds`, with no success in between, gets
+/// no new work for `seconds` (it stays connected and finishes what it holds).
+public struct QuarantinePolicy: Sendable {
+    public var failures = 3
+    public var windowSeconds = 600.0
+    public var seconds = 300.0
+    public init() {}
+}
+
+/// The periodic cleanup: every `intervalSeconds` (6 hours by default), finished jobs older than
+/// `retentionSeconds` are forgotten and their outputs inside the data directory removed, and work
+/// files that belong to no unfinished job are removed. Files of unfinished jobs are never touched.
+public struct CleanupPolicy: Sendable {
+    public var intervalSeconds = 6 * 3600.0
+    public var retentionSeconds = 7 * 24 * 3600.0
+    /// Outputs in this directory belong to the coordinator (the HTTP API's outputs) and are removed
+    /// with their job; outputs elsewhere belong to the user and are never removed. nil: none.
+    public var managedOutputDirectory: String?
+    public init() {}
 }
 
 /// What a user asks for: a source, an output and the encoder settings.
@@ -121,6 +151,10 @@ public struct JobStatus: Sendable, Codable {
     public var dropped: [String]
     /// Segments a node re-encoded in software after its hardware encoder failed.
     public var fallbacks: Int
+    /// Bytes of the source downloaded so far (sources given by URL).
+    public var downloadedBytes: Int64? = nil
+    /// The source's full size, when its server said it.
+    public var downloadTotalBytes: Int64? = nil
 }
 
 /// A connected node as a status report shows it.
@@ -131,6 +165,10 @@ public struct NodeStatus: Sendable, Codable {
     public var threads: Int
     public var slotsInUse: Int
     public var draining: Bool
+    /// Seconds until the node takes work again after failing too often; nil when it is not quarantined.
+    public var quarantinedForSeconds: Double?
+    /// Why the node was quarantined.
+    public var quarantineReason: String?
     public var segmentsDone: Int
     public var secondsSinceHeartbeat: Double
     public var capabilitiesJSON: String

@@ -37,6 +37,8 @@ public actor Coordinator {
         let session: UInt64
         let nodeID: String
         var framesDone = 0
+        /// A second copy of a straggling segment that another task runs too.
+        var isDuplicate = false
         /// When the lease began and when progress was last reported (seconds on the scheduler clock).
         var startedAt = 0.0
         var progressTime: Double?
@@ -54,7 +56,17 @@ public actor Coordinator {
         var state: SegmentState = .pending
         var attempts = 0
         var failures: [String] = []
+        /// The nodes it failed on (failures of kind `segment`), and those it should rather not go
+        /// back to (any failure but a refusal).
+        var failedNodes: Set<String> = []
+        var avoidedNodes: Set<String> = []
+        /// Times it went back to the queue (failures and lost leases): its backoff grows with them.
+        var requeues = 0
+        /// Not leased again before this time (scheduler clock): the backoff after a requeue.
+        var notBefore = 0.0
         var lastNode: String?
+        /// It has had a duplicate (it gets one at most).
+        var duplicated = false
     }
 
     struct JobRecord {
@@ -80,6 +92,8 @@ public actor Coordinator {
         var segmentsWaiter: CheckedContinuation<Void, Never>?
         var finishWaiters: [CheckedContinuation<JobStatus, Never>] = []
         let cancel = CancellationFlag()
+        /// Set while (and after) a source given by URL is downloaded.
+        var download: DownloadProgress?
 
         var allSegmentsDone: Bool {
             !segments.isEmpty && segments.allSatisfy { if case .done = $0.state { true } else { false } }
@@ -101,6 +115,10 @@ public actor Coordinator {
     private var speeds = SpeedEstimates()
     private let epoch = ContinuousClock.now
     private var predictedFinish: [String: Double] = [:]
+    /// Recent failures of each node (scheduler clock), cleared by a success; and the nodes kept out
+    /// of work until a time, with the reason.
+    private var nodeFailures: [String: [Double]] = [:]
+    private var quarantined: [String: (until: Double, reason: String)] = [:]
     /// Set on shutdown: jobs stop where they are and are not marked failed.
     private var stopping = false
     /// Admission: jobs running now, and jobs waiting for one of the `maxConcurrentJobs` places.
@@ -210,6 +228,7 @@ public actor Coordinator {
             }
             group.addTask { try await self.serveNodes(listener) }
             group.addTask { await self.watchLeases() }
+            group.addTask { await self.cleanupLoop() }
         }
     }
 
@@ -260,18 +279,25 @@ public actor Coordinator {
             throw CoordinatorError(.invalidRequest, "\(request.output): output would overwrite the source")
         }
         let source = request.source
-        let info: MediaInfo
-        do {
-            info = try await Offload.run("probe") { _ in try MediaInfo.probe(path: source) }
-        } catch {
-            throw CoordinatorError(.invalidRequest, "\(error)")
-        }
-        guard info.videoStreamIndex != nil else {
-            throw CoordinatorError(.invalidRequest, "\(source): has no video stream")
-        }
-        if request.segmentSeconds == nil {
-            let slots = max(totalSlots, request.expectedSlots ?? 0, 1)
-            request.segmentSeconds = SegmentPlanner.defaultSegmentSeconds(durationSeconds: info.durationSeconds, totalSlots: slots)
+        if SourceURL.isURL(source) {
+            // Fetched when the job runs; the URL, and the size its server announces, are checked now.
+            try await SourceDownloader.precheck(try SourceURL(source, policy: configuration.downloads), policy: configuration.downloads)
+        } else {
+            let info: MediaInfo
+            do {
+                info = try await Offload.run("probe") { _ in try MediaInfo.probe(path: source) }
+            } catch {
+                throw CoordinatorError(.invalidRequest, "\(error)")
+            }
+            guard info.videoStreamIndex != nil else {
+                throw CoordinatorError(.invalidRequest, "\(source): has no video stream")
+            }
+            try configuration.sourceLimits.check(info, source: source)
+            if request.segmentSeconds == nil {
+                let slots = max(totalSlots, request.expectedSlots ?? 0, 1)
+                request.segmentSeconds = SegmentPlanner.defaultSegmentSeconds(
+                    durationSeconds: info.durationSeconds, totalSlots: slots, slotSpeeds: slotSpeeds(codec: request.codec.rawValue))
+            }
         }
         let waiting = jobs.values.filter { $0.state == .queued }.count
         guard waiting < configuration.queueLimit else {
@@ -336,10 +362,13 @@ public actor Coordinator {
 
     public func connectedNodes() -> [NodeStatus] {
         let now = ContinuousClock.now
+        let clock = self.now
         return nodes.values.sorted { $0.session < $1.session }.map {
-            NodeStatus(
+            let quarantine = quarantined[$0.nodeID].flatMap { $0.until > clock ? $0 : nil }
+            return NodeStatus(
                 id: $0.nodeID, address: $0.address, slots: $0.slots, threads: $0.threads, slotsInUse: $0.inFlight.count,
-                draining: $0.draining, segmentsDone: $0.segmentsDone,
+                draining: $0.draining, quarantinedForSeconds: quarantine.map { $0.until - clock },
+                quarantineReason: quarantine?.reason, segmentsDone: $0.segmentsDone,
                 secondsSinceHeartbeat: (now - $0.lastSeen).seconds, capabilitiesJSON: $0.capabilitiesJSON)
         }
     }
@@ -352,6 +381,73 @@ public actor Coordinator {
             if let nodeID = nodes[id]?.nodeID {
                 record("node \(nodeID) draining") { _ = try await $0.markNode(nodeID, .draining) }
             }
+        }
+    }
+
+    /// What a cleanup pass may remove, decided from the jobs (see ``cleanUp(now:)``).
+    struct CleanupPlan {
+        /// Jobs finished before the retention cut-off, forgotten now.
+        var forgotten: [(id: String, output: String, work: String)] = []
+        /// Names in `<data dir>/jobs` to keep: unfinished jobs, and finished ones kept for debugging.
+        var keepWork: Set<String> = []
+        /// Ids of unfinished jobs (their temporary outputs stay).
+        var unfinished: Set<String> = []
+        /// Paths never to remove: the work directories and outputs of unfinished jobs.
+        var keepPaths: Set<String> = []
+    }
+
+    /// Forgets the jobs that finished before `cutoff` and says what else must be kept.
+    func cleanupPlan(retiringBefore cutoff: ContinuousClock.Instant) -> CleanupPlan {
+        var plan = CleanupPlan()
+        for id in jobOrder {
+            guard let job = jobs[id] else { continue }
+            if !job.state.isFinished {
+                plan.unfinished.insert(id)
+                plan.keepWork.insert(id)
+                plan.keepPaths.insert(URL(fileURLWithPath: job.workDirectory).standardizedFileURL.path)
+                plan.keepPaths.insert(URL(fileURLWithPath: job.request.output).standardizedFileURL.path)
+                plan.keepPaths.insert(URL(fileURLWithPath: job.request.source).standardizedFileURL.path)
+            } else if let finished = job.finished, finished < cutoff {
+                plan.forgotten.append((id, job.request.output, job.workDirectory))
+            } else if job.request.keepWork {
+                plan.keepWork.insert(id)
+            }
+        }
+        let forgotten = Set(plan.forgotten.map(\.id))
+        if !forgotten.isEmpty {
+            jobOrder.removeAll { forgotten.contains($0) }
+            for id in forgotten {
+                jobs[id] = nil
+                predictedFinish[id] = nil
+            }
+        }
+        return plan
+    }
+
+    /// The job store's health: nil when the coordinator runs without one (not opened yet), else
+    /// its check's summary or error.
+    public func databaseCheck() async -> Result<String, JobStoreError>? {
+        guard let store else { return nil }
+        do {
+            return .success(try await store.check())
+        } catch let error as JobStoreError {
+            return .failure(error)
+        } catch {
+            return .failure(JobStoreError(.database, "database check: \(error)"))
+        }
+    }
+
+    /// The job store, for the cleanup pass.
+    var storeForCleanup: JobStore? { store }
+
+    /// Each working slot's measured speed for `codec` (a node's unmeasured slots count at the
+    /// fleet's median), for the default segment length.
+    private func slotSpeeds(codec: String) -> [Double] {
+        let fleet = nodes.values.filter { !$0.draining }.map {
+            SchedulerNode(id: $0.session, name: $0.nodeID, slots: $0.slots, speeds: speeds.speeds(node: $0.nodeID))
+        }
+        return fleet.flatMap { node in
+            Array(repeating: SchedulingPolicy.effectiveSpeed(of: node, codec: codec, fleet: fleet), count: node.slots)
         }
     }
 
@@ -396,17 +492,21 @@ public actor Coordinator {
         let temporaryOutput = Self.temporaryPath(for: request.output, id: id)
         do {
             try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
+            let source = try await fetchSource(id, request.source, into: workDirectory, cancel: flag)
             setPhase(id, "indexing")
-            let source = request.source
+            let limits = configuration.sourceLimits
             let (info, index) = try await Offload.run("index \(id)") { threadFlag in
                 let info = try MediaInfo.probe(path: source)
+                try limits.check(info, source: request.source)
                 let index = try SourceIndex.scan(path: source) { threadFlag.isCancelled || flag.isCancelled }
                 return (info, index)
             }
             let slots = max(totalSlots, request.expectedSlots ?? 0, 1)
             let seconds =
                 request.segmentSeconds
-                ?? SegmentPlanner.defaultSegmentSeconds(durationSeconds: info.durationSeconds, totalSlots: slots)
+                ?? SegmentPlanner.defaultSegmentSeconds(
+                    durationSeconds: info.durationSeconds, totalSlots: slots,
+                    slotSpeeds: slotSpeeds(codec: request.codec.rawValue))
             let plans = SegmentPlanner.plan(index: index, segmentSeconds: seconds)
             // A job planned before (a restart) keeps the segments whose files still check out.
             let totalFrames = index.totalFrames
@@ -538,6 +638,19 @@ public actor Coordinator {
             fail(id, "\(error)", state: flag.isCancelled && jobs[id]?.state == .cancelled ? .cancelled : .failed)
         }
         if !request.keepWork { try? FileManager.default.removeItem(atPath: workDirectory) }
+    }
+
+    /// The local path of a job's source: the path itself, or its URL downloaded into the work directory.
+    private func fetchSource(_ id: String, _ source: String, into directory: String, cancel: CancellationFlag) async throws -> String {
+        guard SourceURL.isURL(source) else { return source }
+        let url = try SourceURL(source, policy: configuration.downloads)
+        let progress = DownloadProgress()
+        jobs[id]?.download = progress
+        setPhase(id, "downloading")
+        let path = try await SourceDownloader.fetch(
+            url, into: directory, policy: configuration.downloads, progress: progress, cancel: cancel)
+        logger.info("source downloaded", metadata: ["job": "\(id)", "bytes": "\(progress.snapshot.bytes)"])
+        return path
     }
 
     private static func temporaryPath(for output: String, id: String) -> String {
@@ -679,7 +792,8 @@ public actor Coordinator {
             progress: progress, framesDone: framesDone, totalFrames: job.totalFrames, fps: fps, etaSeconds: eta,
             error: job.error, segments: segments, sourceSeconds: job.sourceSeconds,
             wallSeconds: (end - job.submitted).seconds, encodersByNode: job.encodersByNode, dropped: job.dropped,
-            fallbacks: job.fallbacks)
+            fallbacks: job.fallbacks, downloadedBytes: job.download?.snapshot.bytes,
+            downloadTotalBytes: job.download?.snapshot.total)
     }
 
     // MARK: - Scheduling
@@ -697,12 +811,14 @@ public actor Coordinator {
     /// fastest slots), starts it, and refreshes the jobs' predicted finish times.
     private func schedule() {
         let clock = now
+        quarantined = quarantined.filter { $0.value.until > clock }
         var fleet: [SchedulerNode] = []
         for node in nodes.values.sorted(by: { $0.session < $1.session }) {
             fleet.append(
                 SchedulerNode(
                     id: node.session, name: node.nodeID, slots: node.slots, busySlots: node.inFlight.count,
-                    speeds: speeds.speeds(node: node.nodeID), draining: node.draining))
+                    speeds: speeds.speeds(node: node.nodeID),
+                    draining: node.draining || quarantined[node.nodeID] != nil))
         }
         var ready: [SchedulerSegment] = []
         var remaining: [SchedulerSegment] = []
@@ -714,7 +830,7 @@ public actor Coordinator {
                     jobID: id, index: segment.plan.index, seconds: job.segmentSeconds[segment.plan.index], codec: codec)
                 switch segment.state {
                 case .ready:
-                    ready.append(item)
+                    if segment.notBefore <= clock { ready.append(item) }
                     remaining.append(item)
                 case .pending: remaining.append(item)
                 case .running, .done: break
@@ -728,10 +844,59 @@ public actor Coordinator {
                 taskID: task.taskID, jobID: task.jobID, index: task.segment, node: task.session,
                 startedAt: task.startedAt, seconds: job.segmentSeconds[task.segment], codec: job.request.codec.rawValue,
                 progress: expected > 0 ? Double(task.framesDone) / Double(expected) : nil,
-                progressTime: task.progressTime, hasBeenDuplicated: true)
+                progressTime: task.progressTime, isDuplicate: task.isDuplicate,
+                hasBeenDuplicated: job.segments[task.segment].duplicated)
         }
+        // A segment goes back to a node it failed on only when no other node could take it: it is
+        // offered to the others alone, and the node it avoided gets other segments instead.
+        var held: [SchedulerSegment] = []
         for decision in policy.decide(nodes: fleet, ready: ready, running: running, now: clock) {
-            if case .assign(let jobID, let index, let node) = decision { assign(jobID, index, to: node) }
+            if case .duplicate(let jobID, let index, let session) = decision {
+                duplicate(jobID, index, on: session)
+                continue
+            }
+            guard case .assign(let jobID, let index, let session) = decision else { continue }
+            if let node = nodes[session], avoids(jobID, index, node: node.nodeID),
+                let segment = ready.first(where: { $0.jobID == jobID && $0.index == index })
+            {
+                held.append(segment)
+                continue
+            }
+            assign(jobID, index, to: session)
+        }
+        if !held.isEmpty {
+            let refresh = { (fleet: [SchedulerNode]) in
+                fleet.map { node in
+                    var node = node
+                    node.busySlots = self.nodes[node.id]?.inFlight.count ?? node.slots
+                    return node
+                }
+            }
+            for segment in held {
+                let avoided = jobs[segment.jobID]?.segments[segment.index].avoidedNodes ?? []
+                let others = refresh(fleet).map { node in
+                    var node = node
+                    if avoided.contains(node.name) { node.draining = true }
+                    return node
+                }
+                for case .assign(let jobID, let index, let session) in policy.decide(
+                    nodes: others, ready: [segment], running: running, now: clock)
+                {
+                    assign(jobID, index, to: session)
+                }
+            }
+            // Slots left free by a held segment take the rest of the queue.
+            let rest = ready.filter { segment in
+                guard case .ready = jobs[segment.jobID]?.segments[segment.index].state else { return false }
+                return !held.contains(segment)
+            }
+            if !rest.isEmpty {
+                for case .assign(let jobID, let index, let session) in policy.decide(
+                    nodes: refresh(fleet), ready: rest, running: running, now: clock)
+                where !(nodes[session].map { avoids(jobID, index, node: $0.nodeID) } ?? true) {
+                    assign(jobID, index, to: session)
+                }
+            }
         }
         if !fleet.isEmpty, !(remaining.isEmpty && running.isEmpty) {
             predictedFinish = policy.expectedFinish(nodes: fleet, remaining: remaining, running: running, now: clock)
@@ -744,7 +909,6 @@ public actor Coordinator {
         else { return }
         let taskID = nextTaskID
         nextTaskID += 1
-        let plan = job.segments[index].plan
         job.segments[index].state = .running(taskID: taskID, path: path, bytes: bytes, checksum: checksum)
         job.segments[index].attempts += 1
         job.segments[index].lastNode = node.nodeID
@@ -753,10 +917,7 @@ public actor Coordinator {
         nodes[session] = node
         tasks[taskID] = TaskRecord(
             taskID: taskID, jobID: jobID, segment: index, session: session, nodeID: node.nodeID, startedAt: now)
-        let assign = Assign(
-            taskID: taskID, jobID: jobID, segmentIndex: UInt32(index), attempt: UInt32(job.segments[index].attempts),
-            settings: settings, startPTS: plan.startPTS ?? Int64.min, endPTS: plan.endPTS,
-            expectedFrames: UInt64(plan.expectedFrames), byteLength: UInt64(bytes), checksum: checksum)
+        let assign = makeAssign(taskID, job, index, settings: settings, bytes: bytes, checksum: checksum)
         logger.info(
             "segment leased",
             metadata: ["job": "\(jobID)", "segment": "\(index)", "node": "\(node.nodeID)", "task": "\(taskID)"])
@@ -767,29 +928,144 @@ public actor Coordinator {
         node.outgoing.yield(.segment(assign, path: path))
     }
 
-    /// Puts a task's segment back in the queue (its node left or failed it).
-    private func requeue(_ task: TaskRecord, failure: String?, retryable: Bool = true) {
+    private func makeAssign(
+        _ taskID: UInt64, _ job: JobRecord, _ index: Int, settings: EncodeSettings, bytes: Int64, checksum: [UInt8]
+    ) -> Assign {
+        let plan = job.segments[index].plan
+        return Assign(
+            taskID: taskID, jobID: job.id, segmentIndex: UInt32(index), attempt: UInt32(job.segments[index].attempts),
+            settings: settings, startPTS: plan.startPTS ?? Int64.min, endPTS: plan.endPTS,
+            expectedFrames: UInt64(plan.expectedFrames), byteLength: UInt64(bytes), checksum: checksum)
+    }
+
+    /// Runs a straggling segment a second time on a free slot of another node (the policy's
+    /// decision); whichever copy ends first is kept and the other is cancelled. The job store keeps
+    /// one lease, the original's, until a result arrives (see ``taskCompleted(_:_:path:parameters:)``).
+    private func duplicate(_ jobID: String, _ index: Int, on session: UInt64) {
+        guard var job = jobs[jobID], var node = nodes[session], let settings = job.settings,
+            case .running(let original, let path, let bytes, let checksum) = job.segments[index].state,
+            let running = tasks[original], running.session != session, !job.segments[index].duplicated,
+            !job.segments[index].avoidedNodes.contains(node.nodeID)
+        else { return }
+        let taskID = nextTaskID
+        nextTaskID += 1
+        job.segments[index].duplicated = true
+        job.segments[index].attempts += 1
+        jobs[jobID] = job
+        node.inFlight.insert(taskID)
+        nodes[session] = node
+        tasks[taskID] = TaskRecord(
+            taskID: taskID, jobID: jobID, segment: index, session: session, nodeID: node.nodeID, isDuplicate: true,
+            startedAt: now)
+        logger.info(
+            "segment duplicated",
+            metadata: [
+                "job": "\(jobID)", "segment": "\(index)", "node": "\(node.nodeID)", "task": "\(taskID)",
+                "straggler": "\(running.nodeID)",
+            ])
+        node.outgoing.yield(.segment(makeAssign(taskID, job, index, settings: settings, bytes: bytes, checksum: checksum), path: path))
+    }
+
+    /// The other running copies of a task's segment.
+    private func otherCopies(of task: TaskRecord) -> [TaskRecord] {
+        tasks.values.filter { $0.jobID == task.jobID && $0.segment == task.segment && $0.taskID != task.taskID }
+            .sorted { $0.taskID < $1.taskID }
+    }
+
+    /// Puts a task's segment back in the queue: its node left (`failure` nil), refused it, or failed it.
+    ///
+    /// A failure of kind `segment` counts against the segment: once it has failed on
+    /// `maxSegmentFailures` different nodes (or twice as many times in all) its job fails. Failures of
+    /// kind `segment` and `node` count against the node (see ``noteNodeFailure(_:reason:)``). The
+    /// segment waits a backoff that doubles with each requeue (0.5 s, 1 s, 2 s, … up to 30 s),
+    /// except after a refusal.
+    private func requeue(_ task: TaskRecord, failure: String?, retryable: Bool = true, kind: TaskFailure.Kind = .segment) {
         tasks[task.taskID] = nil
         nodes[task.session]?.inFlight.remove(task.taskID)
         guard var job = jobs[task.jobID], job.state == .running,
-            case .running(let taskID, let path, let bytes, let checksum) = job.segments[task.segment].state,
-            taskID == task.taskID
+            case .running(let taskID, let path, let bytes, let checksum) = job.segments[task.segment].state
         else { return }
-        job.segments[task.segment].state = .ready(path: path, bytes: bytes, checksum: checksum)
+        var segment = job.segments[task.segment]
+        let survivor = otherCopies(of: task).first
+        if taskID != task.taskID || survivor != nil {
+            // Another copy runs on: the segment stays with it (a failed duplicate is only logged;
+            // a failed original hands its lease to the duplicate).
+            if taskID == task.taskID, let survivor {
+                segment.state = .running(taskID: survivor.taskID, path: path, bytes: bytes, checksum: checksum)
+                let stored = kind == .refused ? nil : failure
+                record("hand segment \(task.segment) of job \(task.jobID) to its duplicate") {
+                    _ = try await $0.release(task.jobID, index: task.segment, taskID: task.taskID, failure: stored)
+                    _ = try await $0.lease(
+                        task.jobID, index: task.segment, taskID: survivor.taskID, nodeID: survivor.nodeID,
+                        expiresAt: .distantFuture)
+                }
+            }
+            if failure != nil, kind != .refused { segment.avoidedNodes.insert(task.nodeID) }
+            job.segments[task.segment] = segment
+            jobs[task.jobID] = job
+            if let failure, kind != .refused { noteNodeFailure(task.nodeID, reason: failure) }
+            return
+        }
+        segment.state = .ready(path: path, bytes: bytes, checksum: checksum)
+        let stored = kind == .refused ? nil : failure
         record("release segment \(task.segment) of job \(task.jobID)") {
-            _ = try await $0.release(task.jobID, index: task.segment, taskID: task.taskID, failure: failure)
+            _ = try await $0.release(task.jobID, index: task.segment, taskID: task.taskID, failure: stored)
         }
-        if let failure {
-            job.segments[task.segment].failures.append("\(task.nodeID): \(failure)")
+        if failure != nil, kind == .refused {
+            segment.attempts = max(segment.attempts - 1, 0)
+        } else {
+            segment.requeues += 1
+            segment.notBefore = now + min(0.5 * pow(2, Double(segment.requeues - 1)), 30)
         }
+        if failure != nil, kind != .refused { segment.avoidedNodes.insert(task.nodeID) }
+        if let failure, kind == .segment {
+            segment.failures.append("\(task.nodeID): \(failure)")
+            segment.failedNodes.insert(task.nodeID)
+        }
+        job.segments[task.segment] = segment
         jobs[task.jobID] = job
-        let failures = job.segments[task.segment].failures.count
-        if let failure, !retryable || failures >= configuration.maxSegmentFailures {
+        if let failure, kind != .refused { noteNodeFailure(task.nodeID, reason: failure) }
+        guard let failure, kind == .segment else { return }
+        let nodesFailed = segment.failedNodes.count
+        let failures = segment.failures.count
+        if !retryable || nodesFailed >= configuration.maxSegmentFailures
+            || failures >= 2 * configuration.maxSegmentFailures
+        {
+            let times = "\(failures) time\(failures == 1 ? "" : "s")"
+            let on = "on \(nodesFailed) node\(nodesFailed == 1 ? "" : "s")"
             fail(
                 task.jobID,
-                "segment \(task.segment) failed \(failures) time\(failures == 1 ? "" : "s"), last on node \(task.nodeID): \(failure)",
+                "segment \(task.segment) failed \(times) \(on), last on node \(task.nodeID): \(failure)",
                 state: .failed)
         }
+    }
+
+    /// Whether a segment should rather go to another node than `nodeID`: it failed there, and some
+    /// other working node has not failed it.
+    private func avoids(_ jobID: String, _ index: Int, node nodeID: String) -> Bool {
+        guard let failed = jobs[jobID]?.segments[index].avoidedNodes, failed.contains(nodeID) else { return false }
+        return nodes.values.contains { other in
+            !other.draining && quarantined[other.nodeID] == nil && !failed.contains(other.nodeID)
+        }
+    }
+
+    /// Counts a failure against a node; `quarantine.failures` of them within `quarantine.windowSeconds`,
+    /// with no success in between, keep it out of work for `quarantine.seconds`.
+    private func noteNodeFailure(_ nodeID: String, reason: String) {
+        let policy = configuration.quarantine
+        let clock = now
+        var recent = (nodeFailures[nodeID] ?? []).filter { clock - $0 <= policy.windowSeconds }
+        recent.append(clock)
+        nodeFailures[nodeID] = recent
+        guard policy.failures > 0, recent.count >= policy.failures, quarantined[nodeID] == nil else { return }
+        nodeFailures[nodeID] = []
+        let why = "\(recent.count) failures in \(Int((clock - recent[0]).rounded())) s, the last: \(reason)"
+        quarantined[nodeID] = (clock + policy.seconds, why)
+        logger.warning(
+            "node quarantined",
+            metadata: ["node": "\(nodeID)", "seconds": "\(Int(policy.seconds))", "reason": "\(why)"])
+        let until = Date(timeIntervalSinceNow: policy.seconds)
+        record("quarantine node \(nodeID)") { _ = try await $0.quarantineNode(nodeID, until: until, reason: why) }
     }
 
     // MARK: - Node sessions (called by NodeSession)
@@ -867,7 +1143,10 @@ public actor Coordinator {
         nodes[session]?.inFlight.remove(result.taskID)
         nodes[session]?.lastSeen = .now
         nodes[session]?.segmentsDone += 1
-        guard var job = jobs[task.jobID], job.state == .running else { return }
+        nodeFailures[task.nodeID] = nil
+        guard var job = jobs[task.jobID], job.state == .running,
+            case .running(let holder, _, _, _) = job.segments[task.segment].state
+        else { return }
         // The first result pins the job's stream header. A later one with other parameter sets (a
         // hardware node, or a software fallback) can still join with in-band parameter sets, as long as
         // codec, picture size and NAL framing agree.
@@ -885,6 +1164,25 @@ public actor Coordinator {
         let pin = job.parameters == nil ? parameters.serialized : nil
         if job.parameters == nil { job.parameters = parameters }
         let checksum = result.checksum
+        if holder != task.taskID, let original = tasks[holder] {
+            // The duplicate won: the store's lease moves to it before the result is recorded.
+            record("hand segment \(task.segment) of job \(task.jobID) to its duplicate") {
+                _ = try await $0.release(task.jobID, index: task.segment, taskID: holder, failure: nil)
+                _ = try await $0.lease(
+                    task.jobID, index: task.segment, taskID: task.taskID, nodeID: task.nodeID, expiresAt: .distantFuture)
+            }
+            logger.info(
+                "duplicate finished first",
+                metadata: ["job": "\(task.jobID)", "segment": "\(task.segment)", "node": "\(task.nodeID)", "straggler": "\(original.nodeID)"])
+        }
+        for other in otherCopies(of: task) {
+            tasks[other.taskID] = nil
+            nodes[other.session]?.inFlight.remove(other.taskID)
+            nodes[other.session]?.outgoing.yield(.message(.cancel(taskID: other.taskID)))
+            logger.info(
+                "slower copy cancelled",
+                metadata: ["job": "\(task.jobID)", "segment": "\(task.segment)", "node": "\(other.nodeID)", "task": "\(other.taskID)"])
+        }
         record("complete segment \(task.segment) of job \(task.jobID)") {
             _ = try await $0.complete(
                 task.jobID, index: task.segment, taskID: task.taskID, nodeID: task.nodeID, resultPath: path,
@@ -915,14 +1213,17 @@ public actor Coordinator {
         schedule()
     }
 
-    func taskFailed(_ session: UInt64, taskID: UInt64, reason: String, retryable: Bool) {
+    func taskFailed(
+        _ session: UInt64, taskID: UInt64, reason: String, retryable: Bool, kind: TaskFailure.Kind = .segment
+    ) {
         guard let task = tasks[taskID], task.session == session else { return }
-        logger.warning(
-            "segment failed",
+        logger.log(
+            level: kind == .refused ? .info : .warning,
+            kind == .refused ? "segment refused" : "segment failed",
             metadata: [
                 "job": "\(task.jobID)", "segment": "\(task.segment)", "node": "\(task.nodeID)", "reason": "\(reason)",
             ])
-        requeue(task, failure: reason, retryable: retryable)
+        requeue(task, failure: reason, retryable: retryable || kind == .refused, kind: kind)
         schedule()
     }
 }

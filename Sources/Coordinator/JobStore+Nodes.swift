@@ -133,3 +133,21 @@ extension JobStore {
         }
     }
 }
+
+extension JobStore {
+    /// A health check of the database: SQLite's `quick_check`, and a write transaction (which fails on
+    /// a read-only or full disk). Returns a one-line summary; throws ``JobStoreError`` naming what failed.
+    public func check() async throws -> String {
+        let result = try await write("check the database") { db -> (String, Int) in
+            let verdict = try String.fetchOne(db, sql: "PRAGMA quick_check") ?? "no answer"
+            let jobs = try StoredJob.fetchCount(db)
+            // A committed write: the journal and the disk must take it.
+            try db.execute(sql: "INSERT OR REPLACE INTO health (id, checkedAt) VALUES (1, ?)", arguments: [Date()])
+            return (verdict, jobs)
+        }
+        guard result.0 == "ok" else {
+            throw JobStoreError(.database, "\(writer.path): integrity check failed: \(result.0)")
+        }
+        return "\(writer.path): integrity ok, \(result.1) job\(result.1 == 1 ? "" : "s"), WAL"
+    }
+}

@@ -226,6 +226,13 @@ extension JobStore {
             try db.create(index: "events_on_jobID_id", on: "events", columns: ["jobID", "id"])
             try db.create(index: "events_on_time", on: "events", columns: ["time"])
         }
+        migrator.registerMigration("v2-health") { db in
+            // One row, rewritten by each health check: proof that a write reaches the disk.
+            try db.create(table: "health") { t in
+                t.primaryKey("id", .integer).check { $0 == 1 }
+                t.column("checkedAt", .datetime).notNull()
+            }
+        }
         return migrator
     }
 }

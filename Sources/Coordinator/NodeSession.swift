@@ -239,7 +239,8 @@ struct NodeSession: Sendable {
                     try await complete(chunk.taskID, &receivers, session: session)
                 }
             case .failure(let failure):
-                await coordinator.taskFailed(session, taskID: failure.taskID, reason: failure.reason, retryable: failure.retryable)
+                await coordinator.taskFailed(
+                    session, taskID: failure.taskID, reason: failure.reason, retryable: failure.retryable, kind: failure.kind)
             case .heartbeat(let heartbeat):
                 await coordinator.heartbeat(session, heartbeat)
             case .drain:
@@ -256,14 +257,14 @@ struct NodeSession: Sendable {
         guard let receiver = receivers.removeValue(forKey: taskID) else { return }
         if let handle = receiver.handle, await !Self.closeQuietly(handle) {
             if let path = receiver.path { unlinkQuietly(path) }
-            await coordinator.taskFailed(session, taskID: taskID, reason: "cannot close the result file", retryable: true)
+            await coordinator.taskFailed(session, taskID: taskID, reason: "cannot close the result file", retryable: true, kind: .node)
             return
         }
         guard let path = receiver.path else { return }
         let result = receiver.result
         guard JoinProof.verify(receiver.checksum.finalize(), result.checksum) else {
             unlinkQuietly(path)
-            await coordinator.taskFailed(session, taskID: taskID, reason: "result checksum mismatch", retryable: true)
+            await coordinator.taskFailed(session, taskID: taskID, reason: "result checksum mismatch", retryable: true, kind: .node)
             throw ProtocolError(code: .badChecksum, message: "result of task \(taskID) failed its checksum")
         }
         guard let expected = await coordinator.expectations(taskID: taskID) else {

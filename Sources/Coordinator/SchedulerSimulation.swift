@@ -144,9 +144,11 @@ public enum SchedulerSimulation {
     /// varied by up to ±`variation`, half of it in the last `tailSplit` of the job, a short tail
     /// joined to the segment before it as the planner does.
     public static func segmentLengths(
-        durationSeconds: Double, totalSlots: Int, variation: Double, tailSplit: Double = 0, seed: UInt64
+        durationSeconds: Double, totalSlots: Int, slotSpeeds: [Double] = [], variation: Double, tailSplit: Double = 0,
+        seed: UInt64
     ) -> [Double] {
-        let standard = SegmentPlanner.defaultSegmentSeconds(durationSeconds: durationSeconds, totalSlots: totalSlots)
+        let standard = SegmentPlanner.defaultSegmentSeconds(
+            durationSeconds: durationSeconds, totalSlots: totalSlots, slotSpeeds: slotSpeeds)
         var rng = SplitMix64(seed: seed)
         var lengths: [Double] = []
         var left = durationSeconds
@@ -346,6 +348,7 @@ private struct World {
         lengths = (0..<scenario.jobs).map { j in
             SchedulerSimulation.segmentLengths(
                 durationSeconds: seconds, totalSlots: n * scenario.slotsPerNode,
+                slotSpeeds: scenario.speeds.flatMap { Array(repeating: $0, count: scenario.slotsPerNode) },
                 variation: scenario.segmentVariation, tailSplit: scenario.tailSplit,
                 seed: scenario.seed &* 7919 &+ UInt64(j))
         }

@@ -21,39 +21,73 @@ public enum SegmentPlanner {
     /// A segment length that keeps every slot busy to the end (about four segments per slot, so fast
     /// nodes take more and the tail is short) without making segments so short that encoder start-up
     /// and per-segment rate control cost more than they save.
-    public static func defaultSegmentSeconds(durationSeconds: Double, totalSlots: Int) -> Double {
+    ///
+    /// With the slots' measured speeds (source seconds per second), unequal fleets get shorter
+    /// segments: one segment on the slowest slot should take at most `1/slowSlotShare` of the
+    /// expected makespan, or the slow slots' last segments (and the noise in their durations) end
+    /// well after everyone else's.
+    public static func defaultSegmentSeconds(
+        durationSeconds: Double, totalSlots: Int, slotSpeeds: [Double] = []
+    ) -> Double {
         let slots = Double(max(totalSlots, 1))
-        return min(max(durationSeconds / (slots * 4), 4), 60)
+        var length = durationSeconds / (slots * 4)
+        let known = slotSpeeds.filter { $0 > 0 && $0.isFinite }
+        if known.count >= 2, let slowest = known.min(), let fastest = known.max(), fastest > slowest * 1.5 {
+            let makespan = durationSeconds / known.reduce(0, +)
+            length = min(length, slowest * makespan / slowSlotShare)
+        }
+        return min(max(length, 4), 60)
     }
 
-    /// Cuts at the keyframe that reaches the target length, preferring a clean (IDR) keyframe within
-    /// a quarter of the target further on; a tail shorter than a third of the target joins the segment
-    /// before it. Sources with far-apart or irregular keyframes get longer segments, never broken ones.
+    /// Chosen with `farm bench-scheduler` (50 nodes of 1x to 8x, 2 hours): 2 left the straggler
+    /// scenario at 1.071 of the bound, 4 at 1.057, 6 at 1.075; 3 keeps every scenario at or under
+    /// 1.047 with segments of about 10 s.
+    static let slowSlotShare = 3.0
+
+    /// Splits the source into about `duration / segmentSeconds` segments of equal length: each cut is
+    /// the keyframe nearest its evenly spaced ideal time (so equal nodes get equal work, whatever the
+    /// keyframe spacing), preferring a clean (IDR) keyframe within a quarter of the target further
+    /// on. No segment is shorter than a third of the target, and a tail that would be joins the
+    /// segment before it. Sources with far-apart or irregular keyframes get longer segments, never
+    /// broken ones.
     public static func plan(index: SourceIndex, segmentSeconds: Double) -> [SegmentPlan] {
         let tb = index.timeBase
         let target = max(Int64((segmentSeconds * Double(tb.den) / Double(max(tb.num, 1))).rounded()), 1)
         let keyframes = index.keyframes
+        let origin = keyframes.first?.pts ?? index.firstPTS
+        let total = max(index.endPTS - origin, 1)
+        let count = max(Int((Double(total) / Double(target)).rounded()), 1)
+        let step = Double(total) / Double(count)
         var cuts = [0]
-        var i = 1
-        while i < keyframes.count {
-            let start = keyframes[cuts.last!].pts
-            if keyframes[i].pts - start >= target {
-                var choice = i
-                if !keyframes[i].isClean {
-                    var j = i + 1
-                    while j < keyframes.count, keyframes[j].pts - start < target + target / 4 {
-                        if keyframes[j].isClean {
-                            choice = j
-                            break
-                        }
-                        j += 1
-                    }
-                }
-                cuts.append(choice)
-                i = choice + 1
-            } else {
-                i += 1
+        for k in 1..<max(count, 1) {
+            let ideal = origin + Int64(step * Double(k))
+            let last = cuts.last!
+            // The first keyframe at or after the ideal time, and the one before it: the nearer wins.
+            var after = last + 1
+            var high = keyframes.count
+            while after < high {
+                let mid = (after + high) / 2
+                if keyframes[mid].pts < ideal { after = mid + 1 } else { high = mid }
             }
+            var choice = after
+            if after - 1 > last,
+                after == keyframes.count || ideal - keyframes[after - 1].pts <= keyframes[after].pts - ideal
+            {
+                choice = after - 1
+            }
+            guard choice < keyframes.count else { break }
+            if !keyframes[choice].isClean {
+                var j = choice + 1
+                while j < keyframes.count, keyframes[j].pts < ideal + target / 4 {
+                    if keyframes[j].isClean {
+                        choice = j
+                        break
+                    }
+                    j += 1
+                }
+            }
+            guard keyframes[choice].pts - keyframes[last].pts >= target / 3 else { continue }
+            cuts.append(choice)
         }
         if cuts.count > 1, index.endPTS - keyframes[cuts.last!].pts < target / 3 {
             cuts.removeLast()

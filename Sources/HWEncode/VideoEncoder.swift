@@ -54,9 +54,10 @@ final class VideoEncoder {
     }
 
     deinit {
-        // Some encoders (SVT-AV1) wait forever in their close when they never saw the end of stream:
-        // flush before freeing, whatever path led here.
-        if !drained {
+        // SVT-AV1 waits forever in its close when it never saw the end of stream: flush it before
+        // freeing, whatever path led here. Others are freed at once: flushing x264 at a slow preset
+        // encodes its whole lookahead (seconds at 720p), which made a cancelled task linger.
+        if !drained, config.encoder == "libsvtav1" {
             if avcodec_send_frame(context, nil) >= 0 {
                 let packet = Packet()
                 while avcodec_receive_packet(context, packet.pointer) >= 0 { packet.unref() }

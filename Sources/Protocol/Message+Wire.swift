@@ -305,14 +305,24 @@ extension TaskFailure: WirePayload {
         self.init(
             taskID: try buffer.readWireInteger("taskID"),
             reason: try buffer.readWireString("reason"),
-            retryable: try buffer.readWireBool("retryable")
+            retryable: try buffer.readWireBool("retryable"),
+            kind: try Self.readKind(&buffer)
         )
+    }
+
+    private static func readKind(_ buffer: inout ByteBuffer) throws -> Kind {
+        let raw: UInt8 = try buffer.readWireInteger("kind")
+        guard let kind = Kind(rawValue: raw) else {
+            throw ProtocolError.malformed("kind: UInt8 is \(raw), must be 0 (segment), 1 (refused) or 2 (node)")
+        }
+        return kind
     }
 
     func write(to buffer: inout ByteBuffer) {
         buffer.writeInteger(self.taskID)
         buffer.writeWireString(self.reason)
         buffer.writeWireBool(self.retryable)
+        buffer.writeInteger(self.kind.rawValue)
     }
 }
 

@@ -219,18 +219,32 @@ public struct TaskResult: Sendable, Equatable {
 
 /// A task that failed on the node.
 public struct TaskFailure: Sendable, Equatable {
+    /// Whose failure it was, which decides what the coordinator counts it against.
+    public enum Kind: UInt8, Sendable, CaseIterable {
+        /// The segment could not be encoded here: counts against the segment and the node.
+        case segment = 0
+        /// The node did not take the task (draining, no free slot): counts against nothing.
+        case refused = 1
+        /// The node could not receive or store the segment (disk, checksum in transit): counts
+        /// against the node only.
+        case node = 2
+    }
+
     /// The task that failed.
     public var taskID: UInt64
     /// What went wrong, for logs and the job's record.
     public var reason: String
     /// Whether another attempt (on this or another node) may succeed.
     public var retryable: Bool
+    /// Whose failure it was.
+    public var kind: Kind
 
     /// Creates a task failure.
-    public init(taskID: UInt64, reason: String, retryable: Bool) {
+    public init(taskID: UInt64, reason: String, retryable: Bool, kind: Kind = .segment) {
         self.taskID = taskID
         self.reason = reason
         self.retryable = retryable
+        self.kind = kind
     }
 }
 

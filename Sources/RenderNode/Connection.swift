@@ -25,6 +25,8 @@ final class Connection: Sendable {
     let outbound: NIOAsyncChannelOutboundWriter<Message>
     let heartbeatInterval: Duration
     let state: Mutex<ConnectionState>
+    /// Test-only (`FARM_TEST_STALL`): this connection holds a segment without encoding it and sends no heartbeat.
+    let stall = StallFlag()
 
     /// A segment whose bytes are arriving. Owned by the read loop.
     private struct Transfer {
@@ -149,7 +151,7 @@ final class Connection: Sendable {
         case .refused(let reason):
             logger.info("task refused", metadata: ["reason": "\(reason)"])
             if assign.byteLength > 0 { discarding[assign.taskID] = assign.byteLength }
-            await self.send(.failure(TaskFailure(taskID: assign.taskID, reason: reason, retryable: true)))
+            await self.send(.failure(TaskFailure(taskID: assign.taskID, reason: reason, retryable: true, kind: .refused)))
             return
         case .accepted:
             break
@@ -164,7 +166,7 @@ final class Connection: Sendable {
             if assign.byteLength > 0 { discarding[assign.taskID] = assign.byteLength }
             let next = self.state.withLock { $0.release(assign.taskID) }
             await self.send(
-                .failure(TaskFailure(taskID: assign.taskID, reason: "cannot store the segment: \(error)", retryable: true)))
+                .failure(TaskFailure(taskID: assign.taskID, reason: "cannot store the segment: \(error)", retryable: true, kind: .node)))
             await self.perform(next)
             return
         }
@@ -218,7 +220,7 @@ final class Connection: Sendable {
             self.taskLogger(transfer.assign).error("cannot store the segment", metadata: ["error": "\(error)"])
             let next = self.state.withLock { $0.release(taskID) }
             await self.send(
-                .failure(TaskFailure(taskID: taskID, reason: "cannot store the segment: \(error)", retryable: true)))
+                .failure(TaskFailure(taskID: taskID, reason: "cannot store the segment: \(error)", retryable: true, kind: .node)))
             await self.perform(next)
             return
         }
@@ -249,7 +251,13 @@ final class Connection: Sendable {
             self.taskLogger(assign).error("closing the connection", metadata: ["reason": "\(reason)"])
             // Closing (not releasing the slot first): a release could end a drain and close without the failure.
             await self.close(
-                reason: reason, sending: [.failure(TaskFailure(taskID: assign.taskID, reason: reason, retryable: true))])
+                reason: reason, sending: [.failure(TaskFailure(taskID: assign.taskID, reason: reason, retryable: true, kind: .node))])
+            return
+        }
+        if TestFaults.stalls.take() {
+            self.stall.set()
+            self.taskLogger(assign).warning("test fault (FARM_TEST_STALL): holding the segment; heartbeats stop")
+            SegmentFiles.remove(transfer.file.path)
             return
         }
         guard let flag = self.state.withLock({ $0.beginEncoding(assign.taskID) }) else {
@@ -268,6 +276,17 @@ final class Connection: Sendable {
         return Double(parts[1])
     }
 
+    /// `FARM_TEST_FAIL_TASKS=all|N`: a test-only switch that makes this node fail every task (or its
+    /// first N) as an encode failure, to exercise the coordinator's retry, quarantine and
+    /// failed-on-3-nodes rules with real processes.
+    static func injectedFailure() -> String? {
+        guard let value = ProcessInfo.processInfo.environment["FARM_TEST_FAIL_TASKS"] else { return nil }
+        let limit = value == "all" ? Int.max : (Int(value) ?? 0)
+        let count = injectedFailures.wrappingAdd(1, ordering: .relaxed).oldValue
+        return count < limit ? "injected encode failure (FARM_TEST_FAIL_TASKS=\(value))" : nil
+    }
+    private static let injectedFailures = Atomic<Int>(0)
+
     // MARK: - Tasks
 
     /// Encodes one segment on a thread of its own, then sends the result and the encoded bytes.
@@ -285,6 +304,7 @@ final class Connection: Sendable {
 
         let encoded: Encoded
         do {
+            if let injected = Self.injectedFailure() { throw MediaError(.verificationFailed, injected) }
             let request = try SegmentFiles.request(
                 for: assign, input: input, output: output, threads: self.configuration.threads)
             logger[metadataKey: "encoder"] = "\(request.config.encoder)"
@@ -292,7 +312,7 @@ final class Connection: Sendable {
             let chooser = self.configuration.chooser ?? EncoderChooser(report: .empty, mode: .off)
             let slowdown = Self.slowdown(nodeID: self.configuration.nodeID)
             let attempts = try chooser.attempts(for: request.config)
-            encoded = try await Offload.run("encode task \(taskID)") { offload in
+            encoded = try await Offload.run("encode task \(taskID)") { [logger] offload in
                 let isCancelled = { offload.isCancelled || flag.isCancelled }
                 let report = try SegmentEncoder.encode(
                     request, attempts: attempts, cooldown: chooser.cooldown,
@@ -308,6 +328,7 @@ final class Connection: Sendable {
                     }
                 }
                 let file = try SegmentFiles.sizeAndChecksum(of: output, isCancelled: isCancelled)
+                try TestFaults.corruptResultIfDue(at: output, size: file.size, logger: logger)
                 return Encoded(report: report, byteLength: file.size, checksum: file.checksum)
             }
         } catch {
@@ -399,6 +420,7 @@ final class Connection: Sendable {
             } catch {
                 return
             }
+            if self.stall.isSet { continue }
             guard let tasks = self.state.withLock({ $0.heartbeat() }) else { return }
             do {
                 try await self.outbound.write(.heartbeat(Heartbeat(activeTasks: tasks)))

@@ -3,6 +3,14 @@ import Logging
 import NIOFileSystem
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A render node: it dials the coordinator, proves it holds the join token, then encodes the segments it is
 /// assigned, a few at a time, and reports them, until it is drained, rejected or cancelled.
 ///
@@ -62,7 +70,12 @@ public final class RenderNode: Sendable {
         logger[metadataKey: "node"] = "\(self.configuration.nodeID)"
         logger[metadataKey: "coordinator"] =
             "\(self.configuration.coordinatorHost):\(self.configuration.coordinatorPort)"
-        try await self.prepareWorkDirectory(logger: logger)
+        let lock = try await self.prepareWorkDirectory(logger: logger)
+        defer {
+            // Removed before it is unlocked: the work directory is left empty.
+            unlink("\(self.configuration.workDirectory)/.lock")
+            close(lock)
+        }
         if self.configuration.insecurePlainTCP {
             logger.warning(
                 """
@@ -171,7 +184,11 @@ public final class RenderNode: Sendable {
         }
     }
 
-    private func prepareWorkDirectory(logger: Logger) async throws {
+    /// Creates the work directory and locks it for this node: two nodes sharing one (the same `--node-id` on one
+    /// machine) would overwrite each other's segment files, whose names are the coordinator's task numbers.
+    ///
+    /// - Returns: The descriptor holding the lock; closing it releases the lock.
+    private func prepareWorkDirectory(logger: Logger) async throws -> CInt {
         let directory = self.configuration.workDirectory
         do {
             try await FileSystem.shared.createDirectory(
@@ -179,6 +196,17 @@ public final class RenderNode: Sendable {
         } catch {
             throw NodeError(code: .workDirectory, message: "cannot create the work directory \(directory)", cause: error)
         }
+        let descriptor = open("\(directory)/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw NodeError(code: .workDirectory, message: "cannot create \(directory)/.lock: \(String(cString: strerror(errno)))")
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(descriptor)
+            throw NodeError(
+                code: .workDirectory,
+                message: "the work directory \(directory) is in use by another node; give each node its own --node-id or --work-dir")
+        }
         logger.debug("work directory ready", metadata: ["path": "\(directory)"])
+        return descriptor
     }
 }

@@ -69,6 +69,12 @@ struct Submit: AsyncParsableCommand {
     @Option(name: .customLong("segment-seconds"), help: "Target segment length in seconds.")
     var segmentSeconds: Double?
 
+    @Option(name: .customLong("chunk-mib"), help: "Upload chunk size in MiB (each request stays under 100 MB).")
+    var chunkMiB = 32.0
+
+    @Option(name: .customLong("upload-retries"), help: "Failed chunks in a row before an upload gives up.")
+    var uploadRetries = 8
+
     func validate() throws {
         if let output {
             let directory = URL(fileURLWithPath: output).deletingLastPathComponent().path
@@ -77,6 +83,7 @@ struct Submit: AsyncParsableCommand {
                 throw ValidationError("-o \(output): \(directory) is not a directory")
             }
         }
+        guard chunkMiB > 0, chunkMiB <= 90 else { throw ValidationError("--chunk-mib must be more than 0 and at most 90") }
         if !remote, !Self.isURL(input) {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), !isDirectory.boolValue else {
@@ -118,11 +125,22 @@ struct Submit: AsyncParsableCommand {
             } else {
                 let name = URL(fileURLWithPath: input).lastPathComponent
                 let size = (try? FileManager.default.attributesOfItem(atPath: input)[.size] as? Int64) ?? nil
+                let chunked = ChunkedUpload(
+                    client: client, file: input, chunkBytes: max(Int64(chunkMiB * Double(1 << 20)), 1), retries: uploadRetries,
+                    progress: progress)
+                var body: [String: JSONScalar] = [:]
+                for (key, value) in fields {
+                    body[key] = key == "crf" ? .int(crf ?? 0) : key == "segment_seconds" ? .double(segmentSeconds ?? 0) : .string(value)
+                }
+                if let reply = try await chunked.run(fields: body) {
+                    created = reply
+                } else {
                 created = try await client.upload(
                     file: URL(fileURLWithPath: input), path: "/jobs", query: fields + [("filename", name)]
                 ) { sent, total in
                     progress.show(fraction: total > 0 ? Double(sent) / Double(total) : 0,
                         text: "upload \(Self.bytes(sent))/\(Self.bytes(total > 0 ? total : size ?? 0))")
+                }
                 }
                 progress.finish("uploaded \(Self.bytes(size ?? 0))")
             }
@@ -496,6 +514,16 @@ final class APIClient: NSObject, @unchecked Sendable, URLSessionDataDelegate, UR
             throw Failure(status: nil, description: "\(destination.path): \(reason)")
         }
         return size
+    }
+
+    /// A request with `body` sent from memory (a chunk), with upload progress.
+    func send(_ request: URLRequest, body: Data, progress: @escaping (Int64, Int64) -> Void) async throws -> (Data, HTTPURLResponse) {
+        let (data, response, _) = try await run(session.uploadTask(with: request, from: body), progress: progress)
+        return (data, response)
+    }
+
+    func checkReply(_ response: HTTPURLResponse, data: Data, what: String) throws {
+        try check(response, data: data, what: what)
     }
 
     private func check(_ response: HTTPURLResponse, data: Data, what: String) throws {

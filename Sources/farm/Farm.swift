@@ -33,6 +33,7 @@ struct CommonOptions: ParsableArguments {
             return handler
         }
         MediaLog.quiet()
+        ProcessMemory.returnLargeBlocks()
     }
 }
 

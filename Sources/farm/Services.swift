@@ -63,6 +63,26 @@ struct CoordinatorCommand: AsyncParsableCommand {
         help: "Serve render nodes over plain TCP instead of TLS (unencrypted; nodes must pass it too).")
     var insecurePlainTCP = false
 
+    @OptionGroup var sourceOptions: SourceOptions
+
+    @Option(name: .customLong("cleanup-interval-hours"), help: "Hours between cleanup passes (0: never).")
+    var cleanupIntervalHours = 6.0
+
+    @Option(
+        name: .customLong("retention-hours"),
+        help: "Hours a finished job, and its output under the data dir, are kept before cleanup removes them.")
+    var retentionHours = 168.0
+
+    @Option(
+        name: .customLong("quarantine-seconds"),
+        help: "Seconds a node that failed 3 tasks in a row within 10 minutes gets no new work.")
+    var quarantineSeconds = 300.0
+
+    @Option(
+        name: .customLong("lease-timeout"),
+        help: "Seconds without a heartbeat after which a node is closed and its segments go to others (stall detector).")
+    var leaseTimeout = 30
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -71,6 +91,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--insecure-plain-tcp and --tls-cert exclude each other")
         }
         guard maxUploadGiB > 0 else { throw ValidationError("--max-upload-gib must be positive") }
+        guard cleanupIntervalHours >= 0 else { throw ValidationError("--cleanup-interval-hours must not be negative") }
+        guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
+        guard quarantineSeconds >= 0 else { throw ValidationError("--quarantine-seconds must not be negative") }
+        // Nodes heartbeat every 2 s: a shorter timeout would close healthy nodes.
+        guard leaseTimeout >= 3 else { throw ValidationError("--lease-timeout must be at least 3 seconds") }
         for root in sourceRoots {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -95,13 +120,18 @@ struct CoordinatorCommand: AsyncParsableCommand {
             } else {
                 .tlsCertificateInDataDirectory
             }
-        let coordinator = Coordinator(
-            configuration: CoordinatorConfiguration(
-                nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDirectory, joinToken: token,
-                coordinatorID: ProcessInfo.processInfo.hostName,
-                maxConcurrentJobs: maxJobs ?? tier?.maxConcurrentJobs ?? 4, queueLimit: queueLimit ?? tier?.queueLimit ?? 32,
-                minimumFreeBytes: Int64((minFreeGiB ?? Double(tier?.lowDiskGiB ?? 2)) * Double(1 << 30)),
-                nodeSecurity: nodeSecurity, logger: Logger(label: "farm.coordinator")))
+        var configuration = CoordinatorConfiguration(
+            nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDirectory, joinToken: token,
+            coordinatorID: ProcessInfo.processInfo.hostName,
+            maxConcurrentJobs: maxJobs ?? tier?.maxConcurrentJobs ?? 4, queueLimit: queueLimit ?? tier?.queueLimit ?? 32,
+            minimumFreeBytes: Int64((minFreeGiB ?? Double(tier?.lowDiskGiB ?? 2)) * Double(1 << 30)),
+            nodeSecurity: nodeSecurity, logger: Logger(label: "farm.coordinator"))
+        configuration.cleanup.intervalSeconds = cleanupIntervalHours * 3600
+        configuration.cleanup.retentionSeconds = retentionHours * 3600
+        configuration.cleanup.managedOutputDirectory = dataDirectory + "/outputs"
+        configuration.quarantine.seconds = quarantineSeconds
+        configuration.leaseTimeoutSeconds = leaseTimeout
+        let coordinator = Coordinator(configuration: sourceOptions.applied(to: configuration))
         let listener: NodeListener
         do {
             listener = try await coordinator.bind()
@@ -124,11 +154,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
             }
         }
         if metricsOpen { httpLogger.notice("GET /metrics answers without the API token (--metrics-open)") }
-        var httpConfiguration = HTTPConfiguration(
+        var httpConfiguration = sourceOptions.applied(to: HTTPConfiguration(
             host: httpHost, port: httpPort,
             sourceRoots: sourceRoots.map { URL(fileURLWithPath: $0).standardizedFileURL.path },
             dataDirectory: dataDirectory, maxUploadBytes: Int64(maxUploadGiB * Double(1 << 30)), apiToken: apiToken,
-            logger: httpLogger)
+            logger: httpLogger))
         httpConfiguration.metricsOpen = metricsOpen
         // SIGTERM and SIGINT shut the HTTP server and the coordinator down together.
         do {
@@ -275,6 +305,8 @@ struct BenchWire: AsyncParsableCommand {
     var insecurePlainTCP = false
 
     func run() async throws {
+        // The allocation policy of the real coordinator and nodes.
+        ProcessMemory.returnLargeBlocks()
         let result = try await WireBenchmark.run(bytes: bytes, directory: directory, tls: !insecurePlainTCP)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

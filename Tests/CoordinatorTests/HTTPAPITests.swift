@@ -158,13 +158,13 @@ import Testing
         defer { f.remove() }
         let file = try String(
             contentsOf: Self.repositoryRoot.appendingPathComponent("docs/openapi.yaml"), encoding: .utf8)
-        #expect(file == OpenAPIDocument.yaml, "docs/openapi.yaml and OpenAPIDocument.swift differ: regenerate the Swift constant")
+        #expect(file == OpenAPIDocument.yaml, "docs/openapi.yaml and OpenAPIDocument.swift differ: run scripts/embed-openapi.py")
 
         let router = HTTPAPI.router(coordinator: f.coordinator, configuration: f.configuration)
         let routed = Set(router.routes.map { "\($0.method.rawValue) \($0.path.description)" })
         let documented = Self.documentedOperations(OpenAPIDocument.yaml)
         let indexed = Set(HTTPAPI.endpoints.map { "\($0.method) \($0.path)" })
-        #expect(routed.count == 12)
+        #expect(routed.count == 16)
         #expect(routed.subtracting(documented).isEmpty, "routes missing from the document: \(routed.subtracting(documented).sorted())")
         #expect(documented.subtracting(routed).isEmpty, "documented but not routed: \(documented.subtracting(routed).sorted())")
         #expect(indexed == routed, "GET /api and the router disagree")
@@ -270,7 +270,10 @@ import Testing
             (#"{"source": "\#(f.clip)", "container": "avi"}"#, .badRequest, "unknown container 'avi'"),
             (#"{"source": "\#(f.clip)", "crt": 20}"#, .badRequest, "unknown field 'crt'"),
             (#"{"source": "clip.mp4"}"#, .badRequest, "must be absolute"),
-            (#"{"source": "https://example.com/a.mp4"}"#, .notImplemented, "not supported"),
+            (#"{"source": "http://127.0.0.1/a.mp4"}"#, .badRequest, "127.0.0.1 is a loopback address"),
+            (#"{"source": "https:///a.mp4"}"#, .badRequest, "names no host"),
+            (#"{"source": "/x.mp4", "upload": "up-1"}"#, .badRequest, "give either source or upload"),
+            (#"{"upload": "up-missing"}"#, .notFound, "no upload up-missing"),
         ]
         try await f.app.test(.router) { client in
             for (body, status, message) in cases {
@@ -466,6 +469,16 @@ import Testing
                 #expect(byName["database"]?["status"] as? String == "skipped")
                 #expect(byName["nodes"]?["status"] as? String == "warning")
                 #expect(byName["ffmpeg"]?["detail"] as? String ?? "" != "")
+            }
+        }
+        // Once the job store is open, the check reads and writes it.
+        try await f.coordinator.open()
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/validate-system", method: .get) { response throws in
+                let checks = try #require(try Self.object(response)["checks"] as? [[String: Any]])
+                let database = try #require(checks.first { $0["name"] as? String == "database" })
+                #expect(database["status"] as? String == "ok", "\(database)")
+                #expect((database["detail"] as? String)?.contains("integrity ok, 0 jobs") == true, "\(database)")
             }
         }
         // Asking for more free disk than any machine has makes the disk check fail, and says so.

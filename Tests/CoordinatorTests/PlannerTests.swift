@@ -45,6 +45,27 @@ import Testing
         #expect(plans[1].packets == index.keyframes[4].packetIndex..<index.keyframes[8].packetIndex)
     }
 
+    @Test func cutsNearEvenlySpacedTimesBalanceEqualSlots() throws {
+        // Keyframes every 2 s and a 7.5 s target: cutting at the first keyframe past each target
+        // would give seven 8 s segments and a 4 s tail (32 s against 28 s on two slots); cutting
+        // near 7.5, 15, 22.5, ... gives both slots 30 s.
+        let (index, dir) = try self.index(
+            "balanced.mp4", seconds: 60, videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-bf", "0"])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let plans = SegmentPlanner.plan(index: index, segmentSeconds: 7.5)
+        expectTiling(plans, index)
+        #expect(plans.count == 8)
+        let seconds = plans.map { Double($0.durationTicks) * Double(index.timeBase.num) / Double(index.timeBase.den) }
+        // In order, each segment to the slot that frees first (what the scheduler does with equal nodes).
+        var slots = [0.0, 0.0]
+        for length in seconds {
+            let first = slots[0] <= slots[1] ? 0 : 1
+            slots[first] += length
+        }
+        #expect(slots.max()! <= 30.5, "\(seconds)")
+        #expect(seconds.allSatisfy { abs($0 - 7.5) <= 1.5 }, "\(seconds)")
+    }
+
     @Test func irregularKeyframesStillTileAndAvoidATinyTail() throws {
         let (index, dir) = try self.index(
             "irregular.mp4", seconds: 12,
@@ -91,6 +112,15 @@ import Testing
         #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 180, totalSlots: 2) == 22.5)
         #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 10, totalSlots: 8) == 4)
         #expect(SegmentPlanner.defaultSegmentSeconds(durationSeconds: 7200, totalSlots: 4) == 60)
+        // Unequal speeds (50 slots of 1x to 8x): a segment on the slowest slot takes a third of the
+        // expected makespan (7200 / 225 = 32 s), so about 10.7 s instead of 36 s.
+        let speeds = (0..<50).map { 1 + 7 * Double($0) / 49 }
+        let uneven = SegmentPlanner.defaultSegmentSeconds(durationSeconds: 7200, totalSlots: 50, slotSpeeds: speeds)
+        #expect(abs(uneven - 32.0 / 3) < 0.01)
+        // Equal speeds change nothing.
+        let even = SegmentPlanner.defaultSegmentSeconds(
+            durationSeconds: 7200, totalSlots: 50, slotSpeeds: Array(repeating: 3, count: 50))
+        #expect(even == 36)
     }
 }
 

@@ -198,6 +198,7 @@ import Testing
             }
             #expect(failure.taskID == 1)
             #expect(!failure.retryable, "\(failure.reason)")
+            #expect(failure.kind == .segment)
             // A codec this build does not know.
             var unknown = dummyAssign(taskID: 2, byteLength: 0)
             unknown.settings.codec = "vp9"
@@ -265,6 +266,7 @@ import Testing
             #expect(failure.taskID == 2)
             #expect(failure.retryable)
             #expect(failure.reason.contains("no free slot"))
+            #expect(failure.kind == .refused)
             // A heartbeat lists the task in hand.
             let heartbeat = try await peer.nextHeartbeat()
             #expect(heartbeat.activeTasks == [TaskProgress(taskID: 1, framesDone: 0)])
@@ -295,6 +297,7 @@ import Testing
             #expect(failure.taskID == 3)
             #expect(failure.retryable)
             #expect(failure.reason.contains("segment checksum mismatch"))
+            #expect(failure.kind == .node)
             #expect(try await peer.next() == nil)
         }
         #expect(outcome.error == nil, "\(String(describing: outcome.error))")
@@ -329,6 +332,7 @@ import Testing
                 return
             }
             #expect(failure.taskID == 2 && failure.retryable && failure.reason.contains("draining"))
+            #expect(failure.kind == .refused)
             // Task 1 is still in hand: cancelling it ends the drain.
             try await peer.send(.cancel(taskID: 1))
             #expect(try await peer.next() == .drain)

@@ -38,10 +38,18 @@ import Testing
         ])
         #expect(Array(buffer: try self.frame(.drain)) == [0, 0, 0, 1, 11])
         #expect(
-            Array(buffer: try self.frame(.failure(TaskFailure(taskID: 1, reason: "x", retryable: true)))) == [
-                0, 0, 0, 15, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0x78, 1,
+            Array(buffer: try self.frame(.failure(TaskFailure(taskID: 1, reason: "x", retryable: true, kind: .refused)))) == [
+                0, 0, 0, 16, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0x78, 1, 1,
             ]
         )
+        // A failure kind this version does not know is malformed.
+        expectMalformed(type: 8, mentioning: "kind") { payload in
+            payload.writeInteger(UInt64(1))
+            payload.writeInteger(UInt32(1))
+            payload.writeString("x")
+            payload.writeInteger(UInt8(1))
+            payload.writeInteger(UInt8(7))
+        }
         #expect(
             Array(buffer: try self.frame(.heartbeat(Heartbeat(activeTasks: [TaskProgress(taskID: 2, framesDone: 3)])))) == [
                 0, 0, 0, 21, 10, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3,

@@ -123,6 +123,8 @@ enum Samples {
         ),
         .failure(TaskFailure(taskID: 42, reason: "decoder error: Invalid data", retryable: true)),
         .failure(TaskFailure(taskID: 43, reason: "out of disk", retryable: false)),
+        .failure(TaskFailure(taskID: 44, reason: "node is draining", retryable: true, kind: .refused)),
+        .failure(TaskFailure(taskID: 45, reason: "cannot store the segment", retryable: true, kind: .node)),
         .cancel(taskID: 42),
         .heartbeat(Heartbeat(activeTasks: [])),
         .heartbeat(

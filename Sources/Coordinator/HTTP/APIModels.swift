@@ -40,6 +40,9 @@ struct JobJSON: Encodable {
     var encodersByNode: [String: String]
     var fallbacks: Int
     var dropped: [String]
+    /// Sources given by URL: bytes downloaded so far and the full size when known (omitted otherwise).
+    var downloadedBytes: Int64?
+    var downloadTotalBytes: Int64?
 
     init(_ status: JobStatus, source: String) {
         id = status.id
@@ -61,6 +64,8 @@ struct JobJSON: Encodable {
         encodersByNode = status.encodersByNode
         fallbacks = status.fallbacks
         dropped = status.dropped
+        downloadedBytes = status.downloadedBytes
+        downloadTotalBytes = status.downloadTotalBytes
     }
 
     static func rounded(_ value: Double, _ places: Int) -> Double {
@@ -78,6 +83,8 @@ struct JobJSON: Encodable {
         case sourceSeconds = "source_s"
         case wallSeconds = "wall_s"
         case encodersByNode = "encoders_by_node"
+        case downloadedBytes = "downloaded_bytes"
+        case downloadTotalBytes = "download_total_bytes"
     }
 
     // Absent values are written as null so that every documented key is always present.
@@ -98,6 +105,8 @@ struct JobJSON: Encodable {
         try c.encode(sourceSeconds, forKey: .sourceSeconds)
         try c.encode(wallSeconds, forKey: .wallSeconds)
         try c.encode(encodersByNode, forKey: .encodersByNode)
+        try c.encodeIfPresent(downloadedBytes, forKey: .downloadedBytes)
+        try c.encodeIfPresent(downloadTotalBytes, forKey: .downloadTotalBytes)
         try c.encode(fallbacks, forKey: .fallbacks)
         try c.encode(dropped, forKey: .dropped)
     }
@@ -128,9 +137,14 @@ struct NodeJSON: Encodable {
     var fps: Double?
     var lastHeartbeatSeconds: Double
     var capabilities: JSONValue
+    /// While the node is quarantined: seconds left, and why.
+    var quarantinedForSeconds: Double?
+    var quarantineReason: String?
 
     enum CodingKeys: String, CodingKey {
         case id, address, state, slots, threads, fps, capabilities
+        case quarantinedForSeconds = "quarantined_for_s"
+        case quarantineReason = "quarantine_reason"
         case slotsInUse = "slots_in_use"
         case segmentsDone = "segments_done"
         case lastHeartbeatSeconds = "last_heartbeat_s"
@@ -148,6 +162,8 @@ struct NodeJSON: Encodable {
         try c.encode(fps, forKey: .fps)
         try c.encode(lastHeartbeatSeconds, forKey: .lastHeartbeatSeconds)
         try c.encode(capabilities, forKey: .capabilities)
+        try c.encodeIfPresent(quarantinedForSeconds, forKey: .quarantinedForSeconds)
+        try c.encodeIfPresent(quarantineReason, forKey: .quarantineReason)
     }
 
     /// NIO's "[IPv4]host/1.2.3.4:5" as "1.2.3.4:5" (and IPv6 as "[::1]:5").
@@ -174,8 +190,12 @@ struct NodeJSON: Encodable {
         self.fps = fps.map { JobJSON.rounded($0, 2) }
         lastHeartbeatSeconds = JobJSON.rounded(node.secondsSinceHeartbeat, 2)
         capabilities = JSONValue.parse(node.capabilitiesJSON) ?? .string(node.capabilitiesJSON)
+        quarantinedForSeconds = node.quarantinedForSeconds.map { JobJSON.rounded($0, 1) }
+        quarantineReason = node.quarantineReason
         if node.draining {
             state = "draining"
+        } else if node.quarantinedForSeconds != nil {
+            state = "quarantined"
         } else if node.secondsSinceHeartbeat > Self.staleAfterSeconds {
             state = "stale"
         } else if node.slotsInUse >= node.slots {

@@ -29,11 +29,15 @@ public enum HTTPAPI {
 
     /// Every route, in the order `GET /api` lists them.
     public static let endpoints: [Endpoint] = [
-        Endpoint(method: "POST", path: "/jobs", summary: "Submit a job: JSON with a source path, a multipart upload, or the file as the body"),
+        Endpoint(method: "POST", path: "/jobs", summary: "Submit a job: JSON with a source path, an http(s) URL or a finished upload id, a multipart upload, or the file as the body"),
         Endpoint(method: "GET", path: "/jobs", summary: "List jobs, oldest first"),
         Endpoint(method: "GET", path: "/jobs/{id}", summary: "A job's state, progress, speed, ETA and segments"),
         Endpoint(method: "DELETE", path: "/jobs/{id}", summary: "Cancel a job; nodes stop its segments"),
         Endpoint(method: "GET", path: "/jobs/{id}/output", summary: "The finished output file (Range requests supported)"),
+        Endpoint(method: "POST", path: "/uploads", summary: "Begin a resumable upload of a given size; chunks follow with PUT"),
+        Endpoint(method: "GET", path: "/uploads/{id}", summary: "A resumable upload's offset: where the next chunk starts"),
+        Endpoint(method: "PUT", path: "/uploads/{id}", summary: "Append a chunk (Content-Range: bytes a-b/total, each under 100 MB)"),
+        Endpoint(method: "DELETE", path: "/uploads/{id}", summary: "Abandon a resumable upload and remove its bytes"),
         Endpoint(method: "GET", path: "/nodes", summary: "Connected render nodes"),
         Endpoint(method: "GET", path: "/health", summary: "Liveness"),
         Endpoint(method: "GET", path: "/ready", summary: "Readiness: the coordinator can accept jobs"),
@@ -89,7 +93,8 @@ public enum HTTPAPI {
         let metrics = FarmMetrics(scaleDownWindow: configuration.scaleDownWindow)
         let uploads = Uploads(
             directory: configuration.uploadDirectory, maxBytes: configuration.maxUploadBytes, coordinator: coordinator,
-            metrics: metrics)
+            metrics: metrics, maxConcurrent: configuration.maxConcurrentUploads,
+            staleSeconds: configuration.staleUploadSeconds)
         let routes = Routes(
             coordinator: coordinator, configuration: configuration, policy: SourcePolicy(roots: configuration.sourceRoots),
             uploads: uploads, metrics: metrics, probe: ProbeCache(), encoders: EncoderAvailability())
@@ -105,6 +110,12 @@ public enum HTTPAPI {
         router.get("/jobs/:id/output") { request, context in
             try await routes.output(try context.parameters.require("id"), request: request)
         }
+        router.post("/uploads") { request, _ in try await routes.createUpload(request) }
+        router.get("/uploads/:id") { _, context in try routes.uploadStatus(try context.parameters.require("id")) }
+        router.put("/uploads/:id") { request, context in
+            try await routes.appendUpload(try context.parameters.require("id"), request: request)
+        }
+        router.delete("/uploads/:id") { _, context in try routes.deleteUpload(try context.parameters.require("id")) }
         router.get("/nodes") { _, _ in await routes.nodes() }
         router.get("/health") { _, _ in HealthJSON(status: "ok").jsonResponse() }
         router.get("/ready") { _, _ in await routes.ready() }
@@ -246,15 +257,13 @@ struct Routes: Sendable {
 
     /// JSON or form: a source path under a root (or a URL).
     private func submitSource(_ submission: Submission) async throws -> Response {
+        if let upload = submission.upload { return try await submitUpload(submission, id: upload) }
         guard let source = submission.source else {
             throw APIError.badRequest(
                 "source is required: a path under a source root, or upload the file as multipart/form-data")
         }
-        if submission.isURL {
-            throw APIError(
-                .notImplemented,
-                "\(source): http(s) sources are not supported by this coordinator yet; download the file and upload it")
-        }
+        // A URL is checked by the coordinator now and downloaded when the job runs.
+        if submission.isURL { return try await enqueue(submission, source: source, upload: nil, name: nil) }
         let resolved = try policy.resolve(source)
         return try await enqueue(submission, source: resolved, upload: nil, name: nil)
     }
@@ -272,6 +281,7 @@ struct Routes: Sendable {
             throw APIError.badRequest("source cannot be given with an uploaded file")
         }
         try await checkEncoder(submission.codec)
+        try uploads.admit()
         if let length = request.headers[.contentLength].flatMap(Int64.init), length > configuration.maxUploadBytes {
             throw APIError(.contentTooLarge, "upload of \(length) bytes is larger than the \(configuration.maxUploadBytes)-byte limit")
         }
@@ -309,6 +319,7 @@ struct Routes: Sendable {
                     case .partStart(let name, let filename, _):
                         if let filename {
                             guard uploadPath == nil else { throw APIError.badRequest("more than one file in the upload") }
+                            try uploads.admit()
                             let path = uploads.makePath(filename: filename)
                             uploadPath = path
                             uploadName = filename.isEmpty ? name : filename
@@ -365,13 +376,13 @@ struct Routes: Sendable {
         }
     }
 
-    private func checkEncoder(_ codec: VideoCodec) async throws {
+    func checkEncoder(_ codec: VideoCodec) async throws {
         guard await encoders.encoder(for: codec) != nil else {
             throw APIError.badRequest("codec \(codec.rawValue): no encoder for it in this build of libavcodec")
         }
     }
 
-    private func enqueue(_ submission: Submission, source: String, upload: String?, name: String?) async throws -> Response {
+    func enqueue(_ submission: Submission, source: String, upload: String?, name: String?) async throws -> Response {
         do {
             try await checkEncoder(submission.codec)
             try FileManager.default.createDirectory(atPath: configuration.outputDirectory, withIntermediateDirectories: true)

@@ -25,6 +25,10 @@ public struct HTTPConfiguration: Sendable {
     public var scaleDownWindow: Duration
     /// Free space in the data directory below which `/validate-system` fails.
     public var minimumFreeBytes: UInt64
+    /// Uploads received at once (whole, multipart or resumable); past it an upload answers 429.
+    public var maxConcurrentUploads = 8
+    /// A resumable upload nobody adds to for this long is removed.
+    public var staleUploadSeconds: Double = 6 * 3600
     /// Where the API logs ("http listening", submissions, cancellations, server-side failures).
     public var logger: Logger
 

@@ -24,9 +24,17 @@ paths:
     post:
       summary: Submit a job
       description: |
-        Three ways to give the source:
+        Four ways to give the source:
         - `application/json` (or `application/x-www-form-urlencoded`) with `source`, an absolute path
-          that must lie under a `--source-root` once symlinks and `..` are resolved;
+          that must lie under a `--source-root` once symlinks and `..` are resolved, or an http(s) URL
+          that the coordinator downloads when the job runs (phase `downloading`; resumed after a broken
+          transfer, retried with backoff, within `--max-download-gib` and `--download-time-limit`;
+          targets and redirects that resolve to loopback, private or link-local addresses are refused
+          unless `--allow-private-urls` or `--allow-private-host` allows them). A HEAD request before
+          the job is queued answers 400 at once when the announced size is over the limit or a
+          redirect is refused;
+        - `application/json` with `upload`, the id of a finished resumable upload (`POST /uploads`),
+          and optionally `sha256`, the file's SHA-256 that the received bytes must match;
         - `multipart/form-data` with the file in a part that has a filename, and the other fields as
           form fields;
         - the file itself as the body (`application/octet-stream` or `video/*`), with the other
@@ -73,8 +81,9 @@ paths:
         '401': {$ref: '#/components/responses/Error'}
         '403': {$ref: '#/components/responses/Error'}
         '413': {$ref: '#/components/responses/Error'}
+        '409': {$ref: '#/components/responses/Error'}
         '415': {$ref: '#/components/responses/Error'}
-        '501': {$ref: '#/components/responses/Error'}
+        '429': {$ref: '#/components/responses/Error'}
     get:
       summary: List jobs, oldest first
       operationId: listJobs
@@ -143,6 +152,86 @@ paths:
         '409': {$ref: '#/components/responses/Error'}
         '410': {$ref: '#/components/responses/Error'}
         '416': {$ref: '#/components/responses/Error'}
+  /uploads:
+    post:
+      summary: Begin a resumable upload
+      description: |
+        Declares the file's size (at most `--max-upload-gib`); the bytes follow in chunks with
+        `PUT /uploads/{id}`, each under the 100 MB request-body limit of Akash's ingress. At most
+        `--max-uploads` uploads (of every kind) are received at once: beyond, 429 with Retry-After.
+        An upload nobody adds to for 6 hours is removed.
+      operationId: createUpload
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [size]
+              additionalProperties: false
+              properties:
+                size: {type: integer, minimum: 1, description: The file's length in bytes.}
+                filename: {type: string, description: The file's name, shown as the job's source.}
+      responses:
+        '201':
+          description: The upload, at offset 0.
+          headers:
+            Location: {schema: {type: string}, description: The upload's URL.}
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Upload'}
+        '400': {$ref: '#/components/responses/Error'}
+        '401': {$ref: '#/components/responses/Error'}
+        '413': {$ref: '#/components/responses/Error'}
+        '429': {$ref: '#/components/responses/Error'}
+  /uploads/{id}:
+    parameters:
+      - {name: id, in: path, required: true, schema: {type: string}}
+    get:
+      summary: A resumable upload's offset
+      description: How many bytes arrived, in order; the next chunk starts there. A client whose connection broke asks here and resumes.
+      operationId: getUpload
+      responses:
+        '200':
+          description: The upload.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Upload'}
+        '401': {$ref: '#/components/responses/Error'}
+        '404': {$ref: '#/components/responses/Error'}
+    put:
+      summary: Append a chunk
+      description: |
+        The body is the chunk, `Content-Range: bytes FIRST-LAST/TOTAL` says where it goes: FIRST must be
+        the upload's offset (409 with an `Upload-Offset` header otherwise), TOTAL its size, and the
+        chunk at most 90 MiB. Bytes stream to disk as they arrive; when a connection breaks, what
+        arrived is kept and the offset says where to continue.
+      operationId: appendUpload
+      parameters:
+        - {name: Content-Range, in: header, required: true, schema: {type: string}, example: bytes 0-33554431/104857600}
+      requestBody:
+        required: true
+        content:
+          application/octet-stream:
+            schema: {type: string, format: binary}
+      responses:
+        '200':
+          description: The upload after the chunk; `complete` and `sha256` once every byte arrived.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Upload'}
+        '400': {$ref: '#/components/responses/Error'}
+        '401': {$ref: '#/components/responses/Error'}
+        '404': {$ref: '#/components/responses/Error'}
+        '409': {$ref: '#/components/responses/Error'}
+        '413': {$ref: '#/components/responses/Error'}
+    delete:
+      summary: Abandon a resumable upload
+      operationId: deleteUpload
+      responses:
+        '204': {description: The upload and its bytes are gone.}
+        '401': {$ref: '#/components/responses/Error'}
+        '404': {$ref: '#/components/responses/Error'}
   /nodes:
     get:
       summary: Connected render nodes
@@ -275,10 +364,12 @@ components:
       default: medium
     JobRequest:
       type: object
-      required: [source]
       additionalProperties: false
+      description: One of source and upload is required.
       properties:
-        source: {type: string, description: An absolute path under a source root (http(s) URLs answer 501 for now).}
+        source: {type: string, description: 'An absolute path under a source root, or an http(s) URL the coordinator downloads.'}
+        upload: {type: string, description: The id of a finished resumable upload.}
+        sha256: {type: string, description: 'With upload: the SHA-256 (hex) the uploaded bytes must have.'}
         codec: {$ref: '#/components/schemas/Codec'}
         crf: {type: integer, minimum: 0, maximum: 63, description: 0-51 for h264 and hevc, 0-63 for av1; default per codec (23, 28, 35).}
         preset: {$ref: '#/components/schemas/Preset'}
@@ -307,7 +398,7 @@ components:
       properties:
         id: {type: string}
         state: {type: string, enum: [queued, running, done, failed, cancelled]}
-        phase: {type: string, description: 'queued, indexing, encoding, assembling, verifying, publishing, finished'}
+        phase: {type: string, description: 'queued, downloading, indexing, encoding, assembling, verifying, publishing, finished'}
         progress: {type: number, minimum: 0, maximum: 1}
         fps: {type: number, description: Frames encoded per second since encoding began.}
         eta_s: {type: number, nullable: true, description: Seconds left; null until a speed is known.}
@@ -322,13 +413,26 @@ components:
         encoders_by_node: {type: object, additionalProperties: {type: string}}
         fallbacks: {type: integer}
         dropped: {type: array, items: {type: string}, description: Source streams the output could not carry.}
+        downloaded_bytes: {type: integer, description: 'Sources given by URL: bytes downloaded so far.'}
+        download_total_bytes: {type: integer, description: 'Sources given by URL: the full size, once the server said it.'}
+    Upload:
+      type: object
+      required: [id, offset, size, complete, url]
+      properties:
+        id: {type: string}
+        offset: {type: integer, description: Bytes received in order; the next chunk starts here.}
+        size: {type: integer}
+        complete: {type: boolean}
+        filename: {type: string}
+        sha256: {type: string, description: The SHA-256 (hex) of the received bytes once complete.}
+        url: {type: string}
     Node:
       type: object
       required: [id, address, state, slots, slots_in_use, threads, segments_done, fps, last_heartbeat_s, capabilities]
       properties:
         id: {type: string}
         address: {type: string}
-        state: {type: string, enum: [idle, working, busy, draining, stale]}
+        state: {type: string, enum: [idle, working, busy, draining, quarantined, stale]}
         slots: {type: integer}
         slots_in_use: {type: integer}
         threads: {type: integer}
@@ -336,6 +440,8 @@ components:
         fps: {type: number, nullable: true, description: Frames per second measured between observations; null until measured.}
         last_heartbeat_s: {type: number, description: Seconds since the node was last heard from.}
         capabilities: {type: object, description: The node's hardware probe report.}
+        quarantined_for_s: {type: number, description: 'While quarantined after repeated failures: seconds until it takes work again.'}
+        quarantine_reason: {type: string, description: Why the node was quarantined.}
     Ready:
       type: object
       required: [ready, nodes, unfinished_jobs]

@@ -12,11 +12,14 @@ struct Submission: Equatable {
     var preset = "medium"
     var container = "mp4"
     var segmentSeconds: Double?
+    /// The id of a finished resumable upload (`POST /uploads`), and the SHA-256 the client computed.
+    var upload: String?
+    var sha256: String?
 
     static let containers = ["mp4", "mkv", "mov"]
     /// x264's preset names; SVT-AV1's numbered presets are mapped from them by the encoder.
     static let presets = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"]
-    static let fields: Set<String> = ["source", "codec", "crf", "preset", "container", "segment_seconds"]
+    static let fields: Set<String> = ["source", "upload", "sha256", "codec", "crf", "preset", "container", "segment_seconds"]
 
     static func crfRange(_ codec: VideoCodec) -> ClosedRange<Int> {
         codec == .av1 ? 0...63 : 0...51
@@ -55,6 +58,13 @@ struct Submission: Equatable {
                 throw .badRequest("source must be a non-empty string (a path or an http(s) URL), got \(value.kind)")
             }
             s.source = source
+        }
+        for key in ["upload", "sha256"] {
+            guard let value = object[key], value != .null else { continue }
+            guard case .string(let text) = value, !text.isEmpty else {
+                throw .badRequest("\(key) must be a non-empty string, got \(value.kind)")
+            }
+            if key == "upload" { s.upload = text } else { s.sha256 = text }
         }
         if let value = object["codec"], value != .null {
             guard case .string(let name) = value, let codec = VideoCodec(rawValue: name.lowercased()) else {

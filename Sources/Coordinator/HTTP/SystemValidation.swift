@@ -27,7 +27,11 @@ struct SystemValidation: Encodable {
         checks.append(disk(dataDirectory, minimum: configuration.minimumFreeBytes))
         checks.append(writable("data_dir", dataDirectory))
         checks.append(writable("output_dir", configuration.outputDirectory))
-        checks.append(Check(name: "database", status: .skipped, detail: "not configured"))
+        switch await coordinator.databaseCheck() {
+        case nil: checks.append(Check(name: "database", status: .skipped, detail: "the job store is not open yet"))
+        case .success(let detail): checks.append(Check(name: "database", status: .ok, detail: detail))
+        case .failure(let error): checks.append(Check(name: "database", status: .failed, detail: "\(error)"))
+        }
         let nodes = await coordinator.connectedNodes()
         let slots = nodes.reduce(0) { $0 + $1.slots }
         checks.append(

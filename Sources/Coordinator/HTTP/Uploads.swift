@@ -15,6 +15,9 @@ final class Uploads: Service, Sendable {
     let maxBytes: Int64
     let metrics: FarmMetrics
     private let coordinator: Coordinator
+    /// Uploads sent in chunks, resumable after a broken connection.
+    let resumable: ResumableUploads
+    let maxConcurrent: Int
     /// Uploads being received or being submitted: not yet any job's source.
     private let pending = Mutex<Set<String>>([])
     /// The names clients gave their uploads, by job, for status reports.
@@ -23,7 +26,12 @@ final class Uploads: Service, Sendable {
     /// A file no job names is removed once it is this old (an upload whose submit never finished).
     static let orphanSeconds = 60.0
 
-    init(directory: String, maxBytes: Int64, coordinator: Coordinator, metrics: FarmMetrics) {
+    init(
+        directory: String, maxBytes: Int64, coordinator: Coordinator, metrics: FarmMetrics, maxConcurrent: Int = 8,
+        staleSeconds: Double = 6 * 3600
+    ) {
+        self.resumable = ResumableUploads(directory: directory + "/partial", maxBytes: maxBytes, staleSeconds: staleSeconds)
+        self.maxConcurrent = max(maxConcurrent, 1)
         self.directory = directory
         self.maxBytes = maxBytes
         self.coordinator = coordinator
@@ -43,6 +51,17 @@ final class Uploads: Service, Sendable {
         let path = "\(directory)/\(UUID().uuidString.lowercased()).\(ext)"
         pending.withLock { _ = $0.insert(path) }
         return path
+    }
+
+    /// Refuses a new upload with 429 while `maxConcurrent` are being received (resumable ones count
+    /// from their start until they become a job or are removed).
+    func admit() throws {
+        let busy = pending.withLock { $0.count } + resumable.count
+        guard busy < maxConcurrent else {
+            throw APIError(
+                .tooManyRequests, "\(busy) uploads are in progress, the most this coordinator takes at once; retry later",
+                headers: [.retryAfter: "10"])
+        }
     }
 
     func release(_ path: String) {
@@ -79,6 +98,7 @@ final class Uploads: Service, Sendable {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.sweep()
+                self.resumable.sweep()
                 try? await Task.sleep(for: Self.sweepInterval)
             }
         }

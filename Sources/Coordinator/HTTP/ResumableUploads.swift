@@ -1,0 +1,306 @@
+internal import FarmProtocol
+internal import Foundation
+internal import HTTPTypes
+internal import Hummingbird
+internal import NIOCore
+internal import Synchronization
+internal import _NIOFileSystem
+
+/// Uploads in chunks that survive a dropped connection (issue 4): `POST /uploads` declares the size,
+/// `PUT /uploads/{id}` appends a chunk at `Content-Range: bytes a-b/total` (each under the 100 MB
+/// request-body limit of Akash's ingress), `GET /uploads/{id}` says how many bytes arrived so the
+/// client resumes there, and `POST /jobs` with `{"upload": id}` turns the whole file into a job.
+/// Chunks stream to `<upload dir>/partial/<id>.part` as they arrive, and what reached the disk before a
+/// connection broke is kept. A SHA-256 runs over the bytes in order, for the client to check.
+final class ResumableUploads: Sendable {
+    struct Entry: Sendable {
+        let id: String
+        let path: String
+        let size: Int64
+        let filename: String?
+        var offset: Int64 = 0
+        var writing = false
+        var hasher = SegmentChecksum()
+        var touched = Date()
+        var digest: String?
+        var complete: Bool { offset == size }
+    }
+
+    let directory: String
+    let maxBytes: Int64
+    let maxChunkBytes: Int64
+    let staleSeconds: Double
+    private let entries = Mutex<[String: Entry]>([:])
+
+    /// Under 100 MB (10^8 bytes) with room for headers.
+    static let defaultMaxChunkBytes: Int64 = 90 << 20
+
+    init(directory: String, maxBytes: Int64, maxChunkBytes: Int64 = defaultMaxChunkBytes, staleSeconds: Double) {
+        self.directory = directory
+        self.maxBytes = maxBytes
+        self.maxChunkBytes = maxChunkBytes
+        self.staleSeconds = staleSeconds
+    }
+
+    /// Uploads begun and not yet turned into a job or removed.
+    var count: Int { entries.withLock { $0.count } }
+
+    func create(size: Int64, filename: String?) throws -> Entry {
+        guard size > 0 else { throw APIError.badRequest("size must be a positive number of bytes, got \(size)") }
+        guard size <= maxBytes else {
+            throw APIError(.contentTooLarge, "upload of \(size) bytes is larger than the \(maxBytes)-byte limit")
+        }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let id = "up-" + UUID().uuidString.lowercased()
+        let path = "\(directory)/\(id).part"
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw APIError(.internalServerError, "cannot create \(path): \(String(cString: strerror(errno)))") }
+        close(fd)
+        let entry = Entry(id: id, path: path, size: size, filename: filename)
+        entries.withLock { $0[id] = entry }
+        return entry
+    }
+
+    func entry(_ id: String) throws -> Entry {
+        guard let entry = entries.withLock({ $0[id] }) else { throw APIError.notFound("no upload \(id)") }
+        return entry
+    }
+
+    /// Appends the chunk `range` of `body`; returns the upload as it stands after it.
+    func append<Body: AsyncSequence>(_ id: String, range: ClosedRange<Int64>, total: Int64, body: Body) async throws -> Entry
+    where Body.Element == ByteBuffer {
+        let start = try entries.withLock { entries throws -> Entry in
+            guard var entry = entries[id] else { throw APIError.notFound("no upload \(id)") }
+            guard total == entry.size else {
+                throw APIError.badRequest("Content-Range total \(total) differs from the upload's size \(entry.size)")
+            }
+            guard !entry.writing else {
+                throw APIError(.conflict, "upload \(id) is receiving another chunk; retry shortly", headers: Self.offsetHeader(entry.offset))
+            }
+            guard range.lowerBound == entry.offset else {
+                throw APIError(
+                    .conflict, "chunk starts at byte \(range.lowerBound) but upload \(id) has \(entry.offset) bytes; resume from \(entry.offset)",
+                    headers: Self.offsetHeader(entry.offset))
+            }
+            guard range.upperBound < entry.size else {
+                throw APIError.badRequest("chunk ends at byte \(range.upperBound), past the upload's \(entry.size) bytes")
+            }
+            guard range.upperBound - range.lowerBound + 1 <= maxChunkBytes else {
+                throw APIError(
+                    .contentTooLarge, "chunk of \(range.upperBound - range.lowerBound + 1) bytes is larger than the \(maxChunkBytes)-byte chunk limit")
+            }
+            entry.writing = true
+            entry.touched = Date()
+            entries[id] = entry
+            return entry
+        }
+        let expected = range.upperBound - range.lowerBound + 1
+        var received: Int64 = 0
+        var pending = ByteBuffer()
+        do {
+            let handle = try await FileSystem.shared.openFile(forWritingAt: FilePath(start.path), options: .modifyFile(createIfNecessary: false))
+            do {
+                func flush() async throws {
+                    guard pending.readableBytes > 0 else { return }
+                    let at = try self.entries.withLock { try Self.live($0, id).offset }
+                    _ = try await handle.write(contentsOf: pending, toAbsoluteOffset: at)
+                    let written = pending
+                    try self.entries.withLock { entries in
+                        var entry = try Self.live(entries, id)
+                        entry.hasher.update(written)
+                        entry.offset += Int64(written.readableBytes)
+                        entry.touched = Date()
+                        entries[id] = entry
+                    }
+                    pending.clear()
+                }
+                do {
+                    for try await var chunk in body {
+                        guard received + Int64(chunk.readableBytes) <= expected else {
+                            throw APIError.badRequest("chunk body is longer than the \(expected) bytes its Content-Range declares")
+                        }
+                        received += Int64(chunk.readableBytes)
+                        pending.writeBuffer(&chunk)
+                        if pending.readableBytes >= 1 << 20 { try await flush() }
+                    }
+                } catch {
+                    // The bytes that arrived before the connection broke are good: keep them.
+                    if !(error is APIError) { try? await flush() }
+                    throw error
+                }
+                try await flush()
+                try await handle.close(makeChangesVisible: true)
+            } catch {
+                try? await handle.close(makeChangesVisible: true)
+                throw error
+            }
+        } catch {
+            entries.withLock { $0[id]?.writing = false }
+            throw error
+        }
+        return try entries.withLock { entries throws -> Entry in
+            guard var entry = entries[id] else { throw APIError.notFound("upload \(id) was removed") }
+            entry.writing = false
+            if entry.complete, entry.digest == nil { entry.digest = SegmentChecksum.hex(entry.hasher.finalize()) }
+            entries[id] = entry
+            guard received == expected else {
+                throw APIError(
+                    .badRequest, "chunk ended after \(received) of the \(expected) bytes its Content-Range declares; upload \(id) has \(entry.offset) bytes",
+                    headers: Self.offsetHeader(entry.offset))
+            }
+            return entry
+        }
+    }
+
+    /// Hands a complete upload over (its entry is gone afterwards); checks the client's SHA-256.
+    func take(_ id: String, sha256: String?) throws -> Entry {
+        try entries.withLock { entries throws -> Entry in
+            guard let entry = entries[id] else { throw APIError.notFound("no upload \(id)") }
+            guard !entry.writing, entry.complete, let digest = entry.digest else {
+                throw APIError.conflict("upload \(id) has \(entry.offset) of \(entry.size) bytes; send the rest first")
+            }
+            if let sha256, sha256.lowercased() != digest {
+                entries[id] = nil
+                unlink(entry.path)
+                throw APIError.badRequest("upload \(id) does not match its sha256: received \(digest), expected \(sha256.lowercased()); upload it again")
+            }
+            entries[id] = nil
+            return entry
+        }
+    }
+
+    func remove(_ id: String) throws {
+        let entry = try entries.withLock { entries throws -> Entry in
+            guard let entry = entries.removeValue(forKey: id) else { throw APIError.notFound("no upload \(id)") }
+            return entry
+        }
+        unlink(entry.path)
+    }
+
+    /// Removes uploads nobody has added to for `staleSeconds`, and stray part files.
+    func sweep(now: Date = Date()) {
+        let stale = entries.withLock { entries -> [Entry] in
+            let old = entries.values.filter { !$0.writing && now.timeIntervalSince($0.touched) > staleSeconds }
+            for entry in old { entries[entry.id] = nil }
+            return old
+        }
+        for entry in stale { unlink(entry.path) }
+        let known = entries.withLock { Set($0.values.map(\.path)) }
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            let path = "\(directory)/\(file)"
+            guard !known.contains(path) else { continue }
+            // A part file of a previous run: no entry names it any more.
+            let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? now
+            if now.timeIntervalSince(modified) > min(staleSeconds, 60) { unlink(path) }
+        }
+    }
+
+    private static func live(_ entries: [String: Entry], _ id: String) throws -> Entry {
+        guard let entry = entries[id] else { throw APIError.notFound("upload \(id) was removed") }
+        return entry
+    }
+
+    static func offsetHeader(_ offset: Int64) -> HTTPFields {
+        [HTTPField.Name("Upload-Offset")!: "\(offset)"]
+    }
+
+    /// `bytes a-b/total`.
+    static func parseContentRange(_ value: String) -> (ClosedRange<Int64>, Int64)? {
+        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        guard trimmed.lowercased().hasPrefix("bytes ") else { return nil }
+        let spec = trimmed.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        let parts = spec.split(separator: "/")
+        guard parts.count == 2, let total = Int64(parts[1]) else { return nil }
+        let bounds = parts[0].split(separator: "-", omittingEmptySubsequences: false)
+        guard bounds.count == 2, let a = Int64(bounds[0]), let b = Int64(bounds[1]), a >= 0, b >= a else { return nil }
+        return (a...b, total)
+    }
+}
+
+/// An upload as the API shows it.
+struct UploadJSON: Encodable {
+    var id: String
+    var offset: Int64
+    var size: Int64
+    var complete: Bool
+    var filename: String?
+    var sha256: String?
+    var url: String
+
+    init(_ entry: ResumableUploads.Entry) {
+        id = entry.id
+        offset = entry.offset
+        size = entry.size
+        complete = entry.complete
+        filename = entry.filename
+        sha256 = entry.digest
+        url = "/uploads/\(entry.id)"
+    }
+}
+
+extension Routes {
+    /// `POST /uploads` with `{"size": bytes, "filename": "clip.mp4"}`.
+    func createUpload(_ request: Request) async throws -> Response {
+        let body = try await request.body.collect(upTo: Self.maxJSONBytes)
+        let object: [String: Any]
+        do {
+            object = try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] ?? [:]
+        } catch {
+            throw APIError.badRequest("invalid JSON: expected {\"size\": bytes, \"filename\": \"name\"}")
+        }
+        let unknown = Set(object.keys).subtracting(["size", "filename"])
+        guard unknown.isEmpty else {
+            throw APIError.badRequest("unknown field\(unknown.count == 1 ? "" : "s") \(unknown.sorted().joined(separator: ", ")); accepted: filename, size")
+        }
+        guard !(object["size"] is Bool), let number = object["size"] as? NSNumber,
+            let size = Int64(exactly: number.doubleValue)
+        else {
+            throw APIError.badRequest("size is required: the upload's length in bytes")
+        }
+        if let name = object["filename"], !(name is String) { throw APIError.badRequest("filename must be a string") }
+        try uploads.admit()
+        let entry = try uploads.resumable.create(size: size, filename: object["filename"] as? String)
+        var response = UploadJSON(entry).jsonResponse(status: .created)
+        response.headers[.location] = "/uploads/\(entry.id)"
+        return response
+    }
+
+    func uploadStatus(_ id: String) throws -> Response {
+        UploadJSON(try uploads.resumable.entry(id)).jsonResponse()
+    }
+
+    /// `PUT /uploads/{id}` with `Content-Range: bytes a-b/total` and the chunk as the body.
+    func appendUpload(_ id: String, request: Request) async throws -> Response {
+        guard let header = request.headers[.contentRange] else {
+            throw APIError.badRequest("Content-Range: bytes FIRST-LAST/TOTAL is required")
+        }
+        guard let (range, total) = ResumableUploads.parseContentRange(header) else {
+            throw APIError.badRequest("Content-Range '\(header)' is not of the form bytes FIRST-LAST/TOTAL")
+        }
+        if let length = request.headers[.contentLength].flatMap(Int64.init), length != range.upperBound - range.lowerBound + 1 {
+            throw APIError.badRequest("Content-Length \(length) differs from the \(range.upperBound - range.lowerBound + 1) bytes of Content-Range")
+        }
+        let entry = try await uploads.resumable.append(
+            id, range: range, total: total, body: CountingSequence(base: request.body, metrics: metrics))
+        return UploadJSON(entry).jsonResponse()
+    }
+
+    func deleteUpload(_ id: String) throws -> Response {
+        try uploads.resumable.remove(id)
+        return Response(status: .noContent)
+    }
+
+    /// `POST /jobs` with `{"upload": id}`: the finished upload becomes the job's source.
+    func submitUpload(_ submission: Submission, id: String) async throws -> Response {
+        guard submission.source == nil else { throw APIError.badRequest("give either source or upload, not both") }
+        try await checkEncoder(submission.codec)
+        let entry = try uploads.resumable.take(id, sha256: submission.sha256)
+        let path = uploads.makePath(filename: entry.filename)
+        defer { uploads.release(path) }
+        guard rename(entry.path, path) == 0 else {
+            unlink(entry.path)
+            throw APIError(.internalServerError, "cannot move upload \(id) into place: \(String(cString: strerror(errno)))")
+        }
+        return try await enqueue(submission, source: path, upload: path, name: entry.filename ?? id)
+    }
+}
