@@ -69,15 +69,18 @@ import Testing
         // A node with the right token joins the same, still running coordinator.
         let nodeLog = dir.appendingPathComponent("node.log").path
         let node = try FarmBinary.start(
-            ["node", "--coordinator", "127.0.0.1:\(port)", "--node-id", "good-node"],
+            // A work directory of its own: FleetRulesTests runs a "good-node" too, and the default directory is per ID.
+            ["node", "--coordinator", "127.0.0.1:\(port)", "--node-id", "good-node", "--no-calibrate", "--work-dir",
+             dir.appendingPathComponent("good-node").path],
             environment: ["FARM_JOIN_TOKEN": "right-token"], log: nodeLog)
         defer {
             node.terminate()
             node.waitUntilExit()
         }
-        #expect(FarmBinary.waitUntil(timeout: 20) {
-            ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("node joined")
-        })
+        #expect(
+            FarmBinary.waitUntil(timeout: 20) {
+                ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("node joined")
+            }, "\(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").suffix(1500))")
         let log = (try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? ""
         #expect(log.contains("failed to prove the join token"))
         #expect(coordinator.isRunning)

@@ -215,6 +215,7 @@ import Testing
 
         // A TLS coordinator (the default) refuses a plain-TCP peer at the TLS layer, and says so.
         let tls = try farm.coordinator("tls.log", environment: ["FARM_API_TOKEN": "t"])
+        defer { tls.stop() }
         let plainConnection = try await FakeNode.connect(port: tls.nodePort, tls: false)
         let plainIntoTLS = try await plainConnection.executeThenClose { inbound, outbound in
             try await outbound.write(
