@@ -3,11 +3,12 @@
 # farm: one image for the coordinator and the render nodes; the arguments choose the role.
 #
 #   docker build -t farm .
-#   docker run -e FARM_JOIN_TOKEN=... -p 8080:8080 -p 7700:7700 -v farm-data:/data farm \
+#   docker run -e FARM_JOIN_TOKEN=... -e FARM_API_TOKEN=... -p 8080:8080 -p 7700:7700 -v farm-data:/data farm \
 #       farm coordinator --http 0.0.0.0:8080 --node-listen 0.0.0.0:7700 --data-dir /data --tier standard
 #   docker run -e FARM_JOIN_TOKEN=... farm farm node --coordinator HOST:PORT --tier standard
 #       (add --device /dev/dri for VA-API, or --gpus all with the NVIDIA container toolkit for NVENC)
 #
+# The node port speaks TLS with a certificate the coordinator keeps in /data/tls; nodes need only the join token.
 # deploy/README.md explains the Akash deployment (deploy/akash-*.yaml).
 
 # ---- build: the official Swift image, on Debian bookworm like the runtime stage -------------------------------

@@ -378,6 +378,9 @@ def tier_errors(path: str, sdl: dict[str, Any], tiers: dict[str, dict[str, Any]]
         # `command` would replace the image's entrypoint, which starts farm as its unprivileged user.
         if services[name].get("command"):
             errors.append(f"services.{name}: set `args`, not `command` (the image's entrypoint must run)")
+        # Nodes reach the coordinator across the internet: the node channel stays TLS.
+        if "--insecure-plain-tcp" in roles[name][1]:
+            errors.append(f"services.{name}: --insecure-plain-tcp would send segments unencrypted between leases")
     if len({services[name]["image"] for name in coordinators + nodes}) > 1:
         errors.append("the coordinator and the nodes run one image")
 

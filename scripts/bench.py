@@ -96,7 +96,10 @@ def main():
     scheduler = json.loads(run([args.farm, "bench-scheduler", "--json"]).stdout)
 
     print("protocol throughput on loopback ...", file=sys.stderr)
+    # The node channel is TLS unless --insecure-plain-tcp: measure both, the default first.
     wire = json.loads(run([args.farm, "bench-wire", "--bytes", str(2 << 30), "--directory", WORK]).stdout)
+    wire_plain = json.loads(run([args.farm, "bench-wire", "--bytes", str(2 << 30), "--directory", WORK,
+                                 "--insecure-plain-tcp"]).stdout)
 
     minutes = farm_summary["status"]["sourceSeconds"] / 60
     results["render"] = {
@@ -129,8 +132,10 @@ def main():
                             "ideal_s": round(ideal_slow, 2), "ratio_to_ideal": round(slow_wall / ideal_slow, 3)}
     results["scheduler"] = scheduler
     results["wire"] = {"bytes": wire["bytes"], "seconds": round(wire["seconds"], 3),
-                       "gb_per_s": round(wire["gigabytesPerSecond"], 3)}
-    r, m, w = results["render"], results["memory"], results["wire"]
+                       "gb_per_s": round(wire["gigabytesPerSecond"], 3), "transport": wire["transport"]}
+    results["wire_plain"] = {"bytes": wire_plain["bytes"], "seconds": round(wire_plain["seconds"], 3),
+                             "gb_per_s": round(wire_plain["gigabytesPerSecond"], 3), "transport": wire_plain["transport"]}
+    r, m, w, wp = results["render"], results["memory"], results["wire"], results["wire_plain"]
     results["goals"] = {
         "wall_ratio_le_0.90": r["wall_ratio"] <= 0.90,
         "size_within_3pct": abs(r["size_ratio"] - 1) <= 0.03,
@@ -151,7 +156,8 @@ def main():
         ("coordinator CPU per video minute", f"{r['coordinator_cpu_s']} s total", f"{r['coordinator_cpu_s_per_video_minute']} s", "(report)"),
         ("coordinator peak RSS", f"{m['short_source_s']:.0f} s: {m['short_peak_rss_mb']} MB, {m['long_source_s']:.0f} s: {m['long_peak_rss_mb']} MB",
          f"{m['long_over_short']}x", "< 150 MB, flat"),
-        ("protocol throughput (loopback)", f"{w['bytes']} B in {w['seconds']} s", f"{w['gb_per_s']} GB/s", ">= 1 GB/s"),
+        ("protocol throughput (loopback, TLS)", f"{w['bytes']} B in {w['seconds']} s", f"{w['gb_per_s']} GB/s", ">= 1 GB/s"),
+        ("protocol throughput (loopback, plain TCP)", f"{wp['bytes']} B in {wp['seconds']} s", f"{wp['gb_per_s']} GB/s", "(report)"),
         ("one node at 1/4 speed vs ideal", f"{results['slow_node']['slowed_wall_s']} s / {results['slow_node']['ideal_s']} s",
          f"{results['slow_node']['ratio_to_ideal']}", "(report)"),
     ] + [(f"scheduler sim {sc['name']}", f"makespan {sc['makespan_s']:.1f} s, bound {sc['lower_bound_s']:.1f} s, naive {sc['naive_ratio']:.3f}",

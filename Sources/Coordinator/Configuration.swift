@@ -22,6 +22,11 @@ public struct CoordinatorConfiguration: Sendable {
     /// Low-disk watermark: while the data directory's volume has less free space than this, no job
     /// starts (running ones go on). 0 disables it.
     public var minimumFreeBytes: Int64
+    /// How the node port is secured: TLS unless plain TCP is explicitly asked for.
+    public var nodeSecurity: NodeChannelSecurity
+    /// The most messages a node may send per second, on average; it may send twice as many in a burst. A node
+    /// that sends more is disconnected (a flood of heartbeats, say). 1000 allows a gigabyte of results a second.
+    public var maxNodeMessagesPerSecond: Int
     /// When a node that keeps failing is kept out of work.
     public var quarantine = QuarantinePolicy()
     /// What the periodic cleanup removes, and how often it runs.
@@ -36,8 +41,11 @@ public struct CoordinatorConfiguration: Sendable {
         nodeListenHost: String = "127.0.0.1", nodeListenPort: Int = 7700, dataDirectory: String, joinToken: String,
         coordinatorID: String = "coordinator", heartbeatSeconds: Int = 2, leaseTimeoutSeconds: Int = 30,
         maxSegmentFailures: Int = 3, maxConcurrentJobs: Int = 4, queueLimit: Int = 32,
-        minimumFreeBytes: Int64 = 2 << 30, logger: Logger = Logger(label: "farm.coordinator")
+        minimumFreeBytes: Int64 = 2 << 30, nodeSecurity: NodeChannelSecurity = .tlsCertificateInDataDirectory,
+        maxNodeMessagesPerSecond: Int = 1000, logger: Logger = Logger(label: "farm.coordinator")
     ) {
+        self.nodeSecurity = nodeSecurity
+        self.maxNodeMessagesPerSecond = max(maxNodeMessagesPerSecond, 1)
         self.minimumFreeBytes = max(minimumFreeBytes, 0)
         self.maxConcurrentJobs = max(maxConcurrentJobs, 1)
         self.queueLimit = max(queueLimit, 0)

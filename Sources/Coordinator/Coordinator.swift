@@ -193,7 +193,7 @@ public actor Coordinator {
 
     /// Binds the node port; `port` of the result is the one bound (useful with port 0).
     public nonisolated func bind() async throws -> NodeListener {
-        try await NodeListener.bind(host: configuration.nodeListenHost, port: configuration.nodeListenPort)
+        try await NodeListener.bind(configuration: configuration)
     }
 
     /// Serves nodes and runs jobs until the task is cancelled.
@@ -236,7 +236,11 @@ public actor Coordinator {
         try await withThrowingDiscardingTaskGroup { group in
             try await listener.channel.executeThenClose { inbound in
                 for try await connection in inbound {
-                    group.addTask { await NodeSession(coordinator: self, connection: connection).run() }
+                    group.addTask {
+                        await NodeSession(
+                            coordinator: self, connection: connection, channelBinding: listener.channelBinding
+                        ).run()
+                    }
                 }
             }
         }

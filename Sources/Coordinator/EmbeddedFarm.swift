@@ -4,7 +4,8 @@ public import Foundation
 public import Logging
 
 /// The embedded default: a coordinator in this process and N `farm node` child processes that
-/// speak the real protocol over loopback TCP. The same path as a farm spread over machines.
+/// speak the real protocol over loopback TCP, with TLS (a certificate made in memory) unless plain TCP is asked for.
+/// The same path as a farm spread over machines.
 public struct EmbeddedFarm: Sendable {
     public struct Options: Sendable {
         public var nodes: Int
@@ -18,13 +19,16 @@ public struct EmbeddedFarm: Sendable {
         public var nodeEnvironment: [String: String]
         /// Extra arguments for `farm node` (`--hardware off`, for example).
         public var nodeArguments: [String]
+        /// Plain TCP between the coordinator and its nodes instead of TLS (`--insecure-plain-tcp`).
+        public var insecurePlainTCP: Bool
         public var logger: Logger
 
         public init(
             nodes: Int = 2, threadsPerNode: Int = 1, slotsPerNode: Int = 1, nodeExecutable: String,
             dataDirectory: String? = nil, nodeEnvironment: [String: String] = [:], nodeArguments: [String] = [],
-            logger: Logger = Logger(label: "farm.render")
+            insecurePlainTCP: Bool = false, logger: Logger = Logger(label: "farm.render")
         ) {
+            self.insecurePlainTCP = insecurePlainTCP
             self.nodes = nodes
             self.threadsPerNode = threadsPerNode
             self.slotsPerNode = slotsPerNode
@@ -72,7 +76,9 @@ public struct EmbeddedFarm: Sendable {
         let coordinator = Coordinator(
             configuration: CoordinatorConfiguration(
                 nodeListenHost: "127.0.0.1", nodeListenPort: 0, dataDirectory: dataDirectory, joinToken: token,
-                coordinatorID: "embedded", logger: options.logger))
+                coordinatorID: "embedded",
+                nodeSecurity: options.insecurePlainTCP ? .insecurePlainTCP : .tlsEphemeralCertificate,
+                logger: options.logger))
         let listener = try await coordinator.bind()
         // With a data directory of its own, the same command resumes a render a crash interrupted.
         try await coordinator.open()
@@ -163,7 +169,7 @@ public struct EmbeddedFarm: Sendable {
                 "--exit-on-disconnect",
                 // Local nodes share one machine: a calibration encode would only delay the start.
                 "--no-calibrate",
-            ] + options.nodeArguments
+            ] + (options.insecurePlainTCP ? ["--insecure-plain-tcp"] : []) + options.nodeArguments
             process.environment = environment
             let logPath = "\(dataDirectory)/node-\(i).log"
             FileManager.default.createFile(atPath: logPath, contents: nil)

@@ -4,26 +4,74 @@ internal import Logging
 internal import NIOCore
 internal import NIOFileSystem
 internal import NIOPosix
+internal import NIOSSL
 internal import Synchronization
 
-/// The coordinator's listening socket for nodes.
+/// The coordinator's listening socket for nodes: TLS (``NodeChannelSecurity``) unless plain TCP was asked for.
 public struct NodeListener: Sendable {
     let channel: NIOAsyncChannel<NIOAsyncChannel<Message, Message>, Never>
     /// The port bound (the one asked for, or the one the system chose for port 0).
     public let port: Int
+    /// What every connection's join proofs are bound to: the certificate's `tls-server-end-point`, or nothing.
+    let channelBinding: ChannelBinding
 
-    static func bind(host: String, port: Int) async throws -> NodeListener {
+    static func bind(configuration: CoordinatorConfiguration) async throws -> NodeListener {
+        let logger = configuration.logger
+        let identity = try NodeTLSIdentity.make(
+            configuration.nodeSecurity, dataDirectory: configuration.dataDirectory,
+            subject: configuration.coordinatorID, logger: logger)
+        let tls = identity?.context
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .bind(host: host, port: port) { channel in
+            .bind(host: configuration.nodeListenHost, port: configuration.nodeListenPort) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
                     try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
                     return try NIOAsyncChannel<Message, Message>(wrappingChannelSynchronously: channel)
                 }
             }
-        return NodeListener(channel: server, port: server.channel.localAddress?.port ?? port)
+        if let identity {
+            logger.info(
+                "node port uses TLS",
+                metadata: ["certificateSHA256": "\(identity.binding)", "certificate": "\(identity.origin)"])
+        } else {
+            logger.warning(
+                """
+                node port uses plain TCP (--insecure-plain-tcp): segments cross the network unencrypted and join \
+                proofs are bound to no certificate
+                """)
+        }
+        return NodeListener(
+            channel: server, port: server.channel.localAddress?.port ?? configuration.nodeListenPort,
+            channelBinding: identity?.binding ?? .plainTCP)
+    }
+}
+
+/// A token bucket over the messages one node sends: `rate` a second on average, `2 × rate` in a burst.
+struct MessageRateLimit {
+    let rate: Double
+    let burst: Double
+    private var tokens: Double
+    private var last: ContinuousClock.Instant
+
+    init(perSecond rate: Int, now: ContinuousClock.Instant = .now) {
+        self.rate = Double(rate)
+        self.burst = Double(rate) * 2
+        self.tokens = self.burst
+        self.last = now
+    }
+
+    /// Takes one message; `false` when the node has sent more than it may.
+    mutating func admit(now: ContinuousClock.Instant = .now) -> Bool {
+        tokens = min(burst, tokens + (now - last).seconds * rate)
+        last = now
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
     }
 }
 
@@ -32,6 +80,8 @@ public struct NodeListener: Sendable {
 struct NodeSession: Sendable {
     let coordinator: Coordinator
     let connection: NIOAsyncChannel<Message, Message>
+    /// The binding of this connection's join proofs (the listener's certificate, or nothing over plain TCP).
+    let channelBinding: ChannelBinding
 
     /// A result being received: its bytes go to a file while their checksum is computed.
     struct Receiver {
@@ -98,16 +148,22 @@ struct NodeSession: Sendable {
             throw ProtocolError(
                 code: .versionMismatch, message: "node \(hello.nodeID) speaks version \(hello.version), not \(farmProtocolVersion)")
         }
-        let expected = JoinProof.node(token: configuration.joinToken, nonce: nonce, nodeID: hello.nodeID)
+        let expected = JoinProof.node(
+            token: configuration.joinToken, nonce: nonce, nodeID: hello.nodeID, channelBinding: channelBinding)
         guard JoinProof.verify(hello.proof, expected) else {
             try? await outbound.write(.reject(Reject(reason: "join token proof does not match")))
-            throw ProtocolError(code: .authenticationFailed, message: "node \(hello.nodeID) failed to prove the join token")
+            throw ProtocolError(
+                code: .authenticationFailed,
+                message: "node \(hello.nodeID) failed to prove the join token"
+                    + (channelBinding.isPlainTCP ? "" : " over this TLS channel (a wrong token, or a proxy in between)"))
         }
         try await outbound.write(
             .welcome(
                 Welcome(
                     coordinatorID: configuration.coordinatorID, heartbeatSeconds: UInt32(configuration.heartbeatSeconds),
-                    proof: JoinProof.coordinator(token: configuration.joinToken, nonce: nonce, nodeID: hello.nodeID))))
+                    proof: JoinProof.coordinator(
+                        token: configuration.joinToken, nonce: nonce, nodeID: hello.nodeID,
+                        channelBinding: channelBinding))))
         let session = await coordinator.register(hello, address: address, outgoing: continuation)
         sessionBox.value = session
 
@@ -138,7 +194,18 @@ struct NodeSession: Sendable {
         _ iterator: inout NIOAsyncChannelInboundStream<Message>.AsyncIterator, _ receivers: inout [UInt64: Receiver],
         session: UInt64, nodeID: String, logger: Logger
     ) async throws {
+        let perSecond = coordinator.configuration.maxNodeMessagesPerSecond
+        var limit = MessageRateLimit(perSecond: perSecond)
         while let message = try await iterator.next() {
+            guard limit.admit() else {
+                let reason = "more than \(perSecond) messages a second (\(2 * perSecond) in a burst)"
+                logger.warning(
+                    "node exceeded the message rate limit; disconnecting it",
+                    metadata: ["node": "\(nodeID)", "limit": "\(reason)"])
+                // Best effort: the node may not be reading, so this is not awaited; closing follows.
+                connection.channel.writeAndFlush(Message.reject(Reject(reason: "message rate: \(reason)")), promise: nil)
+                throw ProtocolError(code: .rateLimited, message: "node \(nodeID) sent \(reason)")
+            }
             switch message {
             case .result(let result):
                 guard receivers[result.taskID] == nil else {

@@ -1,21 +1,38 @@
 internal import FarmMedia
 internal import FarmProtocol
 internal import Foundation
+internal import Logging
 internal import NIOCore
 internal import NIOFileSystem
 internal import NIOPosix
+internal import NIOSSL
 
 /// Measures segment-byte throughput of the real wire path on loopback: a file read in 1 MiB chunks,
 /// framed by `FrameEncoder`, sent over TCP, parsed by `FrameDecoder` and hashed with SHA-256 on the
-/// receiving side, as a node does with a segment.
+/// receiving side, as a node does with a segment. Over TLS (a certificate made in memory, as in the embedded farm)
+/// unless `tls` is false.
 public enum WireBenchmark {
     public struct Result: Sendable, Codable {
         public var bytes: Int64
         public var seconds: Double
         public var gigabytesPerSecond: Double
+        /// `tls` or `plain`.
+        public var transport: String
     }
 
-    public static func run(bytes: Int64, directory: String) async throws -> Result {
+    public static func run(bytes: Int64, directory: String, tls: Bool = true) async throws -> Result {
+        let serverTLS =
+            tls
+            ? try NodeTLSIdentity.make(
+                .tlsEphemeralCertificate, dataDirectory: directory, subject: "bench", logger: Logger(label: "farm.bench")
+            )?.context : nil
+        let clientTLS: NIOSSLContext? =
+            tls
+            ? try {
+                var configuration = TLSConfiguration.makeClientConfiguration()
+                configuration.certificateVerification = .none
+                return try NIOSSLContext(configuration: configuration)
+            }() : nil
         let path = "\(directory)/wire-bench-\(UUID().uuidString.prefix(8)).bin"
         defer { try? FileManager.default.removeItem(atPath: path) }
         // A file of the requested size (content does not matter for throughput).
@@ -35,6 +52,7 @@ public enum WireBenchmark {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let serverTLS { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverTLS)) }
                     try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.addHandler(Sink(expected: bytes, done: done))
                 }
@@ -45,6 +63,10 @@ public enum WireBenchmark {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: "127.0.0.1", port: server.localAddress!.port!) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let clientTLS {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: clientTLS, serverHostname: nil))
+                    }
                     try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
                     return try NIOAsyncChannel<Message, Message>(wrappingChannelSynchronously: channel)
                 }
@@ -59,7 +81,9 @@ public enum WireBenchmark {
             try await done.futureResult.get()
         }
         let seconds = (ContinuousClock.now - start).seconds
-        return Result(bytes: bytes, seconds: seconds, gigabytesPerSecond: Double(bytes) / seconds / 1e9)
+        return Result(
+            bytes: bytes, seconds: seconds, gigabytesPerSecond: Double(bytes) / seconds / 1e9,
+            transport: tls ? "tls" : "plain")
     }
 
     /// Counts and hashes data bytes; completes the promise when all arrived.

@@ -53,7 +53,7 @@ public struct Hello: Sendable, Equatable {
     public var version: UInt16
     /// The node's identity, unique in the farm.
     public var nodeID: String
-    /// ``JoinProof/node(token:nonce:nodeID:)`` over the challenge's nonce: 32 bytes.
+    /// ``JoinProof/node(token:nonce:nodeID:channelBinding:)`` over the challenge's nonce: 32 bytes.
     public var proof: [UInt8]
     /// How many tasks the node runs at once.
     public var slots: UInt16
@@ -86,7 +86,7 @@ public struct Welcome: Sendable, Equatable {
     public var coordinatorID: String
     /// How often the node sends a ``Heartbeat``, in seconds.
     public var heartbeatSeconds: UInt32
-    /// ``JoinProof/coordinator(token:nonce:nodeID:)`` over the challenge's nonce and the node's ID: 32 bytes.
+    /// ``JoinProof/coordinator(token:nonce:nodeID:channelBinding:)`` over the challenge's nonce and the node's ID: 32 bytes.
     public var proof: [UInt8]
 
     /// Creates a welcome.

@@ -16,6 +16,7 @@ public struct ProtocolError: Error, Sendable, CustomStringConvertible {
             case badChecksum
             case authenticationFailed
             case unexpectedMessage
+            case rateLimited
         }
 
         private var wrapped: Wrapped
@@ -47,6 +48,9 @@ public struct ProtocolError: Error, Sendable, CustomStringConvertible {
         /// A well-formed message arrived at a point of the conversation where it is not allowed.
         public static let unexpectedMessage = Code(.unexpectedMessage)
 
+        /// The peer sent messages faster than the receiver allows.
+        public static let rateLimited = Code(.rateLimited)
+
         public var description: String {
             switch self.wrapped {
             case .frameTooLarge: "frame too large"
@@ -56,6 +60,7 @@ public struct ProtocolError: Error, Sendable, CustomStringConvertible {
             case .badChecksum: "bad checksum"
             case .authenticationFailed: "authentication failed"
             case .unexpectedMessage: "unexpected message"
+            case .rateLimited: "rate limited"
             }
         }
     }

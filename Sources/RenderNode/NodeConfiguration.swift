@@ -34,6 +34,11 @@ public struct NodeConfiguration: Sendable {
     public var capabilitiesJSON: String
     /// Which encoders the node tries for a segment (hardware first unless `--hardware off`).
     public var chooser: EncoderChooser?
+    /// Dial plain TCP instead of TLS (`--insecure-plain-tcp`): only for a coordinator that was started that way.
+    ///
+    /// Over TLS the node needs no certificate set-up: it does not check the coordinator's certificate chain, it binds
+    /// its join proof to the certificate's hash instead, so a proxy that presents another certificate fails.
+    public var insecurePlainTCP: Bool
     /// Where the node logs.
     public var logger: Logger
 
@@ -49,6 +54,7 @@ public struct NodeConfiguration: Sendable {
     ///   - workDirectory: The directory for segment files; `nil` means `$TMPDIR/farm-node-<nodeID>`.
     ///   - reconnect: Whether to reconnect after the connection ends; default `true`.
     ///   - capabilitiesJSON: The probe report; default `"{}"`.
+    ///   - insecurePlainTCP: Dial plain TCP instead of TLS; default `false`.
     ///   - logger: Where to log; default a logger labelled `farm.node`.
     public init(
         coordinatorHost: String = "127.0.0.1",
@@ -61,8 +67,10 @@ public struct NodeConfiguration: Sendable {
         reconnect: Bool = true,
         capabilitiesJSON: String = "{}",
         chooser: EncoderChooser? = nil,
+        insecurePlainTCP: Bool = false,
         logger: Logger = Logger(label: "farm.node")
     ) {
+        self.insecurePlainTCP = insecurePlainTCP
         let nodeID = nodeID ?? Self.defaultNodeID()
         self.coordinatorHost = coordinatorHost
         self.coordinatorPort = coordinatorPort

@@ -76,6 +76,13 @@ public final class RenderNode: Sendable {
             unlink("\(self.configuration.workDirectory)/.lock")
             close(lock)
         }
+        if self.configuration.insecurePlainTCP {
+            logger.warning(
+                """
+                dialing the coordinator over plain TCP (--insecure-plain-tcp): segments cross the network \
+                unencrypted and the join proof is bound to no certificate
+                """)
+        }
 
         var backoff = Self.initialBackoff
         while true {

@@ -3,6 +3,7 @@ import FarmProtocol
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// How a connection ended, once its handshake had completed.
 enum SessionEnd: Sendable, Equatable {
@@ -30,6 +31,7 @@ enum Session {
         -> SessionEnd
     {
         let address = "\(configuration.coordinatorHost):\(configuration.coordinatorPort)"
+        let tls = configuration.insecurePlainTCP ? nil : try Self.tlsContext()
         let channel: NIOAsyncChannel<Message, Message>
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -37,6 +39,11 @@ enum Session {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: configuration.coordinatorHost, port: configuration.coordinatorPort) { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            // No host name: the certificate is not checked against one (see `tlsContext()`).
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOSSLClientHandler(context: tls, serverHostname: nil))
+                        }
                         try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
                         // Half-closure: finishing the writer shuts down the output only after every queued frame
                         // is written, so a last `failure`, `reject` or `drain` reaches the coordinator.
@@ -49,12 +56,12 @@ enum Session {
         } catch {
             throw NodeError(code: .connectFailed, message: "cannot connect to the coordinator at \(address)", cause: error)
         }
-        logger.info("connected to the coordinator")
+        logger.info("connected to the coordinator", metadata: ["transport": "\(tls == nil ? "plain TCP" : "TLS")"])
 
         do {
             return try await channel.executeThenClose { inbound, outbound in
                 var iterator = inbound.makeAsyncIterator()
-                let welcome = try await Self.handshake(
+                let (welcome, binding) = try await Self.handshake(
                     &iterator, outbound, channel: channel.channel, configuration: configuration, logger: logger)
                 var logger = logger
                 logger[metadataKey: "coordinatorID"] = "\(welcome.coordinatorID)"
@@ -63,6 +70,7 @@ enum Session {
                     metadata: [
                         "heartbeatSeconds": "\(welcome.heartbeatSeconds)",
                         "slots": "\(configuration.effectiveSlots)",
+                        "certificateSHA256": "\(binding)",
                     ])
                 let connection = Connection(
                     configuration: configuration, logger: logger, channel: channel.channel, outbound: outbound,
@@ -76,14 +84,51 @@ enum Session {
         }
     }
 
+    /// The node's TLS settings: TLS 1.2 or later, and no check of the coordinator's certificate chain or name.
+    ///
+    /// That check is not what keeps a man in the middle out: both join proofs are bound to the hash of the certificate
+    /// the node received (``ChannelBinding``), which only matches the coordinator's own when nobody terminated TLS
+    /// in between. So a node needs the join token and nothing else, and a coordinator can use a self-signed
+    /// certificate.
+    static func tlsContext() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = .none
+        configuration.minimumTLSVersion = .tlsv12
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw NodeError(code: .connectFailed, message: "cannot set up TLS", cause: error)
+        }
+    }
+
+    /// The binding of this connection: the hash of the certificate the coordinator presented, or nothing over plain
+    /// TCP. Called once a message arrived, so the TLS handshake is complete.
+    private static func channelBinding(_ channel: any Channel, configuration: NodeConfiguration) async throws
+        -> ChannelBinding
+    {
+        guard !configuration.insecurePlainTCP else { return .plainTCP }
+        let certificate: NIOSSLCertificate?
+        do {
+            certificate = try await channel.nioSSL_peerCertificate().get()
+        } catch {
+            throw NodeError(code: .handshakeFailed, message: "cannot read the coordinator's TLS certificate", cause: error)
+        }
+        guard let certificate, let der = try? certificate.toDERBytes() else {
+            throw NodeError(code: .handshakeFailed, message: "the coordinator presented no TLS certificate")
+        }
+        return .tlsServerEndPoint(certificateDER: der)
+    }
+
     /// Waits for the challenge, answers it, and checks the coordinator's welcome.
+    ///
+    /// - Returns: The welcome, and the channel binding both proofs were bound to.
     private static func handshake(
         _ iterator: inout Inbound,
         _ outbound: NIOAsyncChannelOutboundWriter<Message>,
         channel: any Channel,
         configuration: NodeConfiguration,
         logger: Logger
-    ) async throws -> Welcome {
+    ) async throws -> (Welcome, ChannelBinding) {
         let timedOut = CancellationFlag()
         let deadline = channel.eventLoop.scheduleTask(in: Self.handshakeTimeout) {
             timedOut.cancel()
@@ -92,7 +137,7 @@ enum Session {
         defer { deadline.cancel() }
 
         let challenge: Challenge
-        switch try await Self.next(&iterator, awaiting: "challenge", timedOut: timedOut) {
+        switch try await Self.next(&iterator, awaiting: "challenge", timedOut: timedOut, configuration: configuration) {
         case .challenge(let received):
             challenge = received
         case .reject(let reject):
@@ -111,27 +156,31 @@ enum Session {
         }
 
         let nodeID = configuration.nodeID
+        let binding = try await Self.channelBinding(channel, configuration: configuration)
         try await outbound.write(
             .hello(
                 Hello(
                     nodeID: nodeID,
-                    proof: JoinProof.node(token: configuration.joinToken, nonce: challenge.nonce, nodeID: nodeID),
+                    proof: JoinProof.node(
+                        token: configuration.joinToken, nonce: challenge.nonce, nodeID: nodeID, channelBinding: binding),
                     slots: UInt16(configuration.effectiveSlots),
                     threads: UInt16(clamping: max(0, configuration.threads)),
                     capabilitiesJSON: configuration.capabilitiesJSON
                 )))
 
-        switch try await Self.next(&iterator, awaiting: "welcome", timedOut: timedOut) {
+        switch try await Self.next(&iterator, awaiting: "welcome", timedOut: timedOut, configuration: configuration) {
         case .welcome(let welcome):
-            let expected = JoinProof.coordinator(token: configuration.joinToken, nonce: challenge.nonce, nodeID: nodeID)
+            let expected = JoinProof.coordinator(
+                token: configuration.joinToken, nonce: challenge.nonce, nodeID: nodeID, channelBinding: binding)
             guard JoinProof.verify(welcome.proof, expected) else {
-                logger.error("coordinator failed to prove the join token; closing")
+                logger.error(
+                    "coordinator failed to prove the join token; closing", metadata: ["certificateSHA256": "\(binding)"])
                 try? await outbound.write(.reject(Reject(reason: "coordinator failed to prove the join token")))
                 throw NodeError(
                     code: .authenticationFailed,
                     message: "coordinator failed to prove the join token (coordinator \(challenge.coordinatorID))")
             }
-            return welcome
+            return (welcome, binding)
         case .reject(let reject):
             throw NodeError(code: .rejected, message: "the coordinator rejected node \(nodeID): \(reject.reason)")
         case let other:
@@ -141,22 +190,33 @@ enum Session {
         }
     }
 
-    private static func next(_ iterator: inout Inbound, awaiting what: String, timedOut: CancellationFlag)
-        async throws -> Message
-    {
+    private static func next(
+        _ iterator: inout Inbound, awaiting what: String, timedOut: CancellationFlag, configuration: NodeConfiguration
+    ) async throws -> Message {
+        // A node and a coordinator that disagree on TLS fail in these two ways; say what to check.
+        let timeout =
+            "no \(what) from the coordinator within 10 s"
+            + (configuration.insecurePlainTCP
+                ? " (this node dials plain TCP, --insecure-plain-tcp; does the coordinator use TLS, its default?)" : "")
         let message: Message?
         do {
             message = try await iterator.next()
         } catch {
             if timedOut.isCancelled {
-                throw NodeError(code: .handshakeFailed, message: "no \(what) from the coordinator within 10 s")
+                throw NodeError(code: .handshakeFailed, message: timeout)
+            }
+            if error is NIOSSLError || error is BoringSSLError {
+                throw NodeError(
+                    code: .handshakeFailed,
+                    message: "the TLS handshake with the coordinator failed (a coordinator started with "
+                        + "--insecure-plain-tcp needs the node to pass it too)", cause: error)
             }
             let code: NodeError.Code = error is ProtocolError ? .protocolViolation : .handshakeFailed
             throw NodeError(code: code, message: "the connection failed while waiting for the \(what)", cause: error)
         }
         guard let message else {
             if timedOut.isCancelled {
-                throw NodeError(code: .handshakeFailed, message: "no \(what) from the coordinator within 10 s")
+                throw NodeError(code: .handshakeFailed, message: timeout)
             }
             throw NodeError(code: .handshakeFailed, message: "the coordinator closed the connection before its \(what)")
         }

@@ -49,6 +49,11 @@ struct Render: AsyncParsableCommand {
     @Flag(name: .customLong("keep-work"), help: "Keep segment files in the data directory.")
     var keepWork = false
 
+    @Flag(
+        name: .customLong("insecure-plain-tcp"),
+        help: "Plain TCP between the coordinator and the local nodes instead of TLS.")
+    var insecurePlainTCP = false
+
     @Option(help: "Write the summary as JSON to this file.")
     var json: String?
 
@@ -90,7 +95,8 @@ struct Render: AsyncParsableCommand {
                 nodes: nodes, threadsPerNode: threads, slotsPerNode: slots,
                 nodeExecutable: ProcessInfo.processInfo.arguments[0].hasPrefix("/")
                     ? ProcessInfo.processInfo.arguments[0] : Self.selfExecutable(),
-                dataDirectory: dataDir, nodeArguments: ["--hardware", hardware.rawValue], logger: logger))
+                dataDirectory: dataDir, nodeArguments: ["--hardware", hardware.rawValue],
+                insecurePlainTCP: insecurePlainTCP, logger: logger))
         let request = JobRequest(
             source: input, output: output, codec: codec, crf: crf, preset: preset, segmentSeconds: segmentSeconds,
             keepWork: keepWork)

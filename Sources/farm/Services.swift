@@ -44,6 +44,25 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
     var tokenFile: String?
 
+    @Option(
+        name: .customLong("api-token-file"),
+        help: "File holding the HTTP API's bearer token (else FARM_API_TOKEN, else one made in DATA-DIR/api-token).")
+    var apiTokenFile: String?
+
+    @Flag(name: .customLong("metrics-open"), help: "Serve GET /metrics without the API token.")
+    var metricsOpen = false
+
+    @Option(name: .customLong("tls-cert"), help: "The node port's TLS certificate chain, PEM (default: a self-signed one kept in DATA-DIR/tls).")
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: "The private key of --tls-cert, PEM.")
+    var tlsKey: String?
+
+    @Flag(
+        name: .customLong("insecure-plain-tcp"),
+        help: "Serve render nodes over plain TCP instead of TLS (unencrypted; nodes must pass it too).")
+    var insecurePlainTCP = false
+
     @OptionGroup var sourceOptions: SourceOptions
 
     @Option(name: .customLong("cleanup-interval-hours"), help: "Hours between cleanup passes (0: never).")
@@ -67,6 +86,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        if insecurePlainTCP, tlsCert != nil {
+            throw ValidationError("--insecure-plain-tcp and --tls-cert exclude each other")
+        }
         guard maxUploadGiB > 0 else { throw ValidationError("--max-upload-gib must be positive") }
         guard cleanupIntervalHours >= 0 else { throw ValidationError("--cleanup-interval-hours must not be negative") }
         guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
@@ -89,12 +112,20 @@ struct CoordinatorCommand: AsyncParsableCommand {
             fail("no join token: set FARM_JOIN_TOKEN or pass --token-file")
         }
         let dataDirectory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
+        let nodeSecurity: NodeChannelSecurity =
+            if insecurePlainTCP {
+                .insecurePlainTCP
+            } else if let tlsCert, let tlsKey {
+                .tlsCertificateFiles(certificate: tlsCert, key: tlsKey)
+            } else {
+                .tlsCertificateInDataDirectory
+            }
         var configuration = CoordinatorConfiguration(
             nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDirectory, joinToken: token,
             coordinatorID: ProcessInfo.processInfo.hostName,
             maxConcurrentJobs: maxJobs ?? tier?.maxConcurrentJobs ?? 4, queueLimit: queueLimit ?? tier?.queueLimit ?? 32,
             minimumFreeBytes: Int64((minFreeGiB ?? Double(tier?.lowDiskGiB ?? 2)) * Double(1 << 30)),
-            logger: Logger(label: "farm.coordinator"))
+            nodeSecurity: nodeSecurity, logger: Logger(label: "farm.coordinator"))
         configuration.cleanup.intervalSeconds = cleanupIntervalHours * 3600
         configuration.cleanup.retentionSeconds = retentionHours * 3600
         configuration.cleanup.managedOutputDirectory = dataDirectory + "/outputs"
@@ -105,18 +136,30 @@ struct CoordinatorCommand: AsyncParsableCommand {
         do {
             listener = try await coordinator.bind()
         } catch {
-            fail("cannot listen on \(nodeListen): \(error)")
+            fail("node port \(nodeListen): \(error)")
         }
-        let apiToken = ProcessInfo.processInfo.environment["FARM_API_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         let httpLogger = Logger(label: "farm.http")
-        if apiToken == nil, httpHost != "127.0.0.1", httpHost != "::1", httpHost != "localhost" {
-            httpLogger.notice("the HTTP API has no token (set FARM_API_TOKEN to require one)")
+        let apiToken: String
+        if let given = try readSecret(environment: "FARM_API_TOKEN", file: apiTokenFile) {
+            apiToken = given
+        } else {
+            do {
+                let made = try APIToken.loadOrCreate(dataDirectory: dataDirectory)
+                apiToken = made.token
+                let what = made.created ? "made an API token for clients' FARM_API_TOKEN" : "using the API token kept"
+                httpLogger.notice(
+                    "no FARM_API_TOKEN or --api-token-file: \(what)", metadata: ["file": "\(made.path)"])
+            } catch {
+                fail("\(error)")
+            }
         }
-        let httpConfiguration = sourceOptions.applied(to: HTTPConfiguration(
+        if metricsOpen { httpLogger.notice("GET /metrics answers without the API token (--metrics-open)") }
+        var httpConfiguration = sourceOptions.applied(to: HTTPConfiguration(
             host: httpHost, port: httpPort,
             sourceRoots: sourceRoots.map { URL(fileURLWithPath: $0).standardizedFileURL.path },
             dataDirectory: dataDirectory, maxUploadBytes: Int64(maxUploadGiB * Double(1 << 30)), apiToken: apiToken,
             logger: httpLogger))
+        httpConfiguration.metricsOpen = metricsOpen
         // SIGTERM and SIGINT shut the HTTP server and the coordinator down together.
         do {
             try await HTTPAPI.serve(coordinator: coordinator, listener: listener, configuration: httpConfiguration)
@@ -162,6 +205,11 @@ struct NodeCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Measure this node's encode speed at start-up (about a second).")
     var calibrate = true
 
+    @Flag(
+        name: .customLong("insecure-plain-tcp"),
+        help: "Dial the coordinator over plain TCP instead of TLS (only for a coordinator started with it).")
+    var insecurePlainTCP = false
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -193,7 +241,7 @@ struct NodeCommand: AsyncParsableCommand {
                 slots: slots ?? tier?.nodeSlots ?? 1, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0,
                 workDirectory: work, reconnect: !exitOnDisconnect,
                 capabilitiesJSON: try await capabilities(report, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0),
-                chooser: chooser, logger: Logger(label: "farm.node")))
+                chooser: chooser, insecurePlainTCP: insecurePlainTCP, logger: Logger(label: "farm.node")))
         let task = Task { try await node.run() }
         let signals = SignalWatcher(signals: [SIGINT, SIGTERM]) { node.drain() }
         defer { signals.stop() }
@@ -253,10 +301,13 @@ struct BenchWire: AsyncParsableCommand {
     @Option(help: "Directory for the temporary file.")
     var directory = FileManager.default.temporaryDirectory.path
 
+    @Flag(name: .customLong("insecure-plain-tcp"), help: "Measure plain TCP instead of TLS.")
+    var insecurePlainTCP = false
+
     func run() async throws {
         // The allocation policy of the real coordinator and nodes.
         ProcessMemory.returnLargeBlocks()
-        let result = try await WireBenchmark.run(bytes: bytes, directory: directory)
+        let result = try await WireBenchmark.run(bytes: bytes, directory: directory, tls: !insecurePlainTCP)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(result), as: UTF8.self))

@@ -18,11 +18,11 @@ import Testing
         let root: String
         let clip: String
         let coordinator: Coordinator
-        let configuration: HTTPConfiguration
+        var configuration: HTTPConfiguration
 
         init(
             maxUploadBytes: Int64 = 1 << 30, apiToken: String? = nil, minimumFreeBytes: UInt64 = 1 << 20,
-            scaleDownWindow: Duration = .seconds(300)
+            scaleDownWindow: Duration = .seconds(300), metricsOpen: Bool = false
         ) throws {
             MediaLog.quiet()
             directory = try TestMedia.temporaryDirectory("farm-http")
@@ -38,6 +38,7 @@ import Testing
             configuration = HTTPConfiguration(
                 host: "127.0.0.1", port: 0, sourceRoots: [root], dataDirectory: data, maxUploadBytes: maxUploadBytes,
                 apiToken: apiToken, scaleDownWindow: scaleDownWindow, minimumFreeBytes: minimumFreeBytes, logger: logger)
+            configuration.metricsOpen = metricsOpen
         }
 
         var app: some ApplicationProtocol { HTTPAPI.build(coordinator: coordinator, configuration: configuration) }
@@ -494,23 +495,44 @@ import Testing
 
     // MARK: - Token
 
-    @Test func aTokenGuardsEverythingButHealthAndDocs() async throws {
+    @Test func aTokenGuardsEverythingButHealthAndReady() async throws {
         let f = try Fixture(apiToken: "s3cret")
         defer { f.remove() }
         try await f.app.test(.router) { client in
             try await client.execute(uri: "/jobs", method: .get) { response throws in
                 #expect(response.status == .unauthorized)
+                #expect(response.headers[.wwwAuthenticate] == "Bearer")
                 #expect(try Self.error(response).contains("bearer token"))
             }
-            try await client.execute(uri: "/jobs", method: .get, headers: [.authorization: "Bearer wrong"]) {
-                #expect($0.status == .unauthorized)
+            for wrong in ["Bearer wrong", "Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "s3cret"] {
+                try await client.execute(uri: "/jobs", method: .get, headers: [.authorization: wrong]) {
+                    #expect($0.status == .unauthorized, "\(wrong)")
+                }
             }
             try await client.execute(uri: "/jobs", method: .get, headers: [.authorization: "Bearer s3cret"]) {
                 #expect($0.status == .ok)
             }
-            for open in ["/health", "/ready", "/api", "/openapi.yaml"] {
+            for guarded in ["/metrics", "/nodes", "/jobs/job-1", "/api", "/openapi.yaml", "/validate-system"] {
+                try await client.execute(uri: guarded, method: .get) { #expect($0.status == .unauthorized, "\(guarded)") }
+            }
+            try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer s3cret"]) {
+                #expect($0.status == .ok)
+            }
+            for open in ["/health", "/ready"] {
                 try await client.execute(uri: open, method: .get) { #expect($0.status == .ok, "\(open)") }
             }
+        }
+    }
+
+    @Test func metricsCanBeLeftOpen() async throws {
+        let f = try Fixture(apiToken: "s3cret", metricsOpen: true)
+        defer { f.remove() }
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/metrics", method: .get) { response throws in
+                #expect(response.status == .ok)
+                #expect(String(buffer: response.body).contains("farm_"))
+            }
+            try await client.execute(uri: "/jobs", method: .get) { #expect($0.status == .unauthorized) }
         }
     }
 

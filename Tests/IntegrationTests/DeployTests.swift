@@ -135,6 +135,23 @@ import Testing
         }
     }
 
+    /// The node channel crosses the internet between leases: a file that turns TLS off is rejected.
+    @Test(.enabled(if: canValidate, "\(whyNotValidate)"))
+    func aFileThatAsksForPlainTCPIsRejected() throws {
+        let (json, _) = try Self.tierTable()
+        let directory = try TestMedia.temporaryDirectory("farm-sdl")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let original = try String(
+            contentsOf: Self.repository.appendingPathComponent("deploy/akash-budget.yaml"), encoding: .utf8)
+        let plain = original.replacingOccurrences(of: "      - node\n", with: "      - node\n      - --insecure-plain-tcp\n")
+        #expect(plain != original)
+        let file = directory.appendingPathComponent("akash-budget.yaml")
+        try plain.write(to: file, atomically: true, encoding: .utf8)
+        let result = try Self.validate([file.path], ["--tiers", json])
+        #expect(result.status == 1, "\(result.stdout)")
+        #expect(result.stdout.contains("--insecure-plain-tcp would send segments unencrypted"), "\(result.stdout)")
+    }
+
     @Test func tierTableHasTheIssuesResourcesAndConsistentSettings() throws {
         let (_, rows) = try Self.tierTable()
         #expect(rows.compactMap { $0["tier"] as? String } == ["budget", "standard", "highperf"])

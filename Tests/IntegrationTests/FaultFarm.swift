@@ -36,7 +36,7 @@ final class FaultFarm: @unchecked Sendable {
 
     var base: String { "http://127.0.0.1:\(httpPort)" }
 
-    init(_ name: String, nodeHost: String = "127.0.0.1", coordinatorArguments: [String] = [], apiToken: String? = nil) throws {
+    init(_ name: String, nodeHost: String = "127.0.0.1", coordinatorArguments: [String] = [], apiToken: String? = "fault-api-token") throws {
         directory = try TestMedia.temporaryDirectory(name)
         sources = directory.appendingPathComponent("sources").path
         data = directory.appendingPathComponent("data").path

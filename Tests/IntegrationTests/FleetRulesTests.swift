@@ -11,6 +11,15 @@ import Testing
 /// that fails on 3 different nodes fails its job with the reason; and the cleanup pass removes what
 /// finished jobs left, never what a running job uses.
 @Suite(.serialized) struct FleetRulesTests {
+    /// The coordinator's API token (`FARM_API_TOKEN`), sent on every request.
+    static let apiToken = "fleet-rules-api-token"
+
+    static func authorized(_ url: String) -> URLRequest {
+        var request = URLRequest(url: URL(string: url)!)
+        request.setValue("Bearer \(apiToken)", forHTTPHeaderField: "Authorization")
+        return request
+    }
+
     /// A coordinator with the HTTP API and the named nodes, each with its own environment.
     struct Fleet {
         let directory: URL
@@ -29,7 +38,7 @@ import Testing
             let nodePort = Int.random(in: 30001...40000)
             base = "http://127.0.0.1:\(httpPort)"
             coordinatorLog = directory.appendingPathComponent("coordinator.log").path
-            let token = ["FARM_JOIN_TOKEN": "fleet-rules-token"]
+            let token = ["FARM_JOIN_TOKEN": "fleet-rules-token", "FARM_API_TOKEN": FleetRulesTests.apiToken]
             processes.append(
                 try FarmBinary.start(
                     [
@@ -63,12 +72,12 @@ import Testing
         }
 
         func get(_ path: String) async throws -> [String: Any] {
-            let (data, _) = try await URLSession.shared.data(from: URL(string: base + path)!)
+            let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(base + path))
             return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(path)")
         }
 
         func submit(_ json: String) async throws -> String {
-            var request = URLRequest(url: URL(string: base + "/jobs")!)
+            var request = FleetRulesTests.authorized(base + "/jobs")
             request.httpMethod = "POST"
             request.httpBody = Data(json.utf8)
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -120,7 +129,7 @@ import Testing
         #expect(log.contains("node quarantined"))
 
         let output = fleet.directory.appendingPathComponent("out.mp4")
-        let (data, _) = try await URLSession.shared.data(from: URL(string: fleet.base + "/jobs/\(id)/output")!)
+        let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)/output"))
         try data.write(to: output)
         #expect(try TestMedia.frameTimes(output.path) == (try TestMedia.frameTimes(clip)))
         try TestMedia.decodesCleanly(output.path)
@@ -149,7 +158,7 @@ import Testing
         let segments = try #require(job["segments"] as? [[String: Any]])
         #expect(segments.allSatisfy { $0["state"] as? String == "done" })
         let output = fleet.directory.appendingPathComponent("out.mp4")
-        let (data, _) = try await URLSession.shared.data(from: URL(string: fleet.base + "/jobs/\(id)/output")!)
+        let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)/output"))
         try data.write(to: output)
         #expect(try TestMedia.frameTimes(output.path) == (try TestMedia.frameTimes(clip)))
         try TestMedia.decodesCleanly(output.path)
@@ -223,7 +232,7 @@ import Testing
             return outputs.isEmpty && !FileManager.default.fileExists(atPath: "\(data)/jobs/\(id)")
         }
         #expect(forgotten)
-        let (_, response) = try await URLSession.shared.data(from: URL(string: fleet.base + "/jobs/\(id)")!)
+        let (_, response) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)"))
         #expect((response as? HTTPURLResponse)?.statusCode == 404)
     }
 }

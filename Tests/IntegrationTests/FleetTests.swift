@@ -52,7 +52,8 @@ import Testing
             ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("listening")
         })
 
-        // A frame claiming 100 MiB, an unknown frame type, and a hello with garbage: each connection is closed.
+        // Bytes that are no TLS handshake (the node port speaks TLS; SecurityTests sends the same frames inside TLS):
+        // a frame claiming 100 MiB, an unknown frame type, and a hello with garbage. Each connection is closed.
         #expect(Self.sendRaw([0x06, 0x40, 0x00, 0x00, 0x02], port: port))
         #expect(Self.sendRaw([0x00, 0x00, 0x00, 0x01, 0xEE], port: port))
         #expect(Self.sendRaw([0x00, 0x00, 0x00, 0x05, 0x02, 0x00, 0x01, 0x02, 0x03], port: port))
@@ -68,15 +69,18 @@ import Testing
         // A node with the right token joins the same, still running coordinator.
         let nodeLog = dir.appendingPathComponent("node.log").path
         let node = try FarmBinary.start(
-            ["node", "--coordinator", "127.0.0.1:\(port)", "--node-id", "good-node"],
+            // A work directory of its own: FleetRulesTests runs a "good-node" too, and the default directory is per ID.
+            ["node", "--coordinator", "127.0.0.1:\(port)", "--node-id", "good-node", "--no-calibrate", "--work-dir",
+             dir.appendingPathComponent("good-node").path],
             environment: ["FARM_JOIN_TOKEN": "right-token"], log: nodeLog)
         defer {
             node.terminate()
             node.waitUntilExit()
         }
-        #expect(FarmBinary.waitUntil(timeout: 20) {
-            ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("node joined")
-        })
+        #expect(
+            FarmBinary.waitUntil(timeout: 20) {
+                ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("node joined")
+            }, "\(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").suffix(1500))")
         let log = (try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? ""
         #expect(log.contains("failed to prove the join token"))
         #expect(coordinator.isRunning)

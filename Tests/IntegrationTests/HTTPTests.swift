@@ -20,6 +20,9 @@ import Testing
         let nodeLog: String
 
         var base: String { "http://127.0.0.1:\(httpPort)" }
+        static let apiToken = "http-api-token"
+        /// What client commands need to reach this coordinator.
+        static let clientEnvironment = ["FARM_API_TOKEN": apiToken]
 
         static func start(_ name: String) throws -> Farm {
             let directory = try TestMedia.temporaryDirectory(name)
@@ -27,7 +30,8 @@ import Testing
             try FileManager.default.createDirectory(atPath: sources, withIntermediateDirectories: true)
             let httpPort = Int.random(in: 20000...30000)
             let nodePort = Int.random(in: 30001...40000)
-            let environment = ["FARM_JOIN_TOKEN": "http-test-token"]
+            // The coordinator wants FARM_API_TOKEN on every request but /health and /ready; clients read it too.
+            let environment = ["FARM_JOIN_TOKEN": "http-test-token", "FARM_API_TOKEN": Farm.apiToken]
             let coordinatorLog = directory.appendingPathComponent("coordinator.log").path
             let coordinator = try FarmBinary.start(
                 [
@@ -71,6 +75,7 @@ import Testing
                 request.httpBody = Data(json.utf8)
                 request.setValue("application/json", forHTTPHeaderField: "Content-Type")
             }
+            request.setValue("Bearer \(Farm.apiToken)", forHTTPHeaderField: "Authorization")
             for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
             let (data, response) = try await URLSession.shared.data(for: request)
             let http = try #require(response as? HTTPURLResponse)
@@ -195,18 +200,19 @@ import Testing
         try TestMedia.makeClip(at: clip, seconds: 2)
         let output = farm.directory.appendingPathComponent("out.mkv").path
         let result = try FarmBinary.run(
-            ["submit", clip, "--server", farm.base, "-o", output, "--crf", "30"], timeout: 60)
+            ["submit", clip, "--server", farm.base, "-o", output, "--crf", "30"], environment: Farm.clientEnvironment,
+            timeout: 60)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.hasPrefix("job-"))
         #expect(try TestMedia.frameTimes(output).count == 50)
         #expect(try TestMedia.streamInfo(output, stream: "v:0", entries: "codec_name")["codec_name"] == "h264")
 
-        let jobs = try FarmBinary.run(["jobs", "--server", farm.base], timeout: 20)
+        let jobs = try FarmBinary.run(["jobs", "--server", farm.base], environment: Farm.clientEnvironment, timeout: 20)
         #expect(jobs.status == 0)
         #expect(jobs.stdout.contains("upload:upload me.mp4"), "\(jobs.stdout)")
-        let nodes = try FarmBinary.run(["nodes", "--server", farm.base], timeout: 20)
+        let nodes = try FarmBinary.run(["nodes", "--server", farm.base], environment: Farm.clientEnvironment, timeout: 20)
         #expect(nodes.stdout.contains("http-node"), "\(nodes.stdout)")
-        let cancel = try FarmBinary.run(["cancel", "job-missing", "--server", farm.base], timeout: 20)
+        let cancel = try FarmBinary.run(["cancel", "job-missing", "--server", farm.base], environment: Farm.clientEnvironment, timeout: 20)
         #expect(cancel.status != 0)
         #expect(cancel.stderr.contains("no job job-missing"), "\(cancel.stderr)")
 
@@ -214,7 +220,7 @@ import Testing
         let rendered = farm.directory.appendingPathComponent("rendered.mp4").path
         let render = try FarmBinary.run(
             ["render", clip, "-o", rendered, "--coordinator", "127.0.0.1:\(farm.httpPort)", "--preset", "ultrafast"],
-            timeout: 60)
+            environment: Farm.clientEnvironment, timeout: 60)
         #expect(render.status == 0, "\(render.stderr)")
         #expect(try TestMedia.frameSeconds(rendered) == TestMedia.frameSeconds(clip))
     }

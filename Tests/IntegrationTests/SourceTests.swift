@@ -26,7 +26,7 @@ import Testing
             let directory = try TestMedia.temporaryDirectory(name)
             let httpPort = Int.random(in: 20000...30000)
             let nodePort = Int.random(in: 30001...40000)
-            let environment = ["FARM_JOIN_TOKEN": "source-test-token"]
+            let environment = ["FARM_JOIN_TOKEN": "source-test-token", "FARM_API_TOKEN": "source-api-token"]
             let coordinatorLog = directory.appendingPathComponent("coordinator.log").path
             var processes = [
                 try FarmBinary.start(
@@ -67,6 +67,7 @@ import Testing
         ) async throws -> (Int, [String: String], Data) {
             var request = URLRequest(url: URL(string: base + path)!)
             request.httpMethod = method
+            request.setValue("Bearer source-api-token", forHTTPHeaderField: "Authorization")
             if let body {
                 request.httpBody = body
                 request.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -288,6 +289,7 @@ import Testing
         // A chunk whose connection breaks after 40 % of it: the server keeps what arrived.
         let half = bytes.count * 2 / 5
         var head = "PUT /uploads/\(id) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+        head += "Authorization: Bearer source-api-token\r\n"
         head += "Content-Range: bytes 0-\(bytes.count - 1)/\(bytes.count)\r\nContent-Length: \(bytes.count)\r\n\r\n"
         _ = try Sockets.exchange(port: farm.httpPort, Data(head.utf8) + bytes.prefix(half), closeAfterSending: true)
         var offset = 0
@@ -360,7 +362,7 @@ import Testing
         let output = farm.directory.appendingPathComponent("out.mp4").path
         let result = try FarmBinary.run(
             ["submit", clip, "--server", "http://127.0.0.1:\(proxy.port)", "-o", output, "--chunk-mib", "0.125", "--preset", "ultrafast"],
-            timeout: 90)
+            environment: ["FARM_API_TOKEN": "source-api-token"], timeout: 90)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(proxy.cutCount == 1, "the proxy cut a connection")
         #expect(result.stderr.contains("resuming"), "\(result.stderr)")

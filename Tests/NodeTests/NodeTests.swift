@@ -9,7 +9,8 @@ import NIOCore
 import NIOPosix
 import Testing
 
-/// The node against a fake coordinator on loopback, speaking FarmProtocol over NIO.
+/// The node against a fake coordinator on loopback, speaking FarmProtocol over NIO (plain TCP; the TLS channel and
+/// its binding are tested with real processes in SecurityTests).
 @Suite(.timeLimit(.minutes(1))) struct NodeTests {
     static let token = "node-test-token"
 
@@ -58,7 +59,7 @@ import Testing
         let node = RenderNode(
             configuration: NodeConfiguration(
                 coordinatorPort: port, nodeID: "test-node", joinToken: Self.token, workDirectory: try workDirectory(),
-                reconnect: false))
+                reconnect: false, insecurePlainTCP: true))
         await #expect(throws: NodeError.self) { try await node.run() }
         do { try await node.run() } catch let error as NodeError { #expect(error.code == .connectFailed) }
     }
@@ -358,7 +359,8 @@ import Testing
         let server = try await FakeCoordinator.bind()
         let node = RenderNode(
             configuration: NodeConfiguration(
-                coordinatorPort: server.port, nodeID: "test-node", joinToken: Self.token, workDirectory: work))
+                coordinatorPort: server.port, nodeID: "test-node", joinToken: Self.token, workDirectory: work,
+                insecurePlainTCP: true))
         try await server.channel.executeThenClose { connections in
             let run = Task { try await node.run() }
             var iterator = connections.makeAsyncIterator()
@@ -393,7 +395,8 @@ func scenario(
     let server = try await FakeCoordinator.bind()
     var configuration = NodeConfiguration(
         coordinatorPort: server.port, nodeID: "test-node", joinToken: NodeTests.token,
-        workDirectory: try workDirectory ?? FarmNodeTestsSupport.workDirectory(), reconnect: reconnect)
+        workDirectory: try workDirectory ?? FarmNodeTestsSupport.workDirectory(), reconnect: reconnect,
+        insecurePlainTCP: true)
     configuration.logger.logLevel = .debug
     configure(&configuration)
     let node = RenderNode(configuration: configuration)
@@ -484,7 +487,10 @@ struct Peer {
         try await send(.challenge(Challenge(coordinatorID: "fake", nonce: nonce)))
         guard case .hello(let hello)? = try await iterator.next() else { throw TestFailure("expected a hello") }
         #expect(hello.version == farmProtocolVersion)
-        #expect(JoinProof.verify(hello.proof, JoinProof.node(token: NodeTests.token, nonce: nonce, nodeID: hello.nodeID)))
+        #expect(
+            JoinProof.verify(
+                hello.proof,
+                JoinProof.node(token: NodeTests.token, nonce: nonce, nodeID: hello.nodeID, channelBinding: .plainTCP)))
         nodeID = hello.nodeID
         return hello
     }
@@ -495,7 +501,8 @@ struct Peer {
             .welcome(
                 Welcome(
                     coordinatorID: "fake", heartbeatSeconds: 1,
-                    proof: JoinProof.coordinator(token: NodeTests.token, nonce: nonce, nodeID: nodeID))))
+                    proof: JoinProof.coordinator(
+                        token: NodeTests.token, nonce: nonce, nodeID: nodeID, channelBinding: .plainTCP))))
     }
 }
 

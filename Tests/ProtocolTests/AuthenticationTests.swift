@@ -5,38 +5,84 @@ import Testing
 @Suite struct JoinProofTests {
     private let token = "correct horse battery staple"
     private let nonce = Array(0..<32 as Range<UInt8>)
+    /// The binding of a stand-in certificate: what it hashes does not matter to the proof, only its bytes do.
+    private let tls = ChannelBinding.tlsServerEndPoint(certificateDER: Array("not really a certificate".utf8))
+
+    private func node(
+        token: String? = nil, nonce: [UInt8]? = nil, nodeID: String = "node-1", binding: ChannelBinding? = nil
+    ) -> [UInt8] {
+        JoinProof.node(
+            token: token ?? self.token, nonce: nonce ?? self.nonce, nodeID: nodeID, channelBinding: binding ?? self.tls)
+    }
 
     @Test func knownAnswer() {
-        // Computed independently (Python's hmac module) from the construction documented in docs/protocol.md.
+        // Computed independently (Python's hmac and hashlib) from the construction documented in docs/protocol.md.
+        #expect(self.tls.description == "d6182255e5739d55fc9781759c7a823d4dff3d2b7d17949e7085ee7c0cc22acf")
+        #expect(self.tls.bytes.prefix(21) == ArraySlice("tls-server-end-point:".utf8))
         #expect(
-            SegmentChecksum.hex(JoinProof.node(token: self.token, nonce: self.nonce, nodeID: "node-1"))
-                == "33dfde8265a499c8383b2cc7ac830c7d919d33bdf1e7675c191312c8254e6708"
-        )
+            SegmentChecksum.hex(self.node(binding: .plainTCP))
+                == "3d482c694f3a79265d632b374edca59a1bfc17aa2c7721a887f40d6543c3a324")
         #expect(
-            SegmentChecksum.hex(JoinProof.coordinator(token: self.token, nonce: self.nonce, nodeID: "node-1"))
-                == "87ef5b1dd835046abc5532678581b8b315a5ab39d71c36ad72df5efa268d2ee7"
-        )
+            SegmentChecksum.hex(
+                JoinProof.coordinator(token: self.token, nonce: self.nonce, nodeID: "node-1", channelBinding: .plainTCP))
+                == "205c78ed1567db8a3fdce16d5bc88a4afa28979734ab1654f3598bc11697393e")
+        #expect(
+            SegmentChecksum.hex(self.node())
+                == "536d5d6979025a43bd400832d782617ea1b6e7d61ce225553b157397e0bd6917")
+        #expect(
+            SegmentChecksum.hex(
+                JoinProof.coordinator(token: self.token, nonce: self.nonce, nodeID: "node-1", channelBinding: self.tls))
+                == "1d0b67a7e805927da681f6f69b2101db013c61f5473beeaff79a391497905a30")
     }
 
     @Test func sameInputsGiveTheSameProof() {
-        let proof = JoinProof.node(token: self.token, nonce: self.nonce, nodeID: "node-1")
+        let proof = self.node()
         #expect(proof.count == JoinProof.byteCount)
-        #expect(proof == JoinProof.node(token: self.token, nonce: self.nonce, nodeID: "node-1"))
+        #expect(proof == self.node())
     }
 
     @Test func anyDifferentInputGivesADifferentProof() {
-        let proof = JoinProof.node(token: self.token, nonce: self.nonce, nodeID: "node-1")
+        let proof = self.node()
         var otherNonce = self.nonce
         otherNonce[31] ^= 1
-        #expect(proof != JoinProof.node(token: "another token", nonce: self.nonce, nodeID: "node-1"))
-        #expect(proof != JoinProof.node(token: self.token, nonce: otherNonce, nodeID: "node-1"))
-        #expect(proof != JoinProof.node(token: self.token, nonce: self.nonce, nodeID: "node-2"))
-        #expect(proof != JoinProof.coordinator(token: self.token, nonce: self.nonce, nodeID: "node-1"))
+        #expect(proof != self.node(token: "another token"))
+        #expect(proof != self.node(nonce: otherNonce))
+        #expect(proof != self.node(nodeID: "node-2"))
+        #expect(
+            proof != JoinProof.coordinator(token: self.token, nonce: self.nonce, nodeID: "node-1", channelBinding: self.tls))
+    }
+
+    /// A man in the middle who terminates TLS presents its own certificate to the node: the node binds its proof to
+    /// that certificate, the coordinator expects one bound to its own, so the relayed proof does not verify, and
+    /// neither does a plain-TCP proof relayed into TLS (a downgrade).
+    @Test func aProofForAnotherCertificateIsRejected() {
+        let coordinatorCertificate = ChannelBinding.tlsServerEndPoint(certificateDER: Array("coordinator".utf8))
+        let proxyCertificate = ChannelBinding.tlsServerEndPoint(certificateDER: Array("proxy".utf8))
+        #expect(coordinatorCertificate != proxyCertificate)
+        let expected = self.node(binding: coordinatorCertificate)
+        #expect(JoinProof.verify(self.node(binding: coordinatorCertificate), expected))
+        #expect(!JoinProof.verify(self.node(binding: proxyCertificate), expected))
+        #expect(!JoinProof.verify(self.node(binding: .plainTCP), expected))
+        // And the other way: the coordinator's welcome, made for its certificate, fails at a node that saw the proxy's.
+        let welcome = JoinProof.coordinator(
+            token: self.token, nonce: self.nonce, nodeID: "node-1", channelBinding: coordinatorCertificate)
+        #expect(
+            !JoinProof.verify(
+                welcome,
+                JoinProof.coordinator(
+                    token: self.token, nonce: self.nonce, nodeID: "node-1", channelBinding: proxyCertificate)))
+    }
+
+    @Test func bindingsDescribeThemselves() {
+        #expect(ChannelBinding.plainTCP.isPlainTCP)
+        #expect(ChannelBinding.plainTCP.description == "plain TCP")
+        #expect(!self.tls.isPlainTCP)
+        #expect(self.tls.bytes.count == 21 + 32)
     }
 
     @Test func verifyComparesWholeProofs() {
-        let proof = JoinProof.node(token: self.token, nonce: self.nonce, nodeID: "node-1")
-        #expect(JoinProof.verify(proof, JoinProof.node(token: self.token, nonce: self.nonce, nodeID: "node-1")))
+        let proof = self.node()
+        #expect(JoinProof.verify(proof, self.node()))
         for index in proof.indices {
             var tampered = proof
             tampered[index] ^= 0x80

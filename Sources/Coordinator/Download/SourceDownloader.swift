@@ -1,6 +1,7 @@
 internal import CCurl
 internal import FarmMedia
 internal import Foundation
+internal import CoreFoundation
 internal import Glibc
 
 /// Fetches a job's http(s) source with libcurl into the job's work directory: streamed to

@@ -1,3 +1,4 @@
+internal import Crypto
 internal import Foundation
 internal import HTTPTypes
 internal import Hummingbird
@@ -84,22 +85,27 @@ struct ErrorMappingMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// Checks `Authorization: Bearer <token>` when the API has a token; the health, readiness and
-/// documentation endpoints stay open.
+/// Checks `Authorization: Bearer <token>` when the API has a token; only the health and readiness
+/// endpoints stay open, and `/metrics` when the operator chose so (`--metrics-open`).
 struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
-    let token: String
-    static var openPaths: Set<String> { ["/health", "/ready", "/api", "/openapi.yaml"] }
+    let digest: [UInt8]
+    let openPaths: Set<String>
+
+    init(token: String, metricsOpen: Bool = false) {
+        self.digest = Array(SHA256.hash(data: Array(token.utf8)))
+        self.openPaths = metricsOpen ? ["/health", "/ready", "/metrics"] : ["/health", "/ready"]
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
-        if Self.openPaths.contains(request.uri.path) { return try await next(request, context) }
+        if openPaths.contains(request.uri.path) { return try await next(request, context) }
         let presented = request.headers[.authorization].flatMap { value -> String? in
             let parts = value.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
             return String(parts[1])
         }
-        guard let presented, Self.constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
+        guard let presented, Self.constantTimeEqual(Array(SHA256.hash(data: Array(presented.utf8))), digest) else {
             throw APIError(
                 .unauthorized, presented == nil ? "missing bearer token (set FARM_API_TOKEN)" : "wrong bearer token",
                 headers: [.wwwAuthenticate: "Bearer"])
@@ -107,6 +113,8 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
         return try await next(request, context)
     }
 
+    /// Compares two digests in constant time. Both sides are SHA-256 digests, so neither the position of the first
+    /// difference nor the length of the presented token shows in the time taken.
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
         var difference: UInt8 = 0

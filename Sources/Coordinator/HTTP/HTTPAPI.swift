@@ -101,7 +101,7 @@ public enum HTTPAPI {
         let router = Router(context: Context.self)
         router.add(middleware: ErrorMappingMiddleware())
         if let token = configuration.apiToken, !token.isEmpty {
-            router.add(middleware: BearerTokenMiddleware(token: token))
+            router.add(middleware: BearerTokenMiddleware(token: token, metricsOpen: configuration.metricsOpen))
         }
         router.post("/jobs") { request, context in try await routes.submit(request, context: context) }
         router.get("/jobs") { _, _ in await routes.listJobs() }

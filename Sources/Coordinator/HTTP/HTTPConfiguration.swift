@@ -16,9 +16,11 @@ public struct HTTPConfiguration: Sendable {
     public var uploadDirectory: String
     /// The largest upload accepted, in bytes.
     public var maxUploadBytes: Int64
-    /// When set, every request but `/health`, `/ready`, `/api` and `/openapi.yaml` must carry
-    /// `Authorization: Bearer <token>`.
+    /// When set, every request but `/health` and `/ready` (and `/metrics` with ``metricsOpen``) must carry
+    /// `Authorization: Bearer <token>`. `farm coordinator` always sets one; nil leaves the API open (tests).
     public var apiToken: String?
+    /// Whether `GET /metrics` answers without the token (for a scraper on a private network).
+    public var metricsOpen: Bool = false
     /// How long utilisation must stay under 30 % before `farm_scale_down_hint` is 1.
     public var scaleDownWindow: Duration
     /// Free space in the data directory below which `/validate-system` fails.

@@ -11,9 +11,10 @@ info:
     The HTTP API of `farm coordinator --http HOST:PORT`: submit video encoding jobs, follow them,
     cancel them, download their outputs, and watch the render nodes.
 
-    Every error answers `{"error": "..."}` saying what was wrong. When the coordinator has an API
-    token (`FARM_API_TOKEN`), every request but /health, /ready, /api and /openapi.yaml must send
-    `Authorization: Bearer <token>`.
+    Every error answers `{"error": "..."}` saying what was wrong. Every request but /health and
+    /ready must send `Authorization: Bearer <token>` with the coordinator's API token
+    (`FARM_API_TOKEN`, `--api-token-file`, or the one it keeps in DATA-DIR/api-token); /metrics
+    too, unless the coordinator runs with `--metrics-open`.
 servers:
   - url: http://127.0.0.1:8080
 security:
@@ -277,7 +278,6 @@ paths:
     get:
       summary: An index of the endpoints
       operationId: index
-      security: []
       responses:
         '200':
           description: Every endpoint with a summary.
@@ -295,6 +295,7 @@ paths:
                         method: {type: string}
                         path: {type: string}
                         summary: {type: string}
+        '401': {$ref: '#/components/responses/Error'}
   /validate-system:
     get:
       summary: Check FFmpeg, hardware, disk, data directory, database and nodes
@@ -321,7 +322,8 @@ paths:
         farm_node_slots, farm_node_slots_in_use, farm_utilisation, farm_http_bytes_in_total,
         farm_http_bytes_out_total, farm_fallbacks_total, farm_scale_up (1 when more than 10 jobs wait
         or a job has waited more than 30 s) and farm_scale_down_hint (1 when utilisation has stayed
-        under 30 % for the scale-down window). Gauges are computed at scrape time.
+        under 30 % for the scale-down window). Gauges are computed at scrape time. Needs the API
+        token unless the coordinator runs with `--metrics-open`.
       operationId: metrics
       responses:
         '200':
@@ -333,12 +335,12 @@ paths:
     get:
       summary: This document
       operationId: openapi
-      security: []
       responses:
         '200':
           description: OpenAPI 3 in YAML.
           content:
             application/yaml: {schema: {type: string}}
+        '401': {$ref: '#/components/responses/Error'}
 components:
   securitySchemes:
     bearer: {type: http, scheme: bearer}

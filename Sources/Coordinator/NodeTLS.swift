@@ -1,0 +1,178 @@
+internal import Crypto
+internal import FarmProtocol
+internal import Foundation
+internal import Logging
+internal import NIOSSL
+internal import SwiftASN1
+internal import X509
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// How the coordinator's node port is secured.
+///
+/// Every TLS mode presents one certificate; the node does not check its chain (it needs no certificate set-up),
+/// it binds its join proof to the certificate's hash instead (``ChannelBinding``).
+public enum NodeChannelSecurity: Sendable {
+    /// TLS with a self-signed certificate generated on the first start and kept in the data directory
+    /// (`tls/node-cert.pem`, and `tls/node-key.pem` readable by its owner only).
+    case tlsCertificateInDataDirectory
+    /// TLS with the certificate chain (PEM, leaf first) and private key (PEM) in these files.
+    case tlsCertificateFiles(certificate: String, key: String)
+    /// TLS with a self-signed certificate made in memory for this process only (the embedded `farm render`).
+    case tlsEphemeralCertificate
+    /// Plain TCP: no encryption, and a join proof bound to nothing. Only when explicitly asked for.
+    case insecurePlainTCP
+}
+
+/// The certificate and key the coordinator presents to nodes, with the TLS context made from them.
+struct NodeTLSIdentity: Sendable {
+    let context: NIOSSLContext
+    /// The `tls-server-end-point` binding of the leaf certificate.
+    let binding: ChannelBinding
+    /// Where the certificate came from, for the log.
+    let origin: String
+
+    /// Where the certificate and key live in a data directory.
+    static func paths(dataDirectory: String) -> (directory: String, certificate: String, key: String) {
+        let directory = dataDirectory + "/tls"
+        return (directory, directory + "/node-cert.pem", directory + "/node-key.pem")
+    }
+
+    /// The identity for `security`, or nil for plain TCP.
+    static func make(
+        _ security: NodeChannelSecurity, dataDirectory: String, subject: String, logger: Logger
+    ) throws -> NodeTLSIdentity? {
+        switch security {
+        case .insecurePlainTCP:
+            return nil
+        case .tlsEphemeralCertificate:
+            let (certificate, key) = try generate(subject: subject)
+            return try NodeTLSIdentity(certificatePEM: certificate, keyPEM: key, origin: "generated in memory")
+        case .tlsCertificateFiles(let certificate, let key):
+            return try load(certificate: certificate, key: key, logger: logger)
+        case .tlsCertificateInDataDirectory:
+            let paths = paths(dataDirectory: dataDirectory)
+            let manager = FileManager.default
+            if manager.fileExists(atPath: paths.certificate) {
+                guard manager.fileExists(atPath: paths.key) else {
+                    throw CoordinatorError(
+                        .io,
+                        "\(paths.certificate) exists but its key \(paths.key) does not; remove the certificate to "
+                            + "have a new one generated")
+                }
+                return try load(certificate: paths.certificate, key: paths.key, logger: logger)
+            }
+            // A key without its certificate is what an interrupted first start leaves: both are made anew.
+            let (certificate, key) = try generate(subject: subject)
+            try createDirectory(paths.directory)
+            try writeFileAtomically(key, to: paths.key, mode: 0o600)
+            try writeFileAtomically(certificate, to: paths.certificate, mode: 0o644)
+            return try NodeTLSIdentity(
+                certificatePEM: certificate, keyPEM: key, origin: "generated and saved in \(paths.directory)")
+        }
+    }
+
+    private init(certificatePEM: String, keyPEM: String, origin: String) throws {
+        let chain = try NIOSSLCertificate.fromPEMBytes(Array(certificatePEM.utf8))
+        let key = try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)
+        try self.init(chain: chain, key: key, origin: origin)
+    }
+
+    private init(chain: [NIOSSLCertificate], key: NIOSSLPrivateKey, origin: String) throws {
+        guard let leaf = chain.first else { throw CoordinatorError(.invalidRequest, "\(origin): no certificate") }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv12
+        self.context = try NIOSSLContext(configuration: configuration)
+        self.binding = .tlsServerEndPoint(certificateDER: try leaf.toDERBytes())
+        self.origin = origin
+    }
+
+    private static func load(certificate: String, key: String, logger: Logger) throws -> NodeTLSIdentity {
+        let chain: [NIOSSLCertificate]
+        do {
+            chain = try NIOSSLCertificate.fromPEMFile(certificate)
+        } catch {
+            throw CoordinatorError(.invalidRequest, "\(certificate): not a readable PEM certificate (\(error))")
+        }
+        let privateKey: NIOSSLPrivateKey
+        do {
+            privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+        } catch {
+            throw CoordinatorError(.invalidRequest, "\(key): not a readable PEM private key (\(error))")
+        }
+        let mode = (try? FileManager.default.attributesOfItem(atPath: key))?[.posixPermissions] as? Int ?? 0
+        if mode & 0o077 != 0 {
+            logger.warning(
+                "the node TLS key file is readable by other users", metadata: ["file": "\(key)"])
+        }
+        do {
+            return try NodeTLSIdentity(chain: chain, key: privateKey, origin: "loaded from \(certificate)")
+        } catch {
+            throw CoordinatorError(.invalidRequest, "\(certificate) and \(key) do not make a TLS identity (\(error))")
+        }
+    }
+
+    /// A self-signed P-256 certificate and its key, both PEM.
+    static func generate(subject: String) throws -> (certificate: String, key: String) {
+        let key = P256.Signing.PrivateKey()
+        let name = try DistinguishedName {
+            CommonName("farm coordinator \(subject)")
+        }
+        let now = Date()
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(),
+            publicKey: Certificate.PublicKey(key.publicKey),
+            notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(20 * 365 * 86400),
+            issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage([.serverAuth])
+            },
+            issuerPrivateKey: Certificate.PrivateKey(key))
+        return (try certificate.serializeAsPEM().pemString, key.pemRepresentation)
+    }
+
+    private static func createDirectory(_ path: String) throws {
+        do {
+            try FileManager.default.createDirectory(
+                atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw CoordinatorError(.io, "cannot create \(path): \(error)")
+        }
+    }
+}
+
+/// Writes `text` to a temporary file created with `mode` (never wider), then renames it into place.
+func writeFileAtomically(_ text: String, to path: String, mode: mode_t) throws {
+    let temporary = "\(path).tmp-\(UInt32.random(in: 0...UInt32.max))"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+    guard fd >= 0 else { throw CoordinatorError(.io, "cannot create \(temporary): \(String(cString: strerror(errno)))") }
+    let bytes = Array(text.utf8)
+    var written = 0
+    while written < bytes.count {
+        let n = bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n < 0, errno == EINTR { continue }
+        guard n > 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            unlink(temporary)
+            throw CoordinatorError(.io, "cannot write \(temporary): \(reason)")
+        }
+        written += n
+    }
+    // The mode asked for at creation is narrowed by the umask; the key must end up exactly owner-only.
+    fchmod(fd, mode)
+    fsync(fd)
+    close(fd)
+    guard rename(temporary, path) == 0 else {
+        let reason = String(cString: strerror(errno))
+        unlink(temporary)
+        throw CoordinatorError(.io, "cannot rename \(temporary) to \(path): \(reason)")
+    }
+}
