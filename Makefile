@@ -2,11 +2,12 @@
 #   make demo   install what is missing, build, render a generated 60 s clip with 2 local nodes
 #   make test   install what is missing, build, run every test
 #   make bench  the benchmark; results in bench/results.json and a printed table
+#   make capacity  each tier under rising load (farm capacity); bench/capacity-TIER.json and .html
 
 SWIFT ?= swift
 BUILD_FLAGS ?=
 
-.PHONY: deps build release demo test bench format clean
+.PHONY: deps build release demo test bench capacity format clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -26,6 +27,14 @@ test: deps
 
 bench: release
 	@python3 scripts/bench.py --farm "$$($(SWIFT) build -c release --show-bin-path)/farm"
+
+# Seconds of load per tier; on a machine with fewer cores than a tier the report says so.
+CAPACITY_SECONDS ?= 180
+capacity: release
+	@for tier in budget standard highperf; do \
+	  "$$($(SWIFT) build -c release --show-bin-path)/farm" capacity --tier $$tier --embedded \
+	    --duration $(CAPACITY_SECONDS) --json bench/capacity-$$tier.json --html bench/capacity-$$tier.html || exit 1; \
+	done
 
 format:
 	@bash scripts/validate.sh

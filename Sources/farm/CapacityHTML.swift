@@ -13,7 +13,12 @@ enum CapacityHTML {
         for job in report.jobs where job.state == "done" {
             if let at = job.finishedAt { buckets[min(Int(at / bucket), buckets.count - 1)] += 1 }
         }
-        let throughputBars = buckets.enumerated().map { (Double($0.offset) * bucket, $0.element * 3600 / bucket) }
+        // The last bucket may be cut short by the end of the run: its rate is over the time it covers.
+        let throughputBars = buckets.enumerated().compactMap { i, count -> (Double, Double)? in
+            let from = Double(i) * bucket
+            let span = min(bucket, end - from)
+            return span >= 1 ? (from, count * 3600 / span) : nil
+        }
         let offered = report.timeline.map { ($0.t, $0.offeredJobsPerHour) }
         let throughput = Chart(
             title: "Throughput", yLabel: "jobs per hour", xMax: end,
@@ -203,7 +208,7 @@ enum CapacityHTML {
             if let bars {
                 for (start, value) in bars.points where value > 0 {
                     let x0 = x(start)
-                    let x1 = x(start + bars.width)
+                    let x1 = x(min(start + bars.width, xMax))
                     out.append("<rect x=\"\(f(x0 + 1))\" y=\"\(f(y(value)))\" width=\"\(f(max(x1 - x0 - 2, 1)))\" height=\"\(f(top + plotH - y(value)))\" fill=\"\(bars.color)\"/>")
                 }
                 legend.append((bars.name, bars.color, false))
