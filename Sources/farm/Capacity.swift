@@ -103,6 +103,7 @@ struct Capacity: AsyncParsableCommand {
     /// Prepares clips (and the farm), runs the load, and always cleans up after itself.
     func measure() async throws -> CapacityReport {
         let started = Date()
+        let loadAverage = CapacityReport.Machine.loadAverage()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("farm-capacity-\(UUID().uuidString.prefix(8))")
         let clipDirectory = directory.appendingPathComponent("clips")
         try FileManager.default.createDirectory(at: clipDirectory, withIntermediateDirectories: true)
@@ -149,7 +150,9 @@ struct Capacity: AsyncParsableCommand {
             Self.say(String(format: "load for up to %.0f s", duration))
             let record = try await load.run()
             await Self.stop(farm)
-            return makeReport(record, started: started, clips: clips, confinement: farm?.confinement)
+            let machine = CapacityReport.Machine(
+                cpus: CPUAffinity.allowedCores().count, loadAverageStart: loadAverage, loadAverageEnd: CapacityReport.Machine.loadAverage())
+            return makeReport(record, started: started, machine: machine, clips: clips, confinement: farm?.confinement)
         } catch {
             await Self.stop(farm)
             throw error
@@ -191,7 +194,7 @@ struct Capacity: AsyncParsableCommand {
         return CommandLine.arguments[0]
     }
 
-    func makeReport(_ record: LoadRecord, started: Date, clips: [CapacityLoad.Clip], confinement: CapacityReport.Confinement?)
+    func makeReport(_ record: LoadRecord, started: Date, machine: CapacityReport.Machine, clips: [CapacityLoad.Clip], confinement: CapacityReport.Confinement?)
         -> CapacityReport
     {
         let done = record.jobs.filter { $0.state == "done" }
@@ -228,6 +231,10 @@ struct Capacity: AsyncParsableCommand {
         if basis != "saturated" {
             notes.append("too few jobs finished while others waited to measure the saturated rate: jobs per hour is over the whole run")
         }
+        if let load = [machine.loadAverageStart, machine.loadAverageEnd].compactMap({ $0 }).max(), load > Double(machine.cpus) {
+            notes.append(
+                String(format: "the machine was shared: its load average reached %.1f on %d cores, so the farm got less CPU than it was allowed and the figures are low", load, machine.cpus))
+        }
         if record.rejected > 0 {
             notes.append("the coordinator refused \(record.rejected) job(s) with a full queue")
         }
@@ -245,7 +252,7 @@ struct Capacity: AsyncParsableCommand {
         let allowedCores = Set((confinement?.nodeCores ?? []) + (confinement?.coordinatorCores ?? [])).count
         let slotShares = record.samples.filter { $0.slots > 0 }.map { Double($0.slotsInUse) / Double($0.slots) }
         return CapacityReport(
-            tier: tier.rawValue, mode: server == nil ? "embedded" : "server", server: server,
+            tier: tier.rawValue, mode: server == nil ? "embedded" : "server", machine: machine, server: server,
             startedAt: ISO8601DateFormatter().string(from: started), command: Self.commandLine(), durationSeconds: duration,
             elapsedSeconds: elapsed,
             clips: clips.enumerated().map { i, clip in

@@ -62,6 +62,8 @@ enum CapacityHTML {
             cell("tier", "\(report.tier) (\(report.mode)\(report.server.map { " \($0)" } ?? ""))"),
             cell("command", report.command),
             cell("started", report.startedAt),
+            cell("machine", "\(report.machine.cpus) cores, load average "
+                + [report.machine.loadAverageStart, report.machine.loadAverageEnd].map { $0.map { String(format: "%.1f", $0) } ?? "?" }.joined(separator: " at the start, ") + " at the end"),
             cell("clips", report.clips.map { "\($0.label) \($0.width)x\($0.height) \(String(format: "%g", $0.seconds)) s" }.joined(separator: ", ")
                 + ", \(report.codec) \(report.preset)"),
             cell("jobs", "\(report.jobsCompleted) done, \(report.jobsFailed) failed, \(report.jobsCancelled) cancelled at the end, \(report.jobsRejected) refused, of \(report.jobsSubmitted)"),

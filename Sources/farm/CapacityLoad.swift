@@ -88,6 +88,7 @@ struct CapacityLoad {
         var next = 0
         var lastSubmission = ContinuousClock.now
         while ContinuousClock.now < deadline {
+            if await recorder.stopSubmitting { return }
             let stepEnd = min(ContinuousClock.now + step, deadline)
             await recorder.setOffered(rate)
             log(String(format: "offering %.0f jobs/hour", rate))

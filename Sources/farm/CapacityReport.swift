@@ -120,8 +120,28 @@ struct CapacityReport: Encodable {
         }
     }
 
+    /// The machine the run was on: its cores and its 1-minute load average at the start and the end (a load
+    /// well above the core count means other work shared the machine and the figures are low).
+    struct Machine: Encodable {
+        var cpus: Int
+        var loadAverageStart: Double?
+        var loadAverageEnd: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case cpus
+            case loadAverageStart = "load_average_start"
+            case loadAverageEnd = "load_average_end"
+        }
+
+        /// The 1-minute load average from /proc/loadavg.
+        static func loadAverage() -> Double? {
+            (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.flatMap { Double($0) }
+        }
+    }
+
     var tier: String
     var mode: String
+    var machine: Machine
     var server: String?
     var startedAt: String
     var command: String
@@ -157,7 +177,7 @@ struct CapacityReport: Encodable {
     var timeline: [Sample]
 
     enum CodingKeys: String, CodingKey {
-        case tier, mode, server, command, clips, codec, preset, cpu, confinement, notes, jobs, timeline
+        case tier, mode, machine, server, command, clips, codec, preset, cpu, confinement, notes, jobs, timeline
         case startedAt = "started_at"
         case durationSeconds = "duration_s"
         case elapsedSeconds = "elapsed_s"
@@ -187,6 +207,7 @@ struct CapacityReport: Encodable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(tier, forKey: .tier)
         try c.encode(mode, forKey: .mode)
+        try c.encode(machine, forKey: .machine)
         try c.encode(server, forKey: .server)
         try c.encode(startedAt, forKey: .startedAt)
         try c.encode(command, forKey: .command)
