@@ -231,7 +231,9 @@ struct Capacity: AsyncParsableCommand {
         if basis != "saturated" {
             notes.append("too few jobs finished while others waited to measure the saturated rate: jobs per hour is over the whole run")
         }
-        if let load = [machine.loadAverageStart, machine.loadAverageEnd].compactMap({ $0 }).max(), load > Double(machine.cpus) {
+        if server == nil, let load = [machine.loadAverageStart, machine.loadAverageEnd].compactMap({ $0 }).max(),
+            load > Double(machine.cpus)
+        {
             notes.append(
                 String(format: "the machine was shared: its load average reached %.1f on %d cores, so the farm got less CPU than it was allowed and the figures are low", load, machine.cpus))
         }

@@ -70,6 +70,15 @@ struct CapacityReport: Encodable {
             case meanCoresByProcess = "mean_cores_by_process"
             case slotUtilisation = "slot_utilisation"
         }
+
+        // Unknown figures are null, not missing.
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(secondsByProcess, forKey: .secondsByProcess)
+            try c.encode(meanCoresByProcess, forKey: .meanCoresByProcess)
+            try c.encode(utilisation, forKey: .utilisation)
+            try c.encode(slotUtilisation, forKey: .slotUtilisation)
+        }
     }
 
     /// One reading a second.
