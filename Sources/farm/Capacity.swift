@@ -203,7 +203,8 @@ struct Capacity: AsyncParsableCommand {
 
         // Throughput while jobs were waiting is the farm's capacity; before that it is the offered load.
         let completions = done.compactMap { job in job.finishedAt.map { ($0, job.sourceSeconds) } }.sorted { $0.0 < $1.0 }
-        let saturatedTimes = record.samples.filter { $0.queueDepth > 0 }.map(\.t)
+        // Saturated: a job waited and every slot was encoding.
+        let saturatedTimes = record.samples.filter { $0.queueDepth > 0 && $0.slots > 0 && $0.slotsInUse >= $0.slots }.map(\.t)
         var jobsPerHour = 0.0
         var realtime = 0.0
         var basis = "whole run"

@@ -7,7 +7,8 @@ import Foundation
 /// The run has three parts inside `--duration`:
 /// 1. **Pilot**: one job of each clip at once on the idle farm. Their time gives a first estimate of the
 ///    farm's rate, `C0 = 2 jobs / pilot time`.
-/// 2. **Ramp**: jobs arrive evenly spaced at `C0 / 2`, a rate raised by half every step, until `farm_scale_up`
+/// 2. **Ramp**: jobs arrive evenly spaced at `C0 / 2`, a rate raised by half every step (an eighth of the
+///    duration, 4 to 60 s), until `farm_scale_up`
 ///    reads 1 (more than 10 jobs waiting, or a job waiting more than 30 s: the seed's triggers). The offered
 ///    rate at that moment is `scale_up_at_jobs_per_hour`.
 /// 3. **Drain**: no new jobs; the farm works through its queue, which is when it runs flat out, until the
@@ -84,7 +85,8 @@ struct CapacityLoad {
         await recorder.setPilot(seconds: pilotSeconds, estimate: estimate)
 
         var rate = estimate / 2
-        let step = Duration.milliseconds(Int(min(max(duration / 10, 4), 60) * 1000))
+        // Steps of an eighth of the run (30 s in a 240 s run, the wait trigger's own time), 4 to 60 s.
+        let step = Duration.milliseconds(Int(min(max(duration / 8, 4), 60) * 1000))
         var next = 0
         var lastSubmission = ContinuousClock.now
         while ContinuousClock.now < deadline {
@@ -353,7 +355,7 @@ actor LoadRecorder {
         if oldestWait > 30 { reasons.append(String(format: "wait: a job waited %.0f s", oldestWait)) }
         let event = CapacityReport.ScaleUp(
             atSeconds: CapacityReport.round(t), reason: reasons.isEmpty ? "farm_scale_up" : reasons.joined(separator: ", "),
-            offeredJobsPerHour: offered, queueDepth: queueDepth, oldestWaitSeconds: CapacityReport.round(oldestWait),
+            offeredJobsPerHour: CapacityReport.round(offered), queueDepth: queueDepth, oldestWaitSeconds: CapacityReport.round(oldestWait),
             jobsCompletedBefore: ours.filter { $0.state == "done" }.count)
         fired = event
         return String(format: "scale-up fired at %.0f jobs/hour offered (%@)", offered, event.reason)

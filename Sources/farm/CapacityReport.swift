@@ -165,7 +165,7 @@ struct CapacityReport: Encodable {
     var jobsCancelled: Int
     var jobsRejected: Int
     var jobsPerHour: Double
-    /// "saturated" when measured while jobs were waiting (the farm's capacity), else "whole run".
+    /// "saturated" when measured while jobs waited and every slot was encoding (the farm's capacity), else "whole run".
     var jobsPerHourBasis: String
     var realtimeFactor: Double
     var videoSecondsCompleted: Double
