@@ -4,13 +4,14 @@
 #   make bench  the benchmark; results in bench/results.json and a printed table
 #   make image  the container image (needs a Docker engine; IMAGE=name:tag to name it)
 #   make fuzz   the libFuzzer targets in Fuzz/, FUZZ_SECONDS each (make test runs them 5 s each)
+#   make capacity  each tier under rising load (farm capacity); bench/capacity-TIER.json and .html
 
 SWIFT ?= swift
 BUILD_FLAGS ?=
 
 IMAGE ?= farm:latest
 
-.PHONY: deps build release demo test bench fuzz image clean
+.PHONY: deps build release demo test bench fuzz capacity image clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -40,6 +41,14 @@ fuzz: deps
 image:
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers here (docker info failed); build the image where one runs" >&2; exit 1; }
 	docker build -t $(IMAGE) .
+
+# Seconds of load per tier; on a machine with fewer cores than a tier the report says so.
+CAPACITY_SECONDS ?= 180
+capacity: release
+	@for tier in budget standard highperf; do \
+	  "$$($(SWIFT) build -c release --show-bin-path)/farm" capacity --tier $$tier --embedded \
+	    --duration $(CAPACITY_SECONDS) --json bench/capacity-$$tier.json --html bench/capacity-$$tier.html || exit 1; \
+	done
 
 clean:
 	rm -rf .build demo-out bench/work
