@@ -83,7 +83,8 @@ sanitize="-sanitize=fuzzer,address"
 start=$(date +%s)
 build frame FarmProtocol "$sanitize" -- Fuzz/FrameFuzz.swift Sources/Protocol/*.swift
 build submission FarmCoordinator "$sanitize" -- Fuzz/SubmissionFuzz.swift Sources/Coordinator/HTTP/Submission.swift \
-  Sources/Coordinator/HTTP/APIModels.swift Sources/Coordinator/HTTP/APIError.swift Sources/Coordinator/Configuration.swift
+  Sources/Coordinator/HTTP/APIModels.swift Sources/Coordinator/HTTP/APIError.swift Sources/Coordinator/Configuration.swift \
+  Sources/Coordinator/NodeTLS.swift Sources/Coordinator/Download/SourcePolicies.swift
 echo "fuzz: targets built in $(($(date +%s) - start)) s"
 
 status=0
