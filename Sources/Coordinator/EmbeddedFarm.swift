@@ -195,7 +195,8 @@ public struct EmbeddedFarm: Sendable {
         for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
-    static func randomToken() -> String {
+    /// 32 random bytes in hex: a join or API token made for one run.
+    public static func randomToken() -> String {
         var generator = SystemRandomNumberGenerator()
         return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
     }

@@ -120,7 +120,7 @@ struct Capacity: AsyncParsableCommand {
             let started = try await CapacityFarm.start(
                 tier: tier, executable: Self.executablePath(), directory: directory, sourceRoot: clipDirectory.path)
             farm = started
-            client = APIClient(base: started.baseURL, token: nil)
+            client = APIClient(base: started.baseURL, token: started.apiToken)
         }
         do {
             try await waitUntilReady(client, farm: farm)

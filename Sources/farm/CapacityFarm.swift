@@ -1,3 +1,4 @@
+import FarmCoordinator
 import FarmMedia
 import FarmProtocol
 import Foundation
@@ -25,6 +26,8 @@ final class CapacityFarm: @unchecked Sendable {
     let directory: URL
     let sourceRoot: String
     let httpPort: Int
+    /// The API token the embedded coordinator requires (it is made for the run).
+    let apiToken = EmbeddedFarm.randomToken()
     private(set) var children: [Child] = []
     let confinement: CapacityReport.Confinement
     private var lastCPU: [String: (Double, ContinuousClock.Instant)] = [:]
@@ -68,8 +71,8 @@ final class CapacityFarm: @unchecked Sendable {
         let nodePort = try freePort()
         let farm = CapacityFarm(directory: directory, sourceRoot: sourceRoot, httpPort: httpPort, confinement: confinement)
         var environment = ProcessInfo.processInfo.environment
-        environment["FARM_JOIN_TOKEN"] = EmbeddedTokens.random()
-        environment["FARM_API_TOKEN"] = nil
+        environment["FARM_JOIN_TOKEN"] = EmbeddedFarm.randomToken()
+        environment["FARM_API_TOKEN"] = farm.apiToken
         let data = directory.appendingPathComponent("data").path
         try farm.launch(
             "coordinator", executable: executable,
@@ -254,13 +257,6 @@ enum CPUAffinity {
         let got = mask.withUnsafeMutableBytes { functions?.get(pid, maskBytes, $0.baseAddress) ?? -1 }
         guard got == 0 else { return [] }
         return (0..<maskBytes * 8).filter { mask[$0 / 8] & UInt8(1 << ($0 % 8)) != 0 }
-    }
-}
-
-enum EmbeddedTokens {
-    static func random() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
     }
 }
 
