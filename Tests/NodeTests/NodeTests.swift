@@ -219,7 +219,7 @@ import Testing
     @Test func cancelStopsARunningEncode() async throws {
         let dir = try TestMedia.temporaryDirectory("node-test")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let (index, fastConfig, segment) = try makeSegment(in: dir, seconds: 12, size: "320x240")
+        let (index, fastConfig, segment) = try makeSegment(in: dir, seconds: 40, size: "320x240")
         var config = fastConfig
         config.preset = "veryslow"
         let work = try workDirectory()
