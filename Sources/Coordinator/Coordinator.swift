@@ -966,6 +966,16 @@ public actor Coordinator {
         node.outgoing.yield(.segment(makeAssign(taskID, job, index, settings: settings, bytes: bytes, checksum: checksum), path: path))
     }
 
+    /// Moves a segment's lease in the job store from one copy's task to another's (the store keeps one
+    /// lease per segment; duplicates run outside it until they take it over).
+    private func moveLease(from holder: UInt64, to copy: TaskRecord, failure: String?) {
+        record("hand segment \(copy.segment) of job \(copy.jobID) to another copy") {
+            _ = try await $0.release(copy.jobID, index: copy.segment, taskID: holder, failure: failure)
+            _ = try await $0.lease(
+                copy.jobID, index: copy.segment, taskID: copy.taskID, nodeID: copy.nodeID, expiresAt: .distantFuture)
+        }
+    }
+
     /// The other running copies of a task's segment.
     private func otherCopies(of task: TaskRecord) -> [TaskRecord] {
         tasks.values.filter { $0.jobID == task.jobID && $0.segment == task.segment && $0.taskID != task.taskID }
@@ -986,30 +996,25 @@ public actor Coordinator {
             case .running(let taskID, let path, let bytes, let checksum) = job.segments[task.segment].state
         else { return }
         var segment = job.segments[task.segment]
+        // A failure that counts against someone (a refusal counts against nothing).
+        let counted = kind == .refused ? nil : failure
+        if counted != nil { segment.avoidedNodes.insert(task.nodeID) }
         let survivor = otherCopies(of: task).first
         if taskID != task.taskID || survivor != nil {
             // Another copy runs on: the segment stays with it (a failed duplicate is only logged;
             // a failed original hands its lease to the duplicate).
             if taskID == task.taskID, let survivor {
                 segment.state = .running(taskID: survivor.taskID, path: path, bytes: bytes, checksum: checksum)
-                let stored = kind == .refused ? nil : failure
-                record("hand segment \(task.segment) of job \(task.jobID) to its duplicate") {
-                    _ = try await $0.release(task.jobID, index: task.segment, taskID: task.taskID, failure: stored)
-                    _ = try await $0.lease(
-                        task.jobID, index: task.segment, taskID: survivor.taskID, nodeID: survivor.nodeID,
-                        expiresAt: .distantFuture)
-                }
+                moveLease(from: task.taskID, to: survivor, failure: counted)
             }
-            if failure != nil, kind != .refused { segment.avoidedNodes.insert(task.nodeID) }
             job.segments[task.segment] = segment
             jobs[task.jobID] = job
-            if let failure, kind != .refused { noteNodeFailure(task.nodeID, reason: failure) }
+            if let counted { noteNodeFailure(task.nodeID, reason: counted) }
             return
         }
         segment.state = .ready(path: path, bytes: bytes, checksum: checksum)
-        let stored = kind == .refused ? nil : failure
         record("release segment \(task.segment) of job \(task.jobID)") {
-            _ = try await $0.release(task.jobID, index: task.segment, taskID: task.taskID, failure: stored)
+            _ = try await $0.release(task.jobID, index: task.segment, taskID: task.taskID, failure: counted)
         }
         if failure != nil, kind == .refused {
             segment.attempts = max(segment.attempts - 1, 0)
@@ -1017,14 +1022,13 @@ public actor Coordinator {
             segment.requeues += 1
             segment.notBefore = now + min(0.5 * pow(2, Double(segment.requeues - 1)), 30)
         }
-        if failure != nil, kind != .refused { segment.avoidedNodes.insert(task.nodeID) }
         if let failure, kind == .segment {
             segment.failures.append("\(task.nodeID): \(failure)")
             segment.failedNodes.insert(task.nodeID)
         }
         job.segments[task.segment] = segment
         jobs[task.jobID] = job
-        if let failure, kind != .refused { noteNodeFailure(task.nodeID, reason: failure) }
+        if let counted { noteNodeFailure(task.nodeID, reason: counted) }
         guard let failure, kind == .segment else { return }
         let nodesFailed = segment.failedNodes.count
         let failures = segment.failures.count
@@ -1166,11 +1170,7 @@ public actor Coordinator {
         let checksum = result.checksum
         if holder != task.taskID, let original = tasks[holder] {
             // The duplicate won: the store's lease moves to it before the result is recorded.
-            record("hand segment \(task.segment) of job \(task.jobID) to its duplicate") {
-                _ = try await $0.release(task.jobID, index: task.segment, taskID: holder, failure: nil)
-                _ = try await $0.lease(
-                    task.jobID, index: task.segment, taskID: task.taskID, nodeID: task.nodeID, expiresAt: .distantFuture)
-            }
+            moveLease(from: holder, to: task, failure: nil)
             logger.info(
                 "duplicate finished first",
                 metadata: ["job": "\(task.jobID)", "segment": "\(task.segment)", "node": "\(task.nodeID)", "straggler": "\(original.nodeID)"])
