@@ -276,17 +276,6 @@ final class Connection: Sendable {
         return Double(parts[1])
     }
 
-    /// `FARM_TEST_FAIL_TASKS=all|N`: a test-only switch that makes this node fail every task (or its
-    /// first N) as an encode failure, to exercise the coordinator's retry, quarantine and
-    /// failed-on-3-nodes rules with real processes.
-    static func injectedFailure() -> String? {
-        guard let value = ProcessInfo.processInfo.environment["FARM_TEST_FAIL_TASKS"] else { return nil }
-        let limit = value == "all" ? Int.max : (Int(value) ?? 0)
-        let count = injectedFailures.wrappingAdd(1, ordering: .relaxed).oldValue
-        return count < limit ? "injected encode failure (FARM_TEST_FAIL_TASKS=\(value))" : nil
-    }
-    private static let injectedFailures = Atomic<Int>(0)
-
     // MARK: - Tasks
 
     /// Encodes one segment on a thread of its own, then sends the result and the encoded bytes.
@@ -304,7 +293,9 @@ final class Connection: Sendable {
 
         let encoded: Encoded
         do {
-            if let injected = Self.injectedFailure() { throw MediaError(.verificationFailed, injected) }
+            if TestFaults.failedTasks.take() {
+                throw MediaError(.verificationFailed, "injected encode failure (FARM_TEST_FAIL_TASKS)")
+            }
             let request = try SegmentFiles.request(
                 for: assign, input: input, output: output, threads: self.configuration.threads)
             logger[metadataKey: "encoder"] = "\(request.config.encoder)"

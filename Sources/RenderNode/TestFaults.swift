@@ -11,16 +11,20 @@ import Synchronization
 /// - `FARM_TEST_STALL=N`: the first N segments this process receives are held and never encoded, and the
 ///   connection that received them stops its heartbeats while staying open, as a hung worker does. The
 ///   coordinator's lease timeout must take the segment back.
+/// - `FARM_TEST_FAIL_TASKS=all|N`: every task (or the first N) fails as an encode failure, for the
+///   coordinator's retry, quarantine and failed-on-3-nodes rules.
 enum TestFaults {
     static let corruptResults = Budget(environment: "FARM_TEST_CORRUPT_RESULT")
     static let stalls = Budget(environment: "FARM_TEST_STALL")
+    static let failedTasks = Budget(environment: "FARM_TEST_FAIL_TASKS")
 
     /// How many times a fault is still to be committed, shared by every connection of the process.
     final class Budget: Sendable {
         private let remaining: Mutex<Int>
 
         init(environment name: String) {
-            let count = ProcessInfo.processInfo.environment[name].flatMap { Int($0) } ?? 0
+            let value = ProcessInfo.processInfo.environment[name]
+            let count = value == "all" ? Int.max : value.flatMap { Int($0) } ?? 0
             remaining = Mutex(max(count, 0))
         }
 
