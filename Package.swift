@@ -125,6 +125,7 @@ let package = Package(
                 "FarmProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/ProtocolTests",
             swiftSettings: swiftSettings

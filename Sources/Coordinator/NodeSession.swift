@@ -115,7 +115,7 @@ struct NodeSession: Sendable {
                             inbound, outbound, address: address, continuation: continuation, session: session,
                             logger: logger)
                     }
-                    group.addTask { try await writeLoop(outgoing, outbound, logger: logger) }
+                    group.addTask { try await writeLoop(outgoing, outbound, channel: channel, logger: logger) }
                     try await group.next()
                     group.cancelAll()
                 }
@@ -284,7 +284,8 @@ struct NodeSession: Sendable {
     }
 
     private func writeLoop(
-        _ items: AsyncStream<Outgoing>, _ outbound: NIOAsyncChannelOutboundWriter<Message>, logger: Logger
+        _ items: AsyncStream<Outgoing>, _ outbound: NIOAsyncChannelOutboundWriter<Message>, channel: any Channel,
+        logger: Logger
     ) async throws {
         for await item in items {
             switch item {
@@ -292,10 +293,16 @@ struct NodeSession: Sendable {
                 try await outbound.write(message)
             case .segment(let assign, let path):
                 try await outbound.write(.assign(assign))
-                try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
-                    for try await chunk in handle.readChunks(chunkLength: .bytes(Int64(FarmWire.dataChunkSize))) {
-                        try await outbound.write(.data(DataChunk(taskID: assign.taskID, bytes: chunk)))
+                // Paced: at most a few chunks of the segment in memory, however long it is.
+                let sent = try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
+                    try await DataSender.send(taskID: assign.taskID, byteLength: Int64(assign.byteLength), over: channel) {
+                        try await handle.readChunk(fromAbsoluteOffset: $0, length: .bytes(Int64($1)))
                     }
+                }
+                guard sent == Int64(assign.byteLength) else {
+                    throw ProtocolError(
+                        code: .unexpectedMessage,
+                        message: "segment \(path) holds \(sent ?? 0) bytes, \(assign.byteLength) were announced")
                 }
             case .close(let reason):
                 try? await outbound.write(.reject(Reject(reason: reason)))

@@ -7,10 +7,10 @@ internal import NIOFileSystem
 internal import NIOPosix
 internal import NIOSSL
 
-/// Measures segment-byte throughput of the real wire path on loopback: a file read in 1 MiB chunks,
-/// framed by `FrameEncoder`, sent over TCP, parsed by `FrameDecoder` and hashed with SHA-256 on the
-/// receiving side, as a node does with a segment. Over TLS (a certificate made in memory, as in the embedded farm)
-/// unless `tls` is false.
+/// Measures segment-byte throughput of the real wire path on loopback: a file read in 1 MiB chunks and sent by
+/// ``DataSender`` as the coordinator and nodes send segments, framed by `FrameEncoder`, sent over TCP, parsed by
+/// `FrameDecoder` and hashed with SHA-256 on the receiving side, as a node does with a segment. Over TLS (a
+/// certificate made in memory, as in the embedded farm) unless `tls` is false.
 public enum WireBenchmark {
     public struct Result: Sendable, Codable {
         public var bytes: Int64
@@ -72,10 +72,11 @@ public enum WireBenchmark {
                 }
             }
         let start = ContinuousClock.now
-        try await client.executeThenClose { _, outbound in
-            try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
-                for try await chunk in handle.readChunks(chunkLength: .bytes(Int64(FarmWire.dataChunkSize))) {
-                    try await outbound.write(.data(DataChunk(taskID: 1, bytes: chunk)))
+        let channel = client.channel
+        try await client.executeThenClose { _, _ in
+            _ = try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
+                try await DataSender.send(taskID: 1, byteLength: bytes, over: channel) {
+                    try await handle.readChunk(fromAbsoluteOffset: $0, length: .bytes(Int64($1)))
                 }
             }
             try await done.futureResult.get()

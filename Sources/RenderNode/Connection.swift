@@ -371,22 +371,19 @@ final class Connection: Sendable {
     ///
     /// - Returns: Whether every byte was sent.
     private func sendFile(_ path: String, taskID: UInt64, byteLength: UInt64) async throws -> Bool {
-        try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
-            var sent: UInt64 = 0
-            let chunks = handle.readChunks(
-                in: 0..<Int64(byteLength), chunkLength: .bytes(Int64(FarmWire.dataChunkSize)))
-            for try await chunk in chunks {
-                guard self.state.withLock({ $0.maySend(taskID) }) else { return false }
-                try await self.outbound.write(.data(DataChunk(taskID: taskID, bytes: chunk)))
-                sent += UInt64(chunk.readableBytes)
-                self.logger.debug(
-                    "result chunk sent", metadata: ["task": "\(taskID)", "sent": "\(sent)/\(byteLength)"])
-            }
-            guard sent == byteLength else {
-                throw MediaError(.io, "\(path) holds \(sent) bytes, \(byteLength) were announced")
-            }
-            return true
+        let sent = try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
+            // Paced: at most a few chunks of the result in memory, however long the segment is.
+            try await DataSender.send(
+                taskID: taskID, byteLength: Int64(byteLength), over: self.channel,
+                mayContinue: { self.state.withLock { $0.maySend(taskID) } }
+            ) { try await handle.readChunk(fromAbsoluteOffset: $0, length: .bytes(Int64($1))) }
         }
+        guard let sent else { return false }
+        guard sent == Int64(byteLength) else {
+            throw MediaError(.io, "\(path) holds \(sent) bytes, \(byteLength) were announced")
+        }
+        self.logger.debug("result sent", metadata: ["task": "\(taskID)", "bytes": "\(sent)"])
+        return true
     }
 
     /// An encode threw: report it unless the task was stopped.

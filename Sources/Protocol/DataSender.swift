@@ -1,0 +1,63 @@
+public import NIOCore
+
+/// Sends the bytes of a transfer as ``Message/data(_:)`` frames, with a bounded number of them in memory.
+///
+/// `NIOAsyncChannelOutboundWriter` suspends a writer only once the channel reports itself unwritable. That happens
+/// on the event loop, after the bytes went through TLS and filled the socket's send buffer; until then each write
+/// returns as soon as it is queued for the event loop. A sender that reads a file faster than the event loop
+/// encrypts and writes therefore queued most of a segment in memory: the coordinator's private memory rose by
+/// about a segment's size each time it sent one, so its peak grew with the input's length.
+///
+/// This sender writes each chunk through the channel and keeps the write's future; before it reads another chunk
+/// it waits for the write `window` chunks back to reach the socket. At most `window` chunks (and the one being
+/// read) are held per transfer, whatever the segment's size; the next chunk is read while earlier ones are sent,
+/// so the connection stays busy.
+///
+/// Writes go through the whole pipeline like the async outbound writer's. A message written with that writer
+/// before ``send(taskID:byteLength:over:window:mayContinue:read:)`` is called reaches the pipeline first: the
+/// writer returns only once its message was handed to the event loop, and this sender's writes are queued on the
+/// same event loop after it.
+public enum DataSender {
+    /// The default number of chunks in flight per transfer: 4 MiB with ``FarmWire/dataChunkSize``.
+    public static let defaultWindow = 4
+
+    /// Reads `byteLength` bytes with `read` in chunks of at most `chunkSize` and sends them for `taskID`.
+    ///
+    /// - Parameters:
+    ///   - mayContinue: Asked before each chunk; when it answers false the transfer stops.
+    ///   - read: Reads up to `length` bytes at `offset`; an empty buffer means the end of the data.
+    /// - Returns: The number of bytes sent, or nil when `mayContinue` stopped the transfer.
+    /// - Throws: The first failed write or read.
+    public static func send(
+        taskID: UInt64, byteLength: Int64, over channel: any Channel, window: Int = defaultWindow,
+        chunkSize: Int = FarmWire.dataChunkSize, mayContinue: () -> Bool = { true },
+        read: (_ offset: Int64, _ length: Int) async throws -> ByteBuffer
+    ) async throws -> Int64? {
+        precondition(window >= 1 && chunkSize >= 1, "window and chunkSize must be at least 1")
+        var inFlight: [EventLoopFuture<Void>] = []
+        inFlight.reserveCapacity(window)
+        var oldest = 0
+        var sent: Int64 = 0
+        while sent < byteLength {
+            guard mayContinue() else { return nil }
+            // With the ring full, the oldest write must reach the socket before another chunk is read.
+            if inFlight.count == window { try await inFlight[oldest].get() }
+            let chunk = try await read(sent, Int(min(Int64(chunkSize), byteLength - sent)))
+            guard chunk.readableBytes > 0 else { break }
+            sent += Int64(chunk.readableBytes)
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            channel.writeAndFlush(Message.data(DataChunk(taskID: taskID, bytes: chunk)), promise: written)
+            let write = written.futureResult
+            if inFlight.count < window {
+                inFlight.append(write)
+            } else {
+                inFlight[oldest] = write
+                oldest = (oldest + 1) % window
+            }
+        }
+        for index in 0..<inFlight.count {
+            try await inFlight[(oldest + index) % inFlight.count].get()
+        }
+        return sent
+    }
+}

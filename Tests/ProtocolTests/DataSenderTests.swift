@@ -1,0 +1,130 @@
+import FarmProtocol
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+
+/// ``DataSender`` over real TCP on loopback: what it holds in memory when the peer stops reading, and that every
+/// byte arrives in order once the peer reads again.
+@Suite struct DataSenderTests {
+    /// Counts and hashes the data bytes that arrive; completes when `expected` bytes did.
+    private final class Collector: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = Message
+        let expected: Int64
+        let done: EventLoopPromise<[UInt8]>
+        var received: Int64 = 0
+        var checksum = SegmentChecksum()
+
+        init(expected: Int64, done: EventLoopPromise<[UInt8]>) {
+            self.expected = expected
+            self.done = done
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .data(let chunk) = Self.unwrapInboundIn(data) else { return }
+            checksum.update(chunk.bytes)
+            received += Int64(chunk.bytes.readableBytes)
+            if received == expected { done.succeed(checksum.finalize()) }
+        }
+    }
+
+    /// The bytes at `offset` of the test transfer: a byte that differs from chunk to chunk, so order shows.
+    private static func bytes(at offset: Int64, length: Int) -> ByteBuffer {
+        ByteBuffer(repeating: UInt8(truncatingIfNeeded: offset / Int64(length) &* 37 &+ 1), count: length)
+    }
+
+    @Test func holdsAtMostItsWindowWhileThePeerDoesNotRead() async throws {
+        let chunk = 256 << 10
+        let total = Int64(32 * chunk)
+        let window = 4
+        let group = MultiThreadedEventLoopGroup.singleton
+        let done = group.any().makePromise(of: [UInt8].self)
+        let accepted = group.any().makePromise(of: (any Channel).self)
+        // The peer reads nothing until told to, through small socket buffers: the kernel absorbs well under a chunk.
+        let server = try await ServerBootstrap(group: group)
+            .childChannelOption(.autoRead, value: false)
+            .childChannelOption(.socketOption(.so_rcvbuf), value: 64 << 10)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
+                    try channel.pipeline.syncOperations.addHandler(Collector(expected: total, done: done))
+                    accepted.succeed(channel)
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let client = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.so_sndbuf), value: 64 << 10)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try FarmWire.addHandlers(to: channel.pipeline.syncOperations) }
+            }
+            .connect(host: "127.0.0.1", port: server.localAddress!.port!).get()
+
+        let reads = Mutex(0)
+        let sending = Task {
+            try await DataSender.send(taskID: 7, byteLength: total, over: client, window: window, chunkSize: chunk) {
+                offset, length in
+                reads.withLock { $0 += 1 }
+                return Self.bytes(at: offset, length: length)
+            }
+        }
+        // Give the sender ample time to run ahead; an unpaced one reads all 32 chunks within this.
+        try await Task.sleep(for: .seconds(1))
+        let readWhileBlocked = reads.withLock { $0 }
+        #expect(readWhileBlocked >= 1)
+        #expect(readWhileBlocked <= window + 2, "read \(readWhileBlocked) chunks while the peer read nothing")
+
+        let peer = try await accepted.futureResult.get()
+        try await peer.setOption(.autoRead, value: true).get()
+        peer.read()
+        let sent = try await sending.value
+        let checksum = try await done.futureResult.get()
+        #expect(sent == total)
+        var expected = SegmentChecksum()
+        var offset: Int64 = 0
+        while offset < total {
+            expected.update(Self.bytes(at: offset, length: chunk))
+            offset += Int64(chunk)
+        }
+        #expect(checksum == expected.finalize())
+        #expect(reads.withLock { $0 } == 32)
+        try await client.close()
+        try await server.close()
+    }
+
+    @Test func stopsWhenToldAndSaysSo() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let done = group.any().makePromise(of: [UInt8].self)
+        let server = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
+                    try channel.pipeline.syncOperations.addHandler(Collector(expected: 3 << 16, done: done))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let client = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try FarmWire.addHandlers(to: channel.pipeline.syncOperations) }
+            }
+            .connect(host: "127.0.0.1", port: server.localAddress!.port!).get()
+        var chunks = 0
+        let sent = try await DataSender.send(
+            taskID: 1, byteLength: 10 << 16, over: client, chunkSize: 1 << 16, mayContinue: { chunks < 3 }
+        ) { offset, length in
+            chunks += 1
+            return Self.bytes(at: offset, length: length)
+        }
+        #expect(sent == nil)
+        #expect(chunks == 3)
+        // The chunks read before the stop still arrive whole.
+        _ = try await done.futureResult.get()
+
+        // A source shorter than announced ends the transfer at its end, and the count says how far it got.
+        let short = try await DataSender.send(taskID: 2, byteLength: 10 << 16, over: client, chunkSize: 1 << 16) {
+            offset, length in offset < 2 << 16 ? Self.bytes(at: offset, length: length) : ByteBuffer()
+        }
+        #expect(short == 2 << 16)
+        try await client.close()
+        try await server.close()
+    }
+}
