@@ -29,7 +29,7 @@ public enum FarmWire {
         maxFrameSize: Int = defaultMaxFrameSize
     ) throws {
         try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
-        try pipeline.addHandler(MessageToByteHandler(FrameEncoder(maxFrameSize: maxFrameSize)))
+        try pipeline.addHandler(FrameEncoder(maxFrameSize: maxFrameSize))
     }
 
     /// Writes `message` as one frame to the end of `buffer`.
@@ -43,11 +43,10 @@ public enum FarmWire {
     ) throws {
         if case .data(let chunk) = message {
             // The common case, and the big one: check the size and reserve room before copying the bytes.
-            let length = 1 + DataChunk.payloadOverhead + chunk.bytes.readableBytes
-            guard length <= maxFrameSize else {
-                throw ProtocolError.frameTooLarge(sending: message, length: length, maxFrameSize: maxFrameSize)
-            }
-            buffer.reserveCapacity(minimumWritableBytes: 4 + length)
+            buffer.reserveCapacity(minimumWritableBytes: dataHeaderSize + chunk.bytes.readableBytes)
+            try writeDataHeader(for: chunk, into: &buffer, maxFrameSize: maxFrameSize)
+            buffer.writeImmutableBuffer(chunk.bytes)
+            return
         }
 
         let start = buffer.writerIndex
@@ -61,6 +60,28 @@ public enum FarmWire {
             throw ProtocolError.frameTooLarge(sending: message, length: length, maxFrameSize: maxFrameSize)
         }
         buffer.setInteger(UInt32(length), at: start)
+    }
+
+    /// The bytes of a data frame in front of the chunk's own bytes: the frame header, the task ID and the
+    /// byte string's length, 17 bytes.
+    public static let dataHeaderSize = frameHeaderSize + DataChunk.payloadOverhead
+
+    /// Writes everything of `chunk`'s frame but the chunk's bytes to the end of `buffer`: sent right before the
+    /// bytes themselves, it makes the whole frame without copying them.
+    ///
+    /// - Throws: ``ProtocolError/Code/frameTooLarge`` if the frame would be longer than `maxFrameSize`;
+    ///   `buffer` is then left as it was.
+    public static func writeDataHeader(
+        for chunk: DataChunk, into buffer: inout ByteBuffer, maxFrameSize: Int = defaultMaxFrameSize
+    ) throws {
+        let length = 1 + DataChunk.payloadOverhead + chunk.bytes.readableBytes
+        guard length <= maxFrameSize else {
+            throw ProtocolError.frameTooLarge(sending: .data(chunk), length: length, maxFrameSize: maxFrameSize)
+        }
+        buffer.writeInteger(UInt32(length))
+        buffer.writeInteger(FrameType.data.rawValue)
+        buffer.writeInteger(chunk.taskID)
+        buffer.writeInteger(UInt32(chunk.bytes.readableBytes))
     }
 
     /// Reads one frame from the front of `buffer`, if it holds a whole one.

@@ -43,13 +43,16 @@ public final class FrameDecoder: ByteToMessageDecoder {
 @available(*, unavailable)
 extension FrameDecoder: Sendable {}
 
-/// Encodes ``Message`` values into frames.
+/// Writes ``Message`` values as frames.
 ///
-/// Use it wrapped in a `MessageToByteHandler`, or add both codec handlers with
-/// ``FarmWire/addHandlers(to:maxFrameSize:)``. A message too large for one frame fails its write with
-/// ``ProtocolError/Code/frameTooLarge`` and sends nothing.
-public final class FrameEncoder: MessageToByteEncoder {
+/// Add it with ``FarmWire/addHandlers(to:maxFrameSize:)``. A data chunk leaves as two buffers, the frame's
+/// header and the chunk's own bytes, so a segment's bytes are never copied into frames (on plain TCP both go out in
+/// one `writev`; TLS encrypts straight from them). Any other message is encoded into one buffer. A message too
+/// large for one frame fails its write with ``ProtocolError/Code/frameTooLarge``, sends nothing, and reaches the
+/// connection's owner through `errorCaught` as well.
+public final class FrameEncoder: ChannelOutboundHandler {
     public typealias OutboundIn = Message
+    public typealias OutboundOut = ByteBuffer
 
     /// The largest frame length sent, in bytes (the type code and the payload).
     public let maxFrameSize: Int
@@ -60,8 +63,23 @@ public final class FrameEncoder: MessageToByteEncoder {
         self.maxFrameSize = maxFrameSize
     }
 
-    public func encode(data: Message, out: inout ByteBuffer) throws {
-        try FarmWire.writeFrame(data, into: &out, maxFrameSize: self.maxFrameSize)
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let message = Self.unwrapOutboundIn(data)
+        do {
+            if case .data(let chunk) = message {
+                var header = context.channel.allocator.buffer(capacity: FarmWire.dataHeaderSize)
+                try FarmWire.writeDataHeader(for: chunk, into: &header, maxFrameSize: self.maxFrameSize)
+                context.write(Self.wrapOutboundOut(header), promise: nil)
+                context.write(Self.wrapOutboundOut(chunk.bytes), promise: promise)
+            } else {
+                var buffer = context.channel.allocator.buffer(capacity: 256)
+                try FarmWire.writeFrame(message, into: &buffer, maxFrameSize: self.maxFrameSize)
+                context.write(Self.wrapOutboundOut(buffer), promise: promise)
+            }
+        } catch {
+            promise?.fail(error)
+            context.fireErrorCaught(error)
+        }
     }
 }
 

@@ -13,9 +13,15 @@ import Testing
         return channel
     }
 
+    /// The bytes one message is sent as: one buffer, or a data chunk's header and its own bytes.
     private func encode(_ message: Message, on channel: EmbeddedChannel) throws -> ByteBuffer {
         try channel.writeOutbound(message)
-        return try #require(try channel.readOutbound(as: ByteBuffer.self))
+        var frame = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        while var more = try channel.readOutbound(as: ByteBuffer.self) { frame.writeBuffer(&more) }
+        var direct = ByteBuffer()
+        try FarmWire.writeFrame(message, into: &direct, maxFrameSize: .max)
+        #expect(frame == direct)
+        return frame
     }
 
     private func header(length: UInt32, type: UInt8) -> ByteBuffer {
@@ -74,6 +80,21 @@ import Testing
             }
         }
         #expect(received == Samples.small)
+        #expect(try channel.finish().isClean)
+    }
+
+    @Test func dataBytesLeaveWithoutACopy() throws {
+        let channel = try self.makeChannel()
+        let bytes = Samples.bytes(count: 64 << 10)
+        try channel.writeOutbound(Message.data(DataChunk(taskID: 9, bytes: bytes)))
+        let header = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        let body = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+        #expect(header.readableBytes == FarmWire.dataHeaderSize)
+        #expect(body == bytes)
+        // The same storage as the chunk's: the encoder wrote the bytes as they were.
+        let same = body.withUnsafeReadableBytes { b in bytes.withUnsafeReadableBytes { $0.baseAddress == b.baseAddress } }
+        #expect(same)
         #expect(try channel.finish().isClean)
     }
 
