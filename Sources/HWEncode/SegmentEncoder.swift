@@ -148,17 +148,25 @@ public enum SegmentEncoder {
                 .mismatch, "\(request.config.encoder) produced \(packets) packets for \(inputTimes.count) frames")
         }
 
-        // Decode what was written: it must decode and hold exactly the frame times that went in.
+        // Decode what was written: every frame must decode cleanly, and they must hold exactly the frame times that
+        // went in. This is the full decode the coordinator's verification of the joined file counts on.
         let verifyStart = clock.now
         var index = 0
-        try decodeAll(try PacketFileReader(path: request.output), threads: request.decoderThreads, isCancelled: isCancelled) { frame in
-            let pts = frame.pointee.best_effort_timestamp
-            guard index < inputTimes.count, pts == inputTimes[index] else {
-                throw MediaError(
-                    .verificationFailed,
-                    "encoded segment frame \(index) has time \(pts), expected \(index < inputTimes.count ? String(inputTimes[index]) : "none")")
+        do {
+            let written = try PacketFileReader(path: request.output)
+            try decodeAll(written, threads: request.decoderThreads, check: true, isCancelled: isCancelled) { frame in
+                let pts = frame.pointee.best_effort_timestamp
+                guard index < inputTimes.count, pts == inputTimes[index] else {
+                    throw MediaError(
+                        .verificationFailed,
+                        "encoded segment frame \(index) has time \(pts), expected \(index < inputTimes.count ? String(inputTimes[index]) : "none")")
+                }
+                index += 1
             }
-            index += 1
+        } catch let error as MediaError where error.code != .cancelled && error.code != .verificationFailed {
+            // The encoder's own output is at fault, not the source: say so, and let another attempt retry it.
+            throw MediaError(
+                .verificationFailed, "\(request.config.encoder) wrote a segment that does not decode cleanly: \(error.message)")
         }
         guard index == inputTimes.count else {
             throw MediaError(.verificationFailed, "encoded segment decodes to \(index) frames, \(inputTimes.count) went in")

@@ -4,7 +4,11 @@ package import CFFmpeg
 package final class VideoDecoder {
     package let context: UnsafeMutablePointer<AVCodecContext>
 
-    package init(header: PacketStreamHeader, threads: Int, strict: Bool = false) throws {
+    /// - Parameters:
+    ///   - strict: Turn damage the decoder would conceal into errors.
+    ///   - skipLoopFilter: Skip the in-loop filters (deblocking, SAO). The pictures are then not the right ones, so
+    ///     only for decoding that proves a stream decodes and looks at no pixel.
+    package init(header: PacketStreamHeader, threads: Int, strict: Bool = false, skipLoopFilter: Bool = false) throws {
         let parameters = CodecParametersBox()
         try header.parameters.apply(to: parameters.pointer)
         guard let codec = avcodec_find_decoder(parameters.pointer.pointee.codec_id) else {
@@ -17,6 +21,7 @@ package final class VideoDecoder {
         ctx.pointee.thread_count = Int32(max(threads, 0))
         // Strict decoding turns concealed bitstream damage into errors instead of grey blocks.
         if strict { ctx.pointee.err_recognition |= AV_EF_EXPLODE | AV_EF_CRCCHECK }
+        if skipLoopFilter { ctx.pointee.skip_loop_filter = AVDISCARD_ALL }
         try check(avcodec_open2(ctx, codec, nil), "opening the \(header.parameters.codecName) decoder")
     }
 
@@ -47,11 +52,15 @@ package final class VideoDecoder {
 
 /// Decodes every frame of a packet file in presentation order, calling `body` with each one.
 /// The frame is only valid during the call.
+///
+/// With `check`, the decoding proves that every frame decodes cleanly, and nothing more: damage the decoder would
+/// conceal throws, so does a frame flagged corrupt or with decode errors, and the in-loop filters are skipped
+/// (they only change pixels, which a check does not look at, and they cannot fail).
 package func decodeAll(
-    _ reader: PacketFileReader, threads: Int, isCancelled: () -> Bool = { false },
+    _ reader: PacketFileReader, threads: Int, check: Bool = false, isCancelled: () -> Bool = { false },
     _ body: (UnsafeMutablePointer<AVFrame>) throws -> Void
 ) throws {
-    let decoder = try VideoDecoder(header: reader.header, threads: threads)
+    let decoder = try VideoDecoder(header: reader.header, threads: threads, strict: check, skipLoopFilter: check)
     let packet = Packet()
     let frame = Frame()
     var more = true
@@ -64,6 +73,11 @@ package func decodeAll(
             more = false
         }
         while try decoder.receive(into: frame) {
+            let f = frame.pointer.pointee
+            if check, f.decode_error_flags != 0 || f.flags & AV_FRAME_FLAG_CORRUPT != 0 {
+                throw MediaError(
+                    .verificationFailed, "\(reader.path): the frame at time \(f.best_effort_timestamp) decodes with errors")
+            }
             try body(frame.pointer)
         }
     }

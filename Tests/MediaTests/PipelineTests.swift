@@ -1,3 +1,4 @@
+import CFFmpeg
 import FarmHWEncode
 import FarmMedia
 import FarmTestSupport
@@ -101,6 +102,48 @@ import Testing
         if container == "mp4" {
             #expect(try TestMedia.streamInfo(output, stream: "v:0", entries: "codec_tag_string")["codec_tag_string"] == "avc3")
         }
+    }
+
+    @Test func segmentCheckRejectsDamageTheDecoderWouldConceal() throws {
+        let dir = try TestMedia.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("src.mp4").path
+        try TestMedia.makeClip(at: source, seconds: 2, videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
+        // One segment (one GOP of 50 frames), encoded by the node's path, which runs the check itself too.
+        _ = try render(
+            source: source, codec: .h264, keyframesPerSegment: 1, output: dir.appendingPathComponent("out.mp4").path)
+        let encodedPath = dir.appendingPathComponent("enc0.pkt").path
+        // The check passes the segment as encoded.
+        var frames = 0
+        try decodeAll(try PacketFileReader(path: encodedPath), threads: 1, check: true) { _ in frames += 1 }
+        #expect(frames == 50)
+
+        // The same packets with the second half of one P-frame's bytes inverted: the file still reads, only the
+        // frame is damaged.
+        let reader = try PacketFileReader(path: encodedPath)
+        let damagedPath = dir.appendingPathComponent("damaged.pkt").path
+        let writer = try PacketFileWriter(path: damagedPath, header: reader.header)
+        let packet = Packet()
+        var number = 0
+        while try reader.read(into: packet) {
+            if number == 20 {
+                #expect(packet.pointer.pointee.flags & AV_PKT_FLAG_KEY == 0)
+                try #require(av_packet_make_writable(packet.pointer) == 0)
+                let size = Int(packet.pointer.pointee.size)
+                for i in size / 2..<size { packet.pointer.pointee.data[i] ^= 0xFF }
+            }
+            try writer.write(packet)
+            number += 1
+        }
+        try writer.close()
+        let error = #expect(throws: MediaError.self) {
+            try decodeAll(try PacketFileReader(path: damagedPath), threads: 1, check: true) { _ in }
+        }
+        #expect(error?.code == .invalidInput || error?.code == .verificationFailed, "\(String(describing: error))")
+        // Without the check the decoder conceals the damage and gives every frame, as if nothing were wrong.
+        var concealed = 0
+        try decodeAll(try PacketFileReader(path: damagedPath), threads: 1) { _ in concealed += 1 }
+        #expect(concealed == 50)
     }
 
     @Test(arguments: [HardwareFault.atOpen, .afterFrames(10)])
