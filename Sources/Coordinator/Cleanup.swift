@@ -119,6 +119,7 @@ extension Coordinator {
         if let store = storeForCleanup {
             // Jobs finished before a restart are only in the store.
             let stored = (try? await store.deleteJobs(finishedBefore: cutoff)) ?? []
+            forgetArchived(stored.map(\.id))
             for job in stored where !report.jobsForgotten.contains(job.id) {
                 report.jobsForgotten.append(job.id)
                 expired.append((job.output, configuration.dataDirectory + "/jobs/\(job.id)"))

@@ -69,6 +69,46 @@ public actor Coordinator {
         var duplicated = false
     }
 
+    /// A job that ended in an earlier run: its last status, built once from the job store.
+    struct ArchivedJob {
+        var status: JobStatus
+        /// Its work files were asked to be kept: cleanup leaves them until the job is forgotten.
+        var keepWork: Bool
+
+        static func status(_ snapshot: JobSnapshot) -> JobStatus {
+            let job = snapshot.job
+            var framesDone = 0
+            var encodersByNode: [String: String] = [:]
+            let segments = snapshot.segments.map { segment in
+                let done = segment.state == .done
+                let frames = done ? segment.frames ?? segment.plan.expectedFrames : 0
+                framesDone += frames
+                if done, let node = segment.doneNode, let encoder = segment.encoder { encodersByNode[node] = encoder }
+                let state =
+                    switch segment.state {
+                    case .done: "done"
+                    case .ready: "queued"
+                    case .pending, .leased: "pending"
+                    }
+                return SegmentStatus(
+                    index: segment.index, state: state, attempts: segment.attempts, node: segment.doneNode,
+                    encoder: segment.encoder, frames: frames)
+            }
+            let started = job.startedAt ?? job.createdAt
+            let finished = job.finishedAt ?? started
+            let encodingSeconds = finished.timeIntervalSince(started)
+            let progress =
+                job.state == .done ? 1 : job.totalFrames > 0 ? min(Double(framesDone) / Double(job.totalFrames), 1) * 0.97 : 0
+            return JobStatus(
+                id: job.id, state: job.state, phase: job.phase, source: job.source, output: job.output, progress: progress,
+                framesDone: framesDone, totalFrames: job.totalFrames,
+                fps: encodingSeconds > 0.5 ? Double(framesDone) / encodingSeconds : 0, etaSeconds: 0, error: job.error,
+                segments: segments, sourceSeconds: job.sourceSeconds,
+                wallSeconds: max(finished.timeIntervalSince(job.createdAt), 0), encodersByNode: encodersByNode,
+                dropped: [], fallbacks: 0)
+        }
+    }
+
     struct JobRecord {
         let id: String
         let request: JobRequest
@@ -105,6 +145,10 @@ public actor Coordinator {
     private var nodes: [UInt64: NodeRecord] = [:]
     private var jobs: [String: JobRecord] = [:]
     private var jobOrder: [String] = []
+    /// Jobs that ended in an earlier run, as the job store recorded them (oldest first): still listed, and their
+    /// outputs still served, until cleanup forgets them.
+    private var archived: [String: ArchivedJob] = [:]
+    private var archivedOrder: [String] = []
     private var tasks: [UInt64: TaskRecord] = [:]
     private var nextTaskID: UInt64 = 1
     private var nextSessionID: UInt64 = 1
@@ -155,14 +199,20 @@ public actor Coordinator {
         for node in try await store.nodes(states: [.connected, .draining]) {
             _ = try await store.markNode(node.id, .gone, reason: "coordinator restarted")
         }
+        // Jobs that ended before the restart keep answering, so a finished output can still be fetched.
+        for snapshot in try await store.finishedJobs(limit: Self.archivedJobLimit) where jobs[snapshot.job.id] == nil {
+            let stored = snapshot.job
+            countJobNumber(stored.id)
+            let request = try? JobStore.decodeJSON(JobRequest.self, from: stored.request)
+            archived[stored.id] = ArchivedJob(status: ArchivedJob.status(snapshot), keepWork: request?.keepWork ?? false)
+            archivedOrder.append(stored.id)
+        }
         var resumed: [String] = []
         for snapshot in try await store.unfinishedJobs() {
             let stored = snapshot.job
             guard jobs[stored.id] == nil, let request = try? JobStore.decodeJSON(JobRequest.self, from: stored.request)
             else { continue }
-            if let number = Int(stored.id.split(separator: "-").dropFirst().first ?? "") {
-                nextJobNumber = max(nextJobNumber, number + 1)
-            }
+            countJobNumber(stored.id)
             jobs[stored.id] = JobRecord(id: stored.id, request: request, workDirectory: stored.workDirectory)
             jobOrder.append(stored.id)
             jobContinuation.yield(stored.id)
@@ -170,6 +220,24 @@ public actor Coordinator {
             logger.notice("resuming job", metadata: ["job": "\(stored.id)", "source": "\(stored.source)"])
         }
         return resumed
+    }
+
+    /// The most jobs of earlier runs a restarted coordinator still reports (the newest ones).
+    static let archivedJobLimit = 10_000
+
+    /// Job ids are numbered: a new one never takes the number of a job the store knows.
+    private func countJobNumber(_ id: String) {
+        if let number = Int(id.split(separator: "-").dropFirst().first ?? "") {
+            nextJobNumber = max(nextJobNumber, number + 1)
+        }
+    }
+
+    /// Forgets jobs of earlier runs that cleanup removed from the store.
+    func forgetArchived(_ ids: some Sequence<String>) {
+        let gone = Set(ids).intersection(archived.keys)
+        guard !gone.isEmpty else { return }
+        for id in gone { archived[id] = nil }
+        archivedOrder.removeAll { gone.contains($0) }
     }
 
     /// Queues a store write; a failure is logged, never fatal (the in-memory state stays the truth of this run).
@@ -330,12 +398,12 @@ public actor Coordinator {
 
     /// The job's status now.
     public func status(_ id: String) -> JobStatus? {
-        jobs[id].map(makeStatus)
+        jobs[id].map(makeStatus) ?? archived[id]?.status
     }
 
-    /// Every job, oldest first.
+    /// Every job, oldest first: those of earlier runs, then this run's.
     public func listJobs() -> [JobStatus] {
-        jobOrder.compactMap { jobs[$0].map(makeStatus) }
+        archivedOrder.compactMap { archived[$0]?.status } + jobOrder.compactMap { jobs[$0].map(makeStatus) }
     }
 
     /// The data directory and the node count, for health and readiness reports.
@@ -343,6 +411,7 @@ public actor Coordinator {
 
     /// Waits until the job is done, failed or cancelled.
     public func waitForCompletion(_ id: String) async throws -> JobStatus {
+        if jobs[id] == nil, let ended = archived[id] { return ended.status }
         guard let job = jobs[id] else { throw CoordinatorError(.unknownJob, "no job \(id)") }
         if job.state.isFinished || stopping { return makeStatus(job) }
         return await withTaskCancellationHandler {
@@ -413,6 +482,7 @@ public actor Coordinator {
                 plan.keepWork.insert(id)
             }
         }
+        for (id, job) in archived where job.keepWork { plan.keepWork.insert(id) }
         let forgotten = Set(plan.forgotten.map(\.id))
         if !forgotten.isEmpty {
             jobOrder.removeAll { forgotten.contains($0) }

@@ -203,6 +203,17 @@ extension JobStore {
         }
     }
 
+    /// Done, failed and cancelled jobs, oldest first, each with its segments: what a restarted coordinator still
+    /// reports. The newest `limit` of them.
+    public func finishedJobs(limit: Int) async throws -> [JobSnapshot] {
+        try await read("list finished jobs") { db in
+            let ended = [JobState.done, .failed, .cancelled].map(\.rawValue)
+            let jobs = try StoredJob.filter(ended.contains(Column("state")))
+                .order(Column("createdAt").desc, Column("id").desc).limit(max(limit, 0)).fetchAll(db)
+            return try jobs.reversed().map { JobSnapshot(job: $0, segments: try Self.fetchSegments(db, jobID: $0.id)) }
+        }
+    }
+
     /// A job's segments by index (empty for an unknown or unplanned job).
     public func segments(_ jobID: String) async throws -> [StoredSegment] {
         try await read("read segments of job \(jobID)") { db in try Self.fetchSegments(db, jobID: jobID) }

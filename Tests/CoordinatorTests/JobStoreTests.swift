@@ -1,6 +1,7 @@
 @testable import FarmCoordinator
 import Foundation
 import GRDB
+import Logging
 import Testing
 
 /// The job store: schema and migrations, the lease invariant, restart and resume on a real file.
@@ -676,5 +677,41 @@ import Testing
         await Self.expectError(.unknownJob) { try await store.deleteJob("new") }
         // Nodes outlive jobs.
         #expect(try await store.node("n1") != nil)
+    }
+
+    @Test func aRestartedCoordinatorReportsEndedJobsUntilCleanupForgetsThem() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try await JobStore(dataDirectory: directory)
+        let old = "job-0007-aaaaaaaa"
+        let recent = "job-0009-bbbbbbbb"
+        let request = try String(decoding: JSONEncoder().encode(Request(keepWork: true)), as: UTF8.self)
+        for (id, ended, state) in [(old, Date(timeIntervalSinceNow: -3 * 86400), JobState.done), (recent, Date(timeIntervalSinceNow: -600), .failed)] {
+            try await store.insertJob(
+                id: id, source: "/src.mp4", output: "\(directory)/\(id).mp4", request: request,
+                workDirectory: "\(directory)/jobs/\(id)", at: ended - 120)
+            try await store.updateJob(id, state: .running, phase: "encoding", at: ended - 100)
+            try await store.updateJob(id, state: state, phase: "finished", error: state == .failed ? "no node could encode it" : nil, at: ended)
+        }
+        var logger = Logger(label: "farm.test")
+        logger.logLevel = .critical
+        var configuration = CoordinatorConfiguration(dataDirectory: directory, joinToken: "token", logger: logger)
+        configuration.cleanup.retentionSeconds = 86400
+        let coordinator = Coordinator(configuration: configuration)
+        #expect(try await coordinator.open().isEmpty)
+
+        #expect(await coordinator.listJobs().map(\.id) == [old, recent])
+        let failed = try #require(await coordinator.status(recent))
+        #expect(failed.state == .failed && failed.error == "no node could encode it" && failed.phase == "finished")
+        #expect(await coordinator.status(old)?.state == .done)
+        #expect(await coordinator.status(old)?.progress == 1)
+        #expect(try await coordinator.waitForCompletion(old).state == .done)
+
+        // Cleanup forgets the job past the retention, store and memory alike; the other stays.
+        let report = await coordinator.cleanUp()
+        #expect(report.jobsForgotten == [old])
+        #expect(await coordinator.status(old) == nil)
+        #expect(await coordinator.listJobs().map(\.id) == [recent])
+        #expect(try await store.job(old) == nil)
     }
 }

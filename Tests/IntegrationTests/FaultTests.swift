@@ -177,6 +177,28 @@ extension Reliability {
             #expect(doneAfter <= total - doneBefore + 1, "re-encoded \(doneAfter) of \(total) after \(doneBefore) were done")
             #expect(second.contains("node joined"), "the node did not come back")
             try await farm.expectExactOutput(id, source: clip)
+
+            // Once done, the job outlives a restart too: its status as it ended, its place in the list, its output.
+            farm.terminateCoordinator()
+            try farm.startCoordinator()
+            let (code, ended) = try await farm.object("GET", "/jobs/\(id)")
+            #expect(code == 200, "GET /jobs/\(id) after a restart answered \(code)")
+            #expect(ended["state"] as? String == "done")
+            #expect(ended["progress"] as? Double == 1)
+            let segments = FaultFarm.segments(ended)
+            #expect(segments.count == total && segments.allSatisfy { $0["state"] as? String == "done" })
+            let frames: ([[String: Any]]) -> [Int] = { $0.map { segment in segment["frames"] as? Int ?? 0 } }
+            #expect(frames(segments) == frames(FaultFarm.segments(job)))
+            let (_, list) = try await farm.object("GET", "/jobs")
+            let listed = (list["jobs"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+            #expect(listed.contains(id), "\(listed)")
+            let (cancelCode, _) = try await farm.call("DELETE", "/jobs/\(id)")
+            #expect(cancelCode == 409)
+            try await farm.expectExactOutput(id, source: clip)
+            // A new job is numbered after it.
+            let next = try await farm.submit(clip, #""preset": "ultrafast""#)
+            #expect(next != id && next.hasPrefix("job-0002-"), "\(next)")
+            _ = try await farm.call("DELETE", "/jobs/\(next)")
         }
 
         // MARK: - A full disk
