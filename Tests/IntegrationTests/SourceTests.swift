@@ -272,15 +272,16 @@ import Testing
 
     // MARK: - Resumable uploads
 
-    @Test func chunkedUploadResumesAfterABrokenChunkAndRendersExactly() async throws {
-        let farm = try Farm.start("farm-upload", node: true, options: ["--max-uploads", "2", "--max-upload-gib", "0.0009765625"])
+    @Test func chunkedUploadResumesAfterABrokenChunkAndARestartAndRendersExactly() async throws {
+        let options = ["--max-uploads", "2", "--max-upload-gib", "0.0009765625"]
+        let first = try Farm.start("farm-upload", node: false, options: options)
         defer {
-            farm.stop()
-            try? FileManager.default.removeItem(at: farm.directory)
+            first.stop()
+            try? FileManager.default.removeItem(at: first.directory)
         }
         let clip = Self.clip
         let bytes = try Data(contentsOf: URL(fileURLWithPath: clip))
-        let (created, upload) = try await farm.object(
+        let (created, upload) = try await first.object(
             "POST", "/uploads", json: #"{"size": \#(bytes.count), "filename": "clip.mp4"}"#)
         #expect(created == 201, "\(upload)")
         let id = try #require(upload["id"] as? String)
@@ -291,13 +292,13 @@ import Testing
         var head = "PUT /uploads/\(id) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
         head += "Authorization: Bearer source-api-token\r\n"
         head += "Content-Range: bytes 0-\(bytes.count - 1)/\(bytes.count)\r\nContent-Length: \(bytes.count)\r\n\r\n"
-        _ = try Sockets.exchange(port: farm.httpPort, Data(head.utf8) + bytes.prefix(half), closeAfterSending: true)
+        _ = try Sockets.exchange(port: first.httpPort, Data(head.utf8) + bytes.prefix(half), closeAfterSending: true)
         var offset = 0
         _ = FarmBinary.waitUntil(timeout: 5) {
             let semaphore = DispatchSemaphore(value: 0)
             nonisolated(unsafe) var seen = 0
             Task {
-                seen = (try? await farm.object("GET", "/uploads/\(id)").1["offset"] as? Int) ?? 0
+                seen = (try? await first.object("GET", "/uploads/\(id)").1["offset"] as? Int) ?? 0
                 semaphore.signal()
             }
             semaphore.wait()
@@ -305,6 +306,17 @@ import Testing
             return seen == half
         }
         #expect(offset == half, "the bytes before the break are kept")
+
+        // The coordinator restarts (same data directory): the upload is still there, at the same offset.
+        first.stop()
+        let farm = try Farm.start("farm-upload-2", node: true, options: options + ["--data-dir", first.data])
+        defer {
+            farm.stop()
+            try? FileManager.default.removeItem(at: farm.directory)
+        }
+        let (found, kept) = try await farm.object("GET", "/uploads/\(id)")
+        #expect(found == 200 && kept["offset"] as? Int == half && kept["size"] as? Int == bytes.count, "\(kept)")
+        #expect(kept["filename"] as? String == "clip.mp4")
 
         // A chunk that does not start at the offset is refused with the offset to resume from.
         let (wrong, wrongHeaders, _) = try await farm.call(

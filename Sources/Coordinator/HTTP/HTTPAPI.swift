@@ -111,7 +111,7 @@ public enum HTTPAPI {
             try await routes.output(try context.parameters.require("id"), request: request)
         }
         router.post("/uploads") { request, _ in try await routes.createUpload(request) }
-        router.get("/uploads/:id") { _, context in try routes.uploadStatus(try context.parameters.require("id")) }
+        router.get("/uploads/:id") { _, context in try await routes.uploadStatus(try context.parameters.require("id")) }
         router.put("/uploads/:id") { request, context in
             try await routes.appendUpload(try context.parameters.require("id"), request: request)
         }

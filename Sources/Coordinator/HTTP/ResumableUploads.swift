@@ -1,3 +1,4 @@
+internal import FarmMedia
 internal import FarmProtocol
 internal import Foundation
 internal import HTTPTypes
@@ -12,6 +13,9 @@ internal import _NIOFileSystem
 /// client resumes there, and `POST /jobs` with `{"upload": id}` turns the whole file into a job.
 /// Chunks stream to `<upload dir>/partial/<id>.part` as they arrive, and what reached the disk before a
 /// connection broke is kept. A SHA-256 runs over the bytes in order, for the client to check.
+///
+/// An upload also outlives a restart of the coordinator: `<id>.json` beside the part file records its size and
+/// name, and a restarted coordinator takes back every upload it finds, at the bytes its part file holds.
 final class ResumableUploads: Sendable {
     struct Entry: Sendable {
         let id: String
@@ -20,10 +24,18 @@ final class ResumableUploads: Sendable {
         let filename: String?
         var offset: Int64 = 0
         var writing = false
-        var hasher = SegmentChecksum()
+        /// The SHA-256 of the bytes so far; nil for an upload taken back after a restart, whose digest is
+        /// computed from its file once it is complete.
+        var hasher: SegmentChecksum? = SegmentChecksum()
         var touched = Date()
         var digest: String?
         var complete: Bool { offset == size }
+    }
+
+    /// What is kept beside a part file for a restart.
+    private struct Record: Codable {
+        var size: Int64
+        var filename: String?
     }
 
     let directory: String
@@ -40,6 +52,30 @@ final class ResumableUploads: Sendable {
         self.maxBytes = maxBytes
         self.maxChunkBytes = maxChunkBytes
         self.staleSeconds = staleSeconds
+        recover()
+    }
+
+    private func recordPath(_ id: String) -> String { "\(directory)/\(id).json" }
+
+    /// Takes back the uploads a previous run left: each record whose part file is there and not longer than the
+    /// upload. Anything else is left to ``sweep(now:)``.
+    private func recover() {
+        guard let files = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        var found: [String: Entry] = [:]
+        for file in files where file.hasPrefix("up-") && file.hasSuffix(".json") {
+            let id = String(file.dropLast(".json".count))
+            let path = "\(directory)/\(id).part"
+            guard let data = FileManager.default.contents(atPath: recordPath(id)),
+                let record = try? JSONDecoder().decode(Record.self, from: data),
+                let held = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber,
+                held.int64Value <= record.size
+            else { continue }
+            var entry = Entry(id: id, path: path, size: record.size, filename: record.filename)
+            entry.offset = held.int64Value
+            entry.hasher = nil
+            found[id] = entry
+        }
+        entries.withLock { $0 = found }
     }
 
     /// Uploads begun and not yet turned into a job or removed.
@@ -56,6 +92,13 @@ final class ResumableUploads: Sendable {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw APIError(.internalServerError, "cannot create \(path): \(String(cString: strerror(errno)))") }
         close(fd)
+        do {
+            let record = try JSONEncoder().encode(Record(size: size, filename: filename))
+            try record.write(to: URL(fileURLWithPath: recordPath(id)), options: .atomic)
+        } catch {
+            unlink(path)
+            throw APIError(.internalServerError, "cannot record upload \(id) in \(directory): \(error.localizedDescription)")
+        }
         let entry = Entry(id: id, path: path, size: size, filename: filename)
         entries.withLock { $0[id] = entry }
         return entry
@@ -107,7 +150,7 @@ final class ResumableUploads: Sendable {
                     let written = pending
                     try self.entries.withLock { entries in
                         var entry = try Self.live(entries, id)
-                        entry.hasher.update(written)
+                        entry.hasher?.update(written)
                         entry.offset += Int64(written.readableBytes)
                         entry.touched = Date()
                         entries[id] = entry
@@ -138,10 +181,10 @@ final class ResumableUploads: Sendable {
             entries.withLock { $0[id]?.writing = false }
             throw error
         }
-        return try entries.withLock { entries throws -> Entry in
+        let entry = try entries.withLock { entries throws -> Entry in
             guard var entry = entries[id] else { throw APIError.notFound("upload \(id) was removed") }
             entry.writing = false
-            if entry.complete, entry.digest == nil { entry.digest = SegmentChecksum.hex(entry.hasher.finalize()) }
+            if entry.complete, entry.digest == nil, let hasher = entry.hasher { entry.digest = SegmentChecksum.hex(hasher.finalize()) }
             entries[id] = entry
             guard received == expected else {
                 throw APIError(
@@ -149,6 +192,25 @@ final class ResumableUploads: Sendable {
                     headers: Self.offsetHeader(entry.offset))
             }
             return entry
+        }
+        return try await withDigest(entry)
+    }
+
+    /// The upload with its SHA-256 once it is complete: an upload taken back after a restart has its file hashed
+    /// (on a thread of its own) the first time this is asked.
+    func withDigest(_ entry: Entry) async throws -> Entry {
+        guard entry.complete, entry.digest == nil else { return entry }
+        let path = entry.path
+        let found = try await Offload.run("hash upload \(entry.id)") { _ in try JobStore.fileDigest(atPath: path) }
+        guard let found, found.bytes == entry.size else {
+            throw APIError(.internalServerError, "upload \(entry.id): its file no longer holds its \(entry.size) bytes")
+        }
+        let digest = SegmentChecksum.hex(found.sha256)
+        return try entries.withLock { entries throws -> Entry in
+            guard var current = entries[entry.id] else { throw APIError.notFound("upload \(entry.id) was removed") }
+            current.digest = digest
+            entries[entry.id] = current
+            return current
         }
     }
 
@@ -162,9 +224,11 @@ final class ResumableUploads: Sendable {
             if let sha256, sha256.lowercased() != digest {
                 entries[id] = nil
                 unlink(entry.path)
+                unlink(recordPath(id))
                 throw APIError.badRequest("upload \(id) does not match its sha256: received \(digest), expected \(sha256.lowercased()); upload it again")
             }
             entries[id] = nil
+            unlink(recordPath(id))
             return entry
         }
     }
@@ -175,6 +239,7 @@ final class ResumableUploads: Sendable {
             return entry
         }
         unlink(entry.path)
+        unlink(recordPath(id))
     }
 
     /// Removes uploads nobody has added to for `staleSeconds`, and stray part files.
@@ -184,12 +249,15 @@ final class ResumableUploads: Sendable {
             for entry in old { entries[entry.id] = nil }
             return old
         }
-        for entry in stale { unlink(entry.path) }
-        let known = entries.withLock { Set($0.values.map(\.path)) }
+        for entry in stale {
+            unlink(entry.path)
+            unlink(recordPath(entry.id))
+        }
+        let known = entries.withLock { Set($0.values.flatMap { [$0.path, recordPath($0.id)] }) }
         for file in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
             let path = "\(directory)/\(file)"
             guard !known.contains(path) else { continue }
-            // A part file of a previous run: no entry names it any more.
+            // A part file or record no entry names any more (a removed upload's, or one a restart could not take back).
             let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? now
             if now.timeIntervalSince(modified) > min(staleSeconds, 60) { unlink(path) }
         }
@@ -265,8 +333,8 @@ extension Routes {
         return response
     }
 
-    func uploadStatus(_ id: String) throws -> Response {
-        UploadJSON(try uploads.resumable.entry(id)).jsonResponse()
+    func uploadStatus(_ id: String) async throws -> Response {
+        UploadJSON(try await uploads.resumable.withDigest(try uploads.resumable.entry(id))).jsonResponse()
     }
 
     /// `PUT /uploads/{id}` with `Content-Range: bytes a-b/total` and the chunk as the body.
@@ -294,6 +362,7 @@ extension Routes {
     func submitUpload(_ submission: Submission, id: String) async throws -> Response {
         guard submission.source == nil else { throw APIError.badRequest("give either source or upload, not both") }
         try await checkEncoder(submission.codec)
+        _ = try await uploads.resumable.withDigest(try uploads.resumable.entry(id))
         let entry = try uploads.resumable.take(id, sha256: submission.sha256)
         let path = uploads.makePath(filename: entry.filename)
         defer { uploads.release(path) }
