@@ -86,13 +86,13 @@ public enum MediaLog {
 public enum ProcessMemory {
     /// glibc raises its mmap threshold each time a large block is freed; from then on the 1 MiB
     /// chunks of segment transfers and FFmpeg's large buffers come from the heap, fragment it and
-    /// are never given back, so a coordinator's memory grew with every segment (private memory from
-    /// 34 to 60 MB over a 90 s job). A fixed 256 KiB threshold keeps them in mmap, returned on free
-    /// (16 MB, flat through the job).
+    /// are not given back. A fixed 256 KiB threshold keeps them in mmap, returned on free.
     ///
-    /// The price is an mmap and page faults for each such block: on loopback the segment wire moves
-    /// about a third fewer bytes per second (measured side by side in `make bench`), still several
-    /// times what a lease's network carries.
+    /// Measured on `farm render` with transfers paced (`DataSender`), peak memory for a 180 s and a
+    /// 360 s input: 102 and 103 MB with this threshold, 106 and 118 MB with a fixed 2 MiB one, 124 and
+    /// 129 MB with glibc's moving threshold. The price is an mmap and page faults for each such block:
+    /// on loopback the segment wire moves some 10-20 % fewer bytes a second, still several times what a
+    /// lease's network carries.
     public static func returnLargeBlocks() {
         _ = farm_fix_mmap_threshold(256 * 1024)
     }
