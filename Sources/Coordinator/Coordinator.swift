@@ -401,9 +401,10 @@ public actor Coordinator {
         jobs[id].map(makeStatus) ?? archived[id]?.status
     }
 
-    /// Every job, oldest first: those of earlier runs, then this run's.
-    public func listJobs() -> [JobStatus] {
-        archivedOrder.compactMap { archived[$0]?.status } + jobOrder.compactMap { jobs[$0].map(makeStatus) }
+    /// Every job, oldest first: those that ended in earlier runs (unless left out), then this run's.
+    public func listJobs(includingEarlierRuns: Bool = true) -> [JobStatus] {
+        let current = jobOrder.compactMap { jobs[$0].map(makeStatus) }
+        return includingEarlierRuns ? archivedOrder.compactMap { archived[$0]?.status } + current : current
     }
 
     /// The data directory and the node count, for health and readiness reports.

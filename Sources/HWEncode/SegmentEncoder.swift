@@ -163,7 +163,9 @@ public enum SegmentEncoder {
                 }
                 index += 1
             }
-        } catch let error as MediaError where error.code != .cancelled && error.code != .verificationFailed {
+        } catch let error as MediaError
+            where error.code != .cancelled && error.code != .verificationFailed && error.code != .unsupported
+        {
             // The encoder's own output is at fault, not the source: say so, and let another attempt retry it.
             throw MediaError(
                 .verificationFailed, "\(request.config.encoder) wrote a segment that does not decode cleanly: \(error.message)")

@@ -21,7 +21,11 @@ package final class VideoDecoder {
         ctx.pointee.thread_count = Int32(max(threads, 0))
         // Strict decoding turns concealed bitstream damage into errors instead of grey blocks.
         if strict { ctx.pointee.err_recognition |= AV_EF_EXPLODE | AV_EF_CRCCHECK }
-        if skipLoopFilter { ctx.pointee.skip_loop_filter = AVDISCARD_ALL }
+        if skipLoopFilter {
+            ctx.pointee.skip_loop_filter = AVDISCARD_ALL
+            // Unfiltered pictures differ from the encoder's: a picture hash in the stream (HEVC's SEI) would not match.
+            ctx.pointee.err_recognition &= ~AV_EF_CRCCHECK
+        }
         try check(avcodec_open2(ctx, codec, nil), "opening the \(header.parameters.codecName) decoder")
     }
 

@@ -26,8 +26,11 @@ public enum DataSender {
     /// - Parameters:
     ///   - mayContinue: Asked before each chunk; when it answers false the transfer stops.
     ///   - read: Reads up to `length` bytes at `offset`; an empty buffer means the end of the data.
+    /// Cancelling the calling task closes the channel: a write that waits for a peer that stopped reading would
+    /// otherwise never end, and the peer could not tell a transfer that stops halfway from a slow one.
+    ///
     /// - Returns: The number of bytes sent, or nil when `mayContinue` stopped the transfer.
-    /// - Throws: The first failed write or read.
+    /// - Throws: The first failed write or read, or `CancellationError`.
     public static func send(
         taskID: UInt64, byteLength: Int64, over channel: any Channel, window: Int = defaultWindow,
         chunkSize: Int = FarmWire.dataChunkSize, mayContinue: () -> Bool = { true },
@@ -38,10 +41,22 @@ public enum DataSender {
         inFlight.reserveCapacity(window)
         var oldest = 0
         var sent: Int64 = 0
+        /// Waits for a write; cancellation closes the channel, which fails the write.
+        func wait(_ write: EventLoopFuture<Void>) async throws {
+            try await withTaskCancellationHandler {
+                try await write.get()
+            } onCancel: {
+                channel.close(promise: nil)
+            }
+        }
         while sent < byteLength {
             guard mayContinue() else { return nil }
+            if Task.isCancelled {
+                channel.close(promise: nil)
+                throw CancellationError()
+            }
             // With the ring full, the oldest write must reach the socket before another chunk is read.
-            if inFlight.count == window { try await inFlight[oldest].get() }
+            if inFlight.count == window { try await wait(inFlight[oldest]) }
             let chunk = try await read(sent, Int(min(Int64(chunkSize), byteLength - sent)))
             guard chunk.readableBytes > 0 else { break }
             sent += Int64(chunk.readableBytes)
@@ -56,7 +71,7 @@ public enum DataSender {
             }
         }
         for index in 0..<inFlight.count {
-            try await inFlight[(oldest + index) % inFlight.count].get()
+            try await wait(inFlight[(oldest + index) % inFlight.count])
         }
         return sent
     }

@@ -341,7 +341,7 @@ final class Connection: Sendable {
             logger.warning("hardware encoder failed; segment re-encoded in software", metadata: ["reason": "\(reason)"])
         }
         do {
-            try await self.outbound.write(.result(result))
+            try await self.write(.result(result))
             let complete = try await self.sendFile(output, taskID: taskID, byteLength: encoded.byteLength)
             if complete {
                 logger.info(
@@ -411,7 +411,7 @@ final class Connection: Sendable {
             if self.stall.isSet { continue }
             guard let tasks = self.state.withLock({ $0.heartbeat() }) else { return }
             do {
-                try await self.outbound.write(.heartbeat(Heartbeat(activeTasks: tasks)))
+                try await self.write(.heartbeat(Heartbeat(activeTasks: tasks)))
             } catch {
                 return
             }
@@ -472,10 +472,20 @@ final class Connection: Sendable {
         }
     }
 
+    /// Writes a message behind whatever is queued, and waits until it reached the socket.
+    ///
+    /// Not through the async outbound writer: that one waits for the channel to become writable, and while a
+    /// result streams (``DataSender`` keeps a few chunks queued) it is not, so heartbeats would wait for the
+    /// whole transfer, and the coordinator's lease watchdog would drop a node sending a long result over a slow
+    /// link. Here a heartbeat waits for at most the chunks in flight.
+    private func write(_ message: Message) async throws {
+        try await self.channel.writeAndFlush(message)
+    }
+
     /// Sends a message; a connection that is gone is noticed by the read loop, so errors are only logged here.
     private func send(_ message: Message) async {
         do {
-            try await self.outbound.write(message)
+            try await self.write(message)
         } catch {
             self.logger.debug("cannot send", metadata: ["message": "\(message.name)", "error": "\(error)"])
         }

@@ -138,6 +138,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         } catch {
             fail("node port \(nodeListen): \(error)")
         }
+        // The store's jobs are loaded before the API answers: no request or upload sweep sees a coordinator that
+        // has not yet taken back the jobs of its previous run.
+        do {
+            try await coordinator.open()
+        } catch {
+            fail("job store in \(dataDirectory): \(error)")
+        }
         let httpLogger = Logger(label: "farm.http")
         let apiToken: String
         if let given = try readSecret(environment: "FARM_API_TOKEN", file: apiTokenFile) {

@@ -91,6 +91,37 @@ import Testing
         try await server.close()
     }
 
+    @Test func cancellingTheSenderClosesTheChannelInsteadOfWaitingForever() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        // A peer that never reads, behind small socket buffers: the sender's writes cannot complete.
+        let server = try await ServerBootstrap(group: group)
+            .childChannelOption(.autoRead, value: false)
+            .childChannelOption(.socketOption(.so_rcvbuf), value: 64 << 10)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try FarmWire.addHandlers(to: channel.pipeline.syncOperations) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let client = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.so_sndbuf), value: 64 << 10)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try FarmWire.addHandlers(to: channel.pipeline.syncOperations) }
+            }
+            .connect(host: "127.0.0.1", port: server.localAddress!.port!).get()
+        let sending = Task {
+            try await DataSender.send(taskID: 3, byteLength: 32 << 18, over: client, chunkSize: 1 << 18) { offset, length in
+                Self.bytes(at: offset, length: length)
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        sending.cancel()
+        let outcome = await sending.result
+        #expect(throws: (any Error).self) { try outcome.get() }
+        // The channel is closed, so the peer learns the transfer ended.
+        try await client.closeFuture.get()
+        #expect(!client.isActive)
+        try await server.close()
+    }
+
     @Test func stopsWhenToldAndSaysSo() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
         let done = group.any().makePromise(of: [UInt8].self)

@@ -508,7 +508,7 @@ struct Routes: Sendable {
 
     func nodes() async -> Response {
         let list = await coordinator.connectedNodes()
-        let speeds = metrics.nodeSpeeds(jobs: await coordinator.listJobs())
+        let speeds = metrics.nodeSpeeds(jobs: await coordinator.listJobs(includingEarlierRuns: false))
         return NodeListJSON(nodes: list.map { NodeJSON($0, fps: speeds[$0.id]) }).jsonResponse()
     }
 
@@ -532,7 +532,9 @@ struct Routes: Sendable {
     }
 
     func metricsText() async -> Response {
-        let text = metrics.render(jobs: await coordinator.listJobs(), nodeList: await coordinator.connectedNodes())
+        // This run's jobs: counters count what happened since the start, not what the store remembers.
+        let text = metrics.render(
+            jobs: await coordinator.listJobs(includingEarlierRuns: false), nodeList: await coordinator.connectedNodes())
         var buffer = ByteBuffer()
         buffer.writeString(text)
         return Response(

@@ -43,6 +43,8 @@ final class ResumableUploads: Sendable {
     let maxChunkBytes: Int64
     let staleSeconds: Double
     private let entries = Mutex<[String: Entry]>([:])
+    /// The hashing of each complete upload taken back after a restart, shared by everyone who asks meanwhile.
+    private let hashing = Mutex<[String: Task<String, any Error>]>([:])
 
     /// Under 100 MB (10^8 bytes) with room for headers.
     static let defaultMaxChunkBytes: Int64 = 90 << 20
@@ -67,12 +69,14 @@ final class ResumableUploads: Sendable {
             let path = "\(directory)/\(id).part"
             guard let data = FileManager.default.contents(atPath: recordPath(id)),
                 let record = try? JSONDecoder().decode(Record.self, from: data),
-                let held = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber,
-                held.int64Value <= record.size
+                let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+                let held = attributes[.size] as? NSNumber, held.int64Value <= record.size
             else { continue }
             var entry = Entry(id: id, path: path, size: record.size, filename: record.filename)
             entry.offset = held.int64Value
             entry.hasher = nil
+            // Its last byte's time, not the restart's: an abandoned upload goes when it would have without one.
+            entry.touched = attributes[.modificationDate] as? Date ?? Date()
             found[id] = entry
         }
         entries.withLock { $0 = found }
@@ -200,12 +204,27 @@ final class ResumableUploads: Sendable {
     /// (on a thread of its own) the first time this is asked.
     func withDigest(_ entry: Entry) async throws -> Entry {
         guard entry.complete, entry.digest == nil else { return entry }
-        let path = entry.path
-        let found = try await Offload.run("hash upload \(entry.id)") { _ in try JobStore.fileDigest(atPath: path) }
-        guard let found, found.bytes == entry.size else {
-            throw APIError(.internalServerError, "upload \(entry.id): its file no longer holds its \(entry.size) bytes")
+        let (id, path, size) = (entry.id, entry.path, entry.size)
+        let task = hashing.withLock { running in
+            if let task = running[id] { return task }
+            let task = Task {
+                let found = try await Offload.run("hash upload \(id)") { _ in try JobStore.fileDigest(atPath: path) }
+                guard let found, found.bytes == size else {
+                    throw APIError(.internalServerError, "upload \(id): its file no longer holds its \(size) bytes")
+                }
+                return SegmentChecksum.hex(found.sha256)
+            }
+            running[id] = task
+            return task
         }
-        let digest = SegmentChecksum.hex(found.sha256)
+        let digest: String
+        do {
+            digest = try await task.value
+            hashing.withLock { $0[id] = nil }
+        } catch {
+            hashing.withLock { $0[id] = nil }
+            throw error
+        }
         return try entries.withLock { entries throws -> Entry in
             guard var current = entries[entry.id] else { throw APIError.notFound("upload \(entry.id) was removed") }
             current.digest = digest
