@@ -285,6 +285,57 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: work).isEmpty)
     }
 
+    /// A result that leaves slowly (a coordinator reading 5 chunks a second, as over a thin link) must not hold
+    /// the node's heartbeats back: the coordinator drops a node it has not heard from for its lease timeout.
+    @Test func heartbeatsKeepComingWhileALongResultCrawlsOut() async throws {
+        let dir = try TestMedia.temporaryDirectory("node-test")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // Noise encoded near-losslessly: a result of some 20 MiB from 2 s of 640x480.
+        var (index, config, segment) = try makeSegment(
+            in: dir, seconds: 2, size: "640x480",
+            videoArgs: ["-vf", "noise=alls=30:allf=t", "-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
+        config.crf = 0
+        let outcome = try await scenario(reconnect: false, readsAhead: 2) { _, peer in
+            try await peer.handshake()
+            let assign = Assign(
+                taskID: 11, jobID: "job-1", segmentIndex: 0, attempt: 0, settings: settings(config), startPTS: Int64.min,
+                endPTS: nil, expectedFrames: UInt64(index.totalFrames), byteLength: UInt64(segment.count),
+                checksum: sha256(segment))
+            try await peer.send(.assign(assign))
+            var offset = 0
+            while offset < segment.count {
+                let end = min(offset + FarmWire.dataChunkSize, segment.count)
+                try await peer.send(.data(DataChunk(taskID: 11, bytes: ByteBuffer(bytes: segment[offset..<end]))))
+                offset = end
+            }
+            guard case .result(let result)? = try await peer.next() else {
+                Issue.record("expected a result")
+                return
+            }
+            #expect(result.byteLength > 12 << 20, "a result of \(result.byteLength) bytes is too short to crawl")
+            var received = 0
+            var heartbeatsDuring = 0
+            while received < Int(result.byteLength) {
+                switch try await peer.iterator.next() {
+                case .heartbeat?: if received > 0 { heartbeatsDuring += 1 }
+                case .data(let chunk)?:
+                    received += chunk.bytes.readableBytes
+                    try await Task.sleep(for: .milliseconds(200))
+                case let other:
+                    Issue.record("expected data or a heartbeat, got \(String(describing: other))")
+                    return
+                }
+            }
+            // About 4 s of crawling with a heartbeat a second: they must get through between the chunks.
+            #expect(heartbeatsDuring >= 1, "no heartbeat while \(received) bytes crawled out")
+            try await peer.send(.drain)
+            let next = try await peer.next()
+            #expect(next == .drain, "\(String(describing: next))")
+            #expect(try await peer.next() == nil)
+        }
+        #expect(outcome.error == nil, "\(String(describing: outcome.error))")
+    }
+
     @Test func checksumMismatchFailsTheTaskAndCloses() async throws {
         let work = try workDirectory()
         let outcome = try await scenario(reconnect: false, workDirectory: work) { _, peer in
@@ -391,11 +442,11 @@ struct Outcome {
 /// Runs the node against a fake coordinator that plays `script` on each of `connections` connections, then
 /// waits for the node's `run()` to end.
 func scenario(
-    reconnect: Bool, connections: Int = 1, workDirectory: String? = nil,
+    reconnect: Bool, connections: Int = 1, workDirectory: String? = nil, readsAhead: Int = 10,
     _ script: (Int, inout Peer) async throws -> Void,
     node configure: (inout NodeConfiguration) -> Void = { _ in }
 ) async throws -> Outcome {
-    let server = try await FakeCoordinator.bind()
+    let server = try await FakeCoordinator.bind(readsAhead: readsAhead)
     var configuration = NodeConfiguration(
         coordinatorPort: server.port, nodeID: "test-node", joinToken: NodeTests.token,
         workDirectory: try workDirectory ?? FarmNodeTestsSupport.workDirectory(), reconnect: reconnect,
@@ -440,13 +491,19 @@ enum FakeCoordinator {
         let port: Int
     }
 
-    static func bind() async throws -> Server {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    /// - Parameter readsAhead: Messages read from the socket before the script takes them (NIO's default is 10);
+    ///   below that the receive buffer is small too, so a node's writes wait for the script's pace.
+    static func bind(readsAhead: Int = 10) async throws -> Server {
+        var bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        if readsAhead < 10 { bootstrap = bootstrap.childChannelOption(.socketOption(.so_rcvbuf), value: 64 << 10) }
+        let channel = try await bootstrap
             .bind(host: "127.0.0.1", port: 0) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
-                    return try NIOAsyncChannel<Message, Message>(wrappingChannelSynchronously: channel)
+                    return try NIOAsyncChannel<Message, Message>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(backPressureStrategy: .init(lowWatermark: 1, highWatermark: readsAhead)))
                 }
             }
         return Server(channel: channel, port: channel.channel.localAddress!.port!)
@@ -509,9 +566,15 @@ struct Peer {
     }
 }
 
-func makeSegment(in dir: URL, seconds: Double = 2, size: String = "320x240") throws -> (SourceIndex, EncoderConfig, Data) {
+func makeSegment(
+    in dir: URL, seconds: Double = 2, size: String = "320x240", videoArgs: [String]? = nil
+) throws -> (SourceIndex, EncoderConfig, Data) {
     let source = dir.appendingPathComponent("src.mp4").path
-    try TestMedia.makeClip(at: source, seconds: seconds, size: size, audio: false)
+    if let videoArgs {
+        try TestMedia.makeClip(at: source, seconds: seconds, size: size, audio: false, videoArgs: videoArgs)
+    } else {
+        try TestMedia.makeClip(at: source, seconds: seconds, size: size, audio: false)
+    }
     let index = try SourceIndex.scan(path: source)
     let segmentPath = dir.appendingPathComponent("seg.pkt").path
     try SegmentSplitter.split(
