@@ -82,16 +82,28 @@ def main():
     make_clip(src, args.seconds)
     make_clip(src2, args.seconds * 2)
 
-    print("farm: 2 nodes x 1 thread, x264 medium crf 23 ...", file=sys.stderr)
+    # farm, ffmpeg, ffmpeg, farm (and the same for x264's threads): a load that drifts during the run weighs
+    # on both sides alike. Ratios are of the sums; each run's figures are kept too.
     farm_out = os.path.join(WORK, "farm-medium.mp4")
-    farm_wall, farm_summary = farm_render(args.farm, src, farm_out, "medium")
-    print("ffmpeg -threads 2, x264 medium crf 23 ...", file=sys.stderr)
     ff_out = os.path.join(WORK, "ffmpeg-medium.mp4")
-    ff_wall, ff_cpu = ffmpeg_encode(src, ff_out, "medium")
+    print("farm: 2 nodes x 1 thread, x264 medium crf 23 (1 of 2) ...", file=sys.stderr)
+    farm_wall_1, farm_summary = farm_render(args.farm, src, farm_out, "medium")
+    print("ffmpeg -threads 2, x264 medium crf 23 (2 runs) ...", file=sys.stderr)
+    ff_wall_1, ff_cpu_1 = ffmpeg_encode(src, ff_out, "medium")
+    ff_wall_2, ff_cpu_2 = ffmpeg_encode(src, ff_out, "medium")
+    print("farm again (2 of 2) ...", file=sys.stderr)
+    farm_wall_2, farm_summary_2 = farm_render(args.farm, src, farm_out, "medium")
+    farm_wall, ff_wall = farm_wall_1 + farm_wall_2, ff_wall_1 + ff_wall_2
+    farm_cpu, ff_cpu = farm_summary["cpu_s"] + farm_summary_2["cpu_s"], ff_cpu_1 + ff_cpu_2
     # The goal's premise: x264's own threading costs CPU on 2 cores. Measure x264 at 1 and 2 threads on 30 s.
-    print("x264 at 1 and 2 encoder threads (30 s of the clip) ...", file=sys.stderr)
-    _, x264_cpu_1 = ffmpeg_encode(src, os.path.join(WORK, "x264-1t.mp4"), "medium", encoder_threads=1, seconds=30)
-    _, x264_cpu_2 = ffmpeg_encode(src, os.path.join(WORK, "x264-2t.mp4"), "medium", encoder_threads=2, seconds=30)
+    print("x264 at 1 and 2 encoder threads (30 s of the clip, 1-2-2-1) ...", file=sys.stderr)
+    x264_cpu_1 = x264_cpu_2 = 0.0
+    for threads in (1, 2, 2, 1):
+        _, used = ffmpeg_encode(src, os.path.join(WORK, f"x264-{threads}t.mp4"), "medium", encoder_threads=threads, seconds=30)
+        if threads == 1:
+            x264_cpu_1 += used / 2
+        else:
+            x264_cpu_2 += used / 2
 
     farm_size, ff_size = video_bytes(farm_out), video_bytes(ff_out)
     print("PSNR against the source ...", file=sys.stderr)
@@ -120,14 +132,17 @@ def main():
         "source_seconds": farm_summary["status"]["sourceSeconds"],
         "frames": farm_summary["status"]["totalFrames"],
         "segments": len(farm_summary["status"]["segments"]),
-        "farm_wall_s": round(farm_wall, 2),
-        "ffmpeg_wall_s": round(ff_wall, 2),
+        # Means of the two runs each; the ratios are of the sums.
+        "farm_wall_s": round(farm_wall / 2, 2),
+        "ffmpeg_wall_s": round(ff_wall / 2, 2),
+        "farm_wall_runs_s": [round(farm_wall_1, 2), round(farm_wall_2, 2)],
+        "ffmpeg_wall_runs_s": [round(ff_wall_1, 2), round(ff_wall_2, 2)],
         "wall_ratio": round(farm_wall / ff_wall, 3),
         # CPU of all processes (farm: coordinator and nodes), and the cores each kept busy on average.
-        "farm_cpu_s": round(farm_summary["cpu_s"], 2),
-        "ffmpeg_cpu_s": round(ff_cpu, 2),
-        "cpu_ratio": round(farm_summary["cpu_s"] / ff_cpu, 3),
-        "farm_cores_busy": round(farm_summary["cpu_s"] / farm_wall, 2),
+        "farm_cpu_s": round(farm_cpu / 2, 2),
+        "ffmpeg_cpu_s": round(ff_cpu / 2, 2),
+        "cpu_ratio": round(farm_cpu / ff_cpu, 3),
+        "farm_cores_busy": round(farm_cpu / farm_wall, 2),
         "ffmpeg_cores_busy": round(ff_cpu / ff_wall, 2),
         "farm_video_bytes": farm_size,
         "ffmpeg_video_bytes": ff_size,
@@ -151,7 +166,7 @@ def main():
     results["slow_node"] = {"even_wall_s": round(even_wall, 2), "slowed_wall_s": round(slow_wall, 2),
                             "ideal_s": round(ideal_slow, 2), "ratio_to_ideal": round(slow_wall / ideal_slow, 3)}
     results["scheduler"] = scheduler
-    results["x264_threading"] = {"seconds": 30, "cpu_1_thread_s": round(x264_cpu_1, 2),
+    results["x264_threading"] = {"seconds": 30, "runs_each": 2, "cpu_1_thread_s": round(x264_cpu_1, 2),
                                  "cpu_2_threads_s": round(x264_cpu_2, 2),
                                  "two_over_one": round(x264_cpu_2 / x264_cpu_1, 3)}
     results["wire"] = {"bytes": wire["bytes"], "seconds": round(wire["seconds"], 3),
@@ -173,7 +188,7 @@ def main():
         json.dump(results, f, indent=2, sort_keys=True)
 
     rows = [
-        ("wall time farm / ffmpeg -threads 2", f"{r['farm_wall_s']} s / {r['ffmpeg_wall_s']} s", f"{r['wall_ratio']}", "<= 0.90"),
+        ("wall time farm / ffmpeg -threads 2", f"{r['farm_wall_s']} s / {r['ffmpeg_wall_s']} s (means of 2, ABBA)", f"{r['wall_ratio']}", "<= 0.90"),
         ("CPU farm / ffmpeg (cores busy)", f"{r['farm_cpu_s']} s ({r['farm_cores_busy']}) / {r['ffmpeg_cpu_s']} s ({r['ffmpeg_cores_busy']})",
          f"{r['cpu_ratio']}", "(report)"),
         ("x264 CPU, 2 threads / 1 thread (30 s)", f"{results['x264_threading']['cpu_2_threads_s']} s / {results['x264_threading']['cpu_1_thread_s']} s",
