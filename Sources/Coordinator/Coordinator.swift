@@ -96,13 +96,11 @@ public actor Coordinator {
             }
             let started = job.startedAt ?? job.createdAt
             let finished = job.finishedAt ?? started
-            let encodingSeconds = finished.timeIntervalSince(started)
-            let progress =
-                job.state == .done ? 1 : job.totalFrames > 0 ? min(Double(framesDone) / Double(job.totalFrames), 1) * 0.97 : 0
             return JobStatus(
-                id: job.id, state: job.state, phase: job.phase, source: job.source, output: job.output, progress: progress,
+                id: job.id, state: job.state, phase: job.phase, source: job.source, output: job.output,
+                progress: Coordinator.progress(job.state, framesDone: framesDone, totalFrames: job.totalFrames),
                 framesDone: framesDone, totalFrames: job.totalFrames,
-                fps: encodingSeconds > 0.5 ? Double(framesDone) / encodingSeconds : 0, etaSeconds: 0, error: job.error,
+                fps: Coordinator.fps(framesDone, in: finished.timeIntervalSince(started)), etaSeconds: 0, error: job.error,
                 segments: segments, sourceSeconds: job.sourceSeconds,
                 wallSeconds: max(finished.timeIntervalSince(job.createdAt), 0), encodersByNode: encodersByNode,
                 dropped: [], fallbacks: 0)
@@ -815,6 +813,17 @@ public actor Coordinator {
         schedule()
     }
 
+    /// A job's progress: 1 once done; before, its encoded share of the frames, up to 0.97 (the rest is assembly).
+    static func progress(_ state: JobState, framesDone: Int, totalFrames: Int) -> Double {
+        if state == .done { return 1 }
+        return totalFrames > 0 ? min(Double(framesDone) / Double(totalFrames), 1) * 0.97 : 0
+    }
+
+    /// Frames a second over an encoding time; 0 until half a second has passed.
+    static func fps(_ frames: Int, in seconds: Double) -> Double {
+        seconds > 0.5 ? Double(frames) / seconds : 0
+    }
+
     private func makeStatus(_ job: JobRecord) -> JobStatus {
         var framesDone = 0
         var segments: [SegmentStatus] = []
@@ -844,8 +853,7 @@ public actor Coordinator {
                     frames: frames))
         }
         let end = job.finished ?? .now
-        let encodingSeconds = job.encodingStarted.map { (end - $0).seconds } ?? 0
-        let fps = encodingSeconds > 0.5 ? Double(framesDone) / encodingSeconds : 0
+        let fps = Self.fps(framesDone, in: job.encodingStarted.map { (end - $0).seconds } ?? 0)
         let remaining = max(job.totalFrames - framesDone, 0)
         var eta: Double? = fps > 0 ? Double(remaining) / fps : nil
         if job.state == .running, let finish = predictedFinish[job.id] {
@@ -853,14 +861,9 @@ public actor Coordinator {
             eta = max(finish - now, 0)
         }
         if job.state.isFinished { eta = 0 }
-        let progress: Double
-        switch job.state {
-        case .done: progress = 1
-        default: progress = job.totalFrames > 0 ? min(Double(framesDone) / Double(job.totalFrames), 1) * 0.97 : 0
-        }
         return JobStatus(
             id: job.id, state: job.state, phase: job.phase, source: job.request.source, output: job.request.output,
-            progress: progress, framesDone: framesDone, totalFrames: job.totalFrames, fps: fps, etaSeconds: eta,
+            progress: Self.progress(job.state, framesDone: framesDone, totalFrames: job.totalFrames), framesDone: framesDone, totalFrames: job.totalFrames, fps: fps, etaSeconds: eta,
             error: job.error, segments: segments, sourceSeconds: job.sourceSeconds,
             wallSeconds: (end - job.submitted).seconds, encodersByNode: job.encodersByNode, dropped: job.dropped,
             fallbacks: job.fallbacks, downloadedBytes: job.download?.snapshot.bytes,

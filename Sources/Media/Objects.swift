@@ -49,6 +49,11 @@ package final class Packet {
 package final class Frame {
     package let pointer: UnsafeMutablePointer<AVFrame>
 
+    /// The decoder flagged the frame: decode errors, or a picture it had to conceal.
+    package var isDamaged: Bool {
+        pointer.pointee.decode_error_flags != 0 || pointer.pointee.flags & AV_FRAME_FLAG_CORRUPT != 0
+    }
+
     package init() {
         guard let f = av_frame_alloc() else { fatalError("av_frame_alloc: out of memory") }
         pointer = f

@@ -60,7 +60,7 @@ public enum OutputVerifier {
         func take() throws {
             while try decoder.receive(into: frame) {
                 let f = frame.pointer.pointee
-                if f.decode_error_flags != 0 || f.flags & AV_FRAME_FLAG_CORRUPT != 0 {
+                if frame.isDamaged {
                     throw MediaError(.verificationFailed, "\(path): video frame \(frames) decodes with errors")
                 }
                 let pts = f.best_effort_timestamp

@@ -77,10 +77,10 @@ package func decodeAll(
             more = false
         }
         while try decoder.receive(into: frame) {
-            let f = frame.pointer.pointee
-            if check, f.decode_error_flags != 0 || f.flags & AV_FRAME_FLAG_CORRUPT != 0 {
+            if check, frame.isDamaged {
                 throw MediaError(
-                    .verificationFailed, "\(reader.path): the frame at time \(f.best_effort_timestamp) decodes with errors")
+                    .verificationFailed,
+                    "\(reader.path): the frame at time \(frame.pointer.pointee.best_effort_timestamp) decodes with errors")
             }
             try body(frame.pointer)
         }

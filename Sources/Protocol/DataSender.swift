@@ -23,12 +23,12 @@ public enum DataSender {
 
     /// Reads `byteLength` bytes with `read` in chunks of at most `chunkSize` and sends them for `taskID`.
     ///
-    /// - Parameters:
-    ///   - mayContinue: Asked before each chunk; when it answers false the transfer stops.
-    ///   - read: Reads up to `length` bytes at `offset`; an empty buffer means the end of the data.
     /// Cancelling the calling task closes the channel: a write that waits for a peer that stopped reading would
     /// otherwise never end, and the peer could not tell a transfer that stops halfway from a slow one.
     ///
+    /// - Parameters:
+    ///   - mayContinue: Asked before each chunk; when it answers false the transfer stops.
+    ///   - read: Reads up to `length` bytes at `offset`; an empty buffer means the end of the data.
     /// - Returns: The number of bytes sent, or nil when `mayContinue` stopped the transfer.
     /// - Throws: The first failed write or read, or `CancellationError`.
     public static func send(

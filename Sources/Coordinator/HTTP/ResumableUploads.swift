@@ -217,14 +217,8 @@ final class ResumableUploads: Sendable {
             running[id] = task
             return task
         }
-        let digest: String
-        do {
-            digest = try await task.value
-            hashing.withLock { $0[id] = nil }
-        } catch {
-            hashing.withLock { $0[id] = nil }
-            throw error
-        }
+        defer { hashing.withLock { $0[id] = nil } }
+        let digest = try await task.value
         return try entries.withLock { entries throws -> Entry in
             guard var current = entries[entry.id] else { throw APIError.notFound("upload \(entry.id) was removed") }
             current.digest = digest
