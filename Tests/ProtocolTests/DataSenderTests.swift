@@ -33,31 +33,45 @@ import Testing
         ByteBuffer(repeating: UInt8(truncatingIfNeeded: offset / Int64(length) &* 37 &+ 1), count: length)
     }
 
-    @Test func holdsAtMostItsWindowWhileThePeerDoesNotRead() async throws {
-        let chunk = 256 << 10
-        let total = Int64(32 * chunk)
-        let window = 4
+    /// A loopback connection whose peer frames what it receives and hands it to `collector`. A peer that does
+    /// not read takes nothing until told to, through small socket buffers: the kernel absorbs well under a chunk.
+    /// Returns the listening channel, the sending side, and the peer's side once accepted.
+    private static func connect(
+        peerReads: Bool, collector: Collector? = nil
+    ) async throws -> (server: any Channel, client: any Channel, peer: EventLoopFuture<any Channel>) {
         let group = MultiThreadedEventLoopGroup.singleton
-        let done = group.any().makePromise(of: [UInt8].self)
         let accepted = group.any().makePromise(of: (any Channel).self)
-        // The peer reads nothing until told to, through small socket buffers: the kernel absorbs well under a chunk.
-        let server = try await ServerBootstrap(group: group)
-            .childChannelOption(.autoRead, value: false)
-            .childChannelOption(.socketOption(.so_rcvbuf), value: 64 << 10)
+        var bootstrap = ServerBootstrap(group: group)
+        if !peerReads {
+            bootstrap = bootstrap.childChannelOption(.autoRead, value: false)
+                .childChannelOption(.socketOption(.so_rcvbuf), value: 64 << 10)
+        }
+        let server = try await bootstrap
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
-                    try channel.pipeline.syncOperations.addHandler(Collector(expected: total, done: done))
+                    if let collector { try channel.pipeline.syncOperations.addHandler(collector) }
                     accepted.succeed(channel)
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        let client = try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.so_sndbuf), value: 64 << 10)
+        var client = ClientBootstrap(group: group)
+        if !peerReads { client = client.channelOption(.socketOption(.so_sndbuf), value: 64 << 10) }
+        let connected = try await client
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try FarmWire.addHandlers(to: channel.pipeline.syncOperations) }
             }
             .connect(host: "127.0.0.1", port: server.localAddress!.port!).get()
+        return (server, connected, accepted.futureResult)
+    }
+
+    @Test func holdsAtMostItsWindowWhileThePeerDoesNotRead() async throws {
+        let chunk = 256 << 10
+        let total = Int64(32 * chunk)
+        let window = 4
+        let done = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: [UInt8].self)
+        let (server, client, accepted) = try await Self.connect(
+            peerReads: false, collector: Collector(expected: total, done: done))
 
         let reads = Mutex(0)
         let sending = Task {
@@ -73,7 +87,7 @@ import Testing
         #expect(readWhileBlocked >= 1)
         #expect(readWhileBlocked <= window + 2, "read \(readWhileBlocked) chunks while the peer read nothing")
 
-        let peer = try await accepted.futureResult.get()
+        let peer = try await accepted.get()
         try await peer.setOption(.autoRead, value: true).get()
         peer.read()
         let sent = try await sending.value
@@ -92,21 +106,8 @@ import Testing
     }
 
     @Test func cancellingTheSenderClosesTheChannelInsteadOfWaitingForever() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
         // A peer that never reads, behind small socket buffers: the sender's writes cannot complete.
-        let server = try await ServerBootstrap(group: group)
-            .childChannelOption(.autoRead, value: false)
-            .childChannelOption(.socketOption(.so_rcvbuf), value: 64 << 10)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try FarmWire.addHandlers(to: channel.pipeline.syncOperations) }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let client = try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.so_sndbuf), value: 64 << 10)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try FarmWire.addHandlers(to: channel.pipeline.syncOperations) }
-            }
-            .connect(host: "127.0.0.1", port: server.localAddress!.port!).get()
+        let (server, client, _) = try await Self.connect(peerReads: false)
         let sending = Task {
             try await DataSender.send(taskID: 3, byteLength: 32 << 18, over: client, chunkSize: 1 << 18) { offset, length in
                 Self.bytes(at: offset, length: length)
@@ -123,21 +124,8 @@ import Testing
     }
 
     @Test func stopsWhenToldAndSaysSo() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
-        let done = group.any().makePromise(of: [UInt8].self)
-        let server = try await ServerBootstrap(group: group)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
-                    try channel.pipeline.syncOperations.addHandler(Collector(expected: 3 << 16, done: done))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let client = try await ClientBootstrap(group: group)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try FarmWire.addHandlers(to: channel.pipeline.syncOperations) }
-            }
-            .connect(host: "127.0.0.1", port: server.localAddress!.port!).get()
+        let done = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: [UInt8].self)
+        let (server, client, _) = try await Self.connect(peerReads: true, collector: Collector(expected: 3 << 16, done: done))
         var chunks = 0
         let sent = try await DataSender.send(
             taskID: 1, byteLength: 10 << 16, over: client, chunkSize: 1 << 16, mayContinue: { chunks < 3 }
