@@ -437,6 +437,8 @@ struct Routes: Sendable {
             throw APIError.from(error)
         }
         configuration.logger.info("job cancelled over http", metadata: ["job": "\(id)"])
+        // The upload goes now, not at the next sweep: once the answer says cancelled, its bytes are gone.
+        await uploads.sweep()
         guard let status = await coordinator.status(id) else { throw APIError.notFound("no job \(id)") }
         return JobJSON(status, source: uploads.displaySource(status)).jsonResponse()
     }
