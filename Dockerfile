@@ -23,6 +23,7 @@ RUN apt-get update \
         libva-dev \
         libcurl4-openssl-dev \
         libsqlite3-dev \
+        libxxhash-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -41,7 +42,7 @@ RUN --mount=type=cache,target=/src/.build \
 FROM debian:bookworm-slim
 
 # FFmpeg's libraries; libva with the VA-API drivers for Intel (iHD for Broadwell and later, i965 for older
-# GPUs) and AMD (Mesa), which libva loads at run time; libcurl for fetching sources; SQLite for the job store;
+# GPUs) and AMD (Mesa), which libva loads at run time; libcurl for fetching sources; SQLite for the job store; xxHash for segment checksums;
 # CA certificates for HTTPS. Debian's libavcodec loads NVENC from the NVIDIA driver, which the NVIDIA
 # container runtime mounts (see NVIDIA_DRIVER_CAPABILITIES below). Versions are not pinned: bookworm's
 # security updates replace them.
@@ -52,6 +53,7 @@ RUN apt-get update \
         libva2 libva-drm2 intel-media-va-driver i965-va-driver mesa-va-drivers \
         libcurl4 \
         libsqlite3-0 \
+        libxxhash0 \
         ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 farm \

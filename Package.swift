@@ -42,6 +42,12 @@ let package = Package(
             providers: [.apt(["libva-dev"])]
         ),
         .systemLibrary(
+            name: "CXXHash",
+            path: "Sources/CXXHash",
+            pkgConfig: "libxxhash",
+            providers: [.apt(["libxxhash-dev"])]
+        ),
+        .systemLibrary(
             name: "CCurl",
             path: "Sources/CCurl",
             pkgConfig: "libcurl",
@@ -64,6 +70,7 @@ let package = Package(
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                "CXXHash",
             ],
             path: "Sources/Protocol",
             swiftSettings: swiftSettings

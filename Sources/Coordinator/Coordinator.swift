@@ -1302,7 +1302,7 @@ public actor Coordinator {
     }
 }
 
-/// Running SHA-256 sums of the segments being written, updated on the split thread.
+/// Running checksums of the segments being written, updated on the split thread.
 private final class ChecksumTable: @unchecked Sendable {
     private var sums: [SegmentChecksum]
     init(count: Int) { sums = Array(repeating: SegmentChecksum(), count: count) }

@@ -96,7 +96,7 @@ public struct StoredSegment: Sendable, Hashable, Codable, FetchableRecord, Persi
     public var sourcePath: String?
     /// The source file's size in bytes.
     public var sourceBytes: Int64?
-    /// The source file's SHA-256.
+    /// The source file's ``SegmentChecksum``.
     public var sourceChecksum: Data?
     /// The task that holds the lease (nil unless leased).
     public var leasedTask: UInt64?
@@ -112,7 +112,7 @@ public struct StoredSegment: Sendable, Hashable, Codable, FetchableRecord, Persi
     public var resultPath: String?
     /// The result file's size in bytes.
     public var resultBytes: Int64?
-    /// The result file's SHA-256.
+    /// The result file's ``SegmentChecksum``.
     public var resultChecksum: Data?
     /// Frames in the result, as counted when it was accepted.
     public var frames: Int?
@@ -299,17 +299,17 @@ public enum CompletionOutcome: Sendable, Hashable {
     case parameterMismatch(pinned: Data)
 }
 
-/// A file's size and SHA-256, as resume re-verification compares them.
+/// A file's size and checksum, as resume re-verification compares them.
 public struct FileDigest: Sendable, Hashable {
     /// Size in bytes.
     public var bytes: Int64
-    /// SHA-256 of the whole file.
-    public var sha256: [UInt8]
+    /// The checksum of the whole file.
+    public var checksum: [UInt8]
 
     /// Creates a digest.
-    public init(bytes: Int64, sha256: [UInt8]) {
+    public init(bytes: Int64, checksum: [UInt8]) {
         self.bytes = bytes
-        self.sha256 = sha256
+        self.checksum = checksum
     }
 }
 

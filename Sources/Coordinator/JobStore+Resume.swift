@@ -1,4 +1,4 @@
-import FarmProtocol
+public import FarmProtocol
 public import Foundation
 import GRDB
 
@@ -7,7 +7,7 @@ import GRDB
 extension JobStore {
     /// Re-checks a job's files before a resume trusts them, and sets back the segments whose files fail.
     ///
-    /// A done segment is kept only if its result file is present with the recorded size and SHA-256 and its
+    /// A done segment is kept only if its result file is present with the recorded size and checksum and its
     /// recorded frame count equals the plan's (the frames themselves were counted when the result was accepted;
     /// an identical checksum means an identical file). Otherwise it goes back to ready if its source file is intact,
     /// or to pending if that is missing or changed too. A ready segment whose source file is missing or changed
@@ -17,7 +17,7 @@ extension JobStore {
     /// Call it after ``releaseAllLeases(at:)`` and before leasing: leased and pending segments are not checked,
     /// and a segment that changed between the check and the write is left as it is (and not reported).
     ///
-    /// - Parameter digest: the size and SHA-256 of a file, or nil when it does not exist. It reads whole files: run
+    /// - Parameter digest: the size and ``SegmentChecksum`` of a file, or nil when it does not exist. It reads whole files: run
     ///   the reading off the cooperative pool (for example ``fileDigest(atPath:)`` on a thread of its own). An
     ///   error it throws counts as a failed check.
     public func verifySegments(
@@ -91,9 +91,12 @@ extension JobStore {
         }
     }
 
-    /// The size and SHA-256 of a file, or nil when there is no file at `path`. Reads the whole file in 1 MiB
-    /// pieces on the calling thread: call it from a thread of its own, not from the cooperative pool.
-    public static func fileDigest(atPath path: String) throws -> FileDigest? {
+    /// The size and checksum of a file (a ``SegmentChecksum`` unless `kind` says otherwise), or nil when there is no
+    /// file at `path`. Reads the whole file in 1 MiB pieces on the calling thread: call it from a thread of its own,
+    /// not from the cooperative pool.
+    public static func fileDigest<Checksum: StreamingChecksum>(
+        atPath path: String, as kind: Checksum.Type = SegmentChecksum.self
+    ) throws -> FileDigest? {
         guard let handle = FileHandle(forReadingAtPath: path) else {
             if FileManager.default.fileExists(atPath: path) {
                 throw JobStoreError(.io, "\(path): cannot open for reading")
@@ -101,7 +104,7 @@ extension JobStore {
             return nil
         }
         defer { try? handle.close() }
-        var checksum = SegmentChecksum()
+        var checksum = Checksum()
         var bytes: Int64 = 0
         do {
             while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
@@ -111,7 +114,7 @@ extension JobStore {
         } catch {
             throw JobStoreError(.io, "\(path): cannot read", cause: error)
         }
-        return FileDigest(bytes: bytes, sha256: checksum.finalize())
+        return FileDigest(bytes: bytes, checksum: checksum.finalize())
     }
 
     private struct Reset: Sendable {
@@ -153,7 +156,10 @@ extension JobStore {
         }
         guard let found else { return "\(role) \(path) is missing" }
         if found.bytes != bytes { return "\(role) \(path) has \(found.bytes) bytes, \(bytes) recorded" }
-        if found.sha256 != Array(checksum) { return "\(role) \(path) has another SHA-256 than recorded" }
+        if checksum.count != SegmentChecksum.byteCount {
+            return "\(role) \(path) was recorded with an earlier version's SHA-256, which this version does not compute"
+        }
+        if found.checksum != Array(checksum) { return "\(role) \(path) has another checksum than recorded" }
         return nil
     }
 }

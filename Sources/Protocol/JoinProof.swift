@@ -31,7 +31,7 @@ public struct ChannelBinding: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         let prefix = Self.tlsServerEndPointPrefix.utf8.count
         guard bytes.count > prefix else { return "plain TCP" }
-        return SegmentChecksum.hex(Array(bytes[prefix...]))
+        return Hex.encode(Array(bytes[prefix...]))
     }
 
     /// Whether this is the empty binding of a plain TCP connection.

@@ -15,7 +15,7 @@ enum FrameType: UInt8 {
     case drain = 11
 }
 
-/// The size of SHA-256 digests and HMAC-SHA256 codes: nonces, proofs and checksums.
+/// The size of SHA-256 digests and HMAC-SHA256 codes: nonces and proofs.
 let digestSize = 32
 
 extension Message {
@@ -239,7 +239,7 @@ extension Assign: WirePayload {
             endPTS: try buffer.readWireOptional("endPTS") { try $0.readWireInteger("endPTS") },
             expectedFrames: try buffer.readWireInteger("expectedFrames"),
             byteLength: try buffer.readWireInteger("byteLength"),
-            checksum: try buffer.readWireBytes("checksum", count: digestSize)
+            checksum: try buffer.readWireBytes("checksum", count: SegmentChecksum.byteCount)
         )
     }
 
@@ -281,7 +281,7 @@ extension TaskResult: WirePayload {
             encoder: try buffer.readWireString("encoder"),
             frames: try buffer.readWireInteger("frames"),
             byteLength: try buffer.readWireInteger("byteLength"),
-            checksum: try buffer.readWireBytes("checksum", count: digestSize),
+            checksum: try buffer.readWireBytes("checksum", count: SegmentChecksum.byteCount),
             decodeSeconds: try buffer.readWireDouble("decodeSeconds"),
             encodeSeconds: try buffer.readWireDouble("encodeSeconds"),
             fallbackReason: try buffer.readWireOptional("fallbackReason") { try $0.readWireString("fallbackReason") }

@@ -109,7 +109,7 @@ public struct Reject: Sendable, Equatable {
 }
 
 /// A segment to encode. The segment's bytes follow in ``Message/data(_:)`` frames with the same task ID,
-/// ``byteLength`` bytes in all, whose SHA-256 is ``checksum``.
+/// ``byteLength`` bytes in all, whose ``SegmentChecksum`` is ``checksum``.
 public struct Assign: Sendable, Equatable {
     /// The coordinator's identifier for this attempt at this segment; unique per coordinator run.
     public var taskID: UInt64
@@ -129,7 +129,7 @@ public struct Assign: Sendable, Equatable {
     public var expectedFrames: UInt64
     /// The number of segment bytes that follow in data frames.
     public var byteLength: UInt64
-    /// The SHA-256 of the segment bytes that follow: 32 bytes.
+    /// The ``SegmentChecksum`` (XXH3-128) of the segment bytes that follow: 16 bytes.
     public var checksum: [UInt8]
 
     /// Creates an assignment.
@@ -176,7 +176,7 @@ public struct DataChunk: Sendable, Equatable {
 }
 
 /// A finished task. The encoded segment follows in ``Message/data(_:)`` frames with the same task ID,
-/// ``byteLength`` bytes in all, whose SHA-256 is ``checksum``.
+/// ``byteLength`` bytes in all, whose ``SegmentChecksum`` is ``checksum``.
 public struct TaskResult: Sendable, Equatable {
     /// The task this is the result of.
     public var taskID: UInt64
@@ -186,7 +186,7 @@ public struct TaskResult: Sendable, Equatable {
     public var frames: UInt64
     /// The number of encoded bytes that follow in data frames.
     public var byteLength: UInt64
-    /// The SHA-256 of the encoded bytes that follow: 32 bytes.
+    /// The ``SegmentChecksum`` (XXH3-128) of the encoded bytes that follow: 16 bytes.
     public var checksum: [UInt8]
     /// Wall-clock seconds spent decoding.
     public var decodeSeconds: Double

@@ -246,8 +246,8 @@ final class Connection: Sendable {
         guard actual == assign.checksum else {
             SegmentFiles.remove(transfer.file.path)
             let reason =
-                "segment checksum mismatch for task \(assign.taskID): expected \(SegmentChecksum.hex(assign.checksum)), "
-                + "got \(SegmentChecksum.hex(actual)) over \(transfer.received) bytes"
+                "segment checksum mismatch for task \(assign.taskID): expected \(Hex.encode(assign.checksum)), "
+                + "got \(Hex.encode(actual)) over \(transfer.received) bytes"
             self.taskLogger(assign).error("closing the connection", metadata: ["reason": "\(reason)"])
             // Closing (not releasing the slot first): a release could end a drain and close without the failure.
             await self.close(

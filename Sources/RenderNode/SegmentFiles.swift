@@ -86,7 +86,7 @@ enum SegmentFiles {
         #endif
     }
 
-    /// The size and SHA-256 of a file. Blocking: call it on a thread of its own (inside `Offload.run`).
+    /// The size and ``SegmentChecksum`` of a file. Blocking: call it on a thread of its own (inside `Offload.run`).
     static func sizeAndChecksum(of path: String, isCancelled: () -> Bool) throws -> (size: UInt64, checksum: [UInt8]) {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else {

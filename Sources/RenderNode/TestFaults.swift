@@ -6,7 +6,7 @@ import Synchronization
 /// docs/reliability.md). Read once from the environment, like `FARM_TEST_SLOW_NODE`; never set in production.
 ///
 /// - `FARM_TEST_CORRUPT_RESULT=N`: the first N results this process sends have one byte flipped after their
-///   checksum was computed, as a bad disk or a broken transfer would do. The coordinator's SHA-256 check must
+///   checksum was computed, as a bad disk or a broken transfer would do. The coordinator's checksum check must
 ///   refuse them and have the segment encoded again.
 /// - `FARM_TEST_STALL=N`: the first N segments this process receives are held and never encoded, and the
 ///   connection that received them stops its heartbeats while staying open, as a hung worker does. The

@@ -40,7 +40,7 @@ struct ChunkedUpload {
         }
         let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: file))
         defer { try? handle.close() }
-        var checksum = SegmentChecksum()
+        var checksum = SHA256Stream()
         var hashed: Int64 = 0
         var offset = upload.offset
         var failures = 0
@@ -86,7 +86,7 @@ struct ChunkedUpload {
         }
         var job = fields
         job["upload"] = .string(upload.id)
-        job["sha256"] = .string(SegmentChecksum.hex(checksum.finalize()))
+        job["sha256"] = .string(Hex.encode(checksum.finalize()))
         return try await client.json(CreatedReply.self, "POST", "/jobs", body: try JSONEncoder().encode(job))
     }
 }

@@ -1,4 +1,5 @@
 @testable import FarmCoordinator
+import FarmProtocol
 import Foundation
 import GRDB
 import Logging
@@ -575,24 +576,26 @@ import Testing
         }
 
         let store = try await JobStore(dataDirectory: directory)
-        try await Self.runningJob(store, segments: 7, slots: 10, ready: false)
+        try await Self.runningJob(store, segments: 8, slots: 10, ready: false)
         var results: [String] = []
-        for k in 0..<7 {
+        for k in 0..<8 {
             let (source, sourceDigest) = try write("src-\(k).pkt", "source packets of segment \(k)")
             try await store.markReady(
-                "job-1", index: k, path: source, bytes: sourceDigest.bytes, checksum: sourceDigest.sha256)
-            guard k < 4 || k == 6 else { continue }
+                "job-1", index: k, path: source, bytes: sourceDigest.bytes, checksum: sourceDigest.checksum)
+            guard k < 4 || k >= 6 else { continue }
             let (result, resultDigest) = try write("enc-\(k).pkt", "encoded packets of segment \(k)")
             results.append(result)
             try await store.lease("job-1", index: k, taskID: UInt64(k + 1), nodeID: "n1", expiresAt: .distantFuture)
             _ = try await store.complete(
                 "job-1", index: k, taskID: UInt64(k + 1), nodeID: "n1", resultPath: result, bytes: resultDigest.bytes,
-                checksum: resultDigest.sha256, frames: k == 6 ? 9 : 10, encoder: "libx264", parameters: [1])
+                checksum: k == 7 ? try #require(try JobStore.fileDigest(atPath: result, as: SHA256Stream.self)).checksum
+                    : resultDigest.checksum, frames: k == 6 ? 9 : 10, encoder: "libx264", parameters: [1])
         }
         #expect(try JobStore.fileDigest(atPath: "\(work)/none") == nil)
 
         // 0 intact; 1 result deleted; 2 result altered, same size; 3 result truncated and its source deleted;
-        // 4 ready with its source intact; 5 ready with its source deleted; 6 intact but recorded with 9 frames of 10.
+        // 4 ready with its source intact; 5 ready with its source deleted; 6 intact but recorded with 9 frames of 10;
+        // 7 intact but recorded by an earlier version, with a SHA-256.
         try FileManager.default.removeItem(atPath: results[1])
         try Data("encoded packets of segment X".utf8).write(to: URL(fileURLWithPath: results[2]))
         try Data("enc".utf8).write(to: URL(fileURLWithPath: results[3]))
@@ -601,23 +604,24 @@ import Testing
 
         let report = try await store.verifySegments("job-1") { path in try JobStore.fileDigest(atPath: path) }
         #expect(report.kept == [0])
-        #expect(report.toReady == [1, 2, 6])
+        #expect(report.toReady == [1, 2, 6, 7])
         #expect(report.toPending == [3, 5])
         #expect(report.reasons[1]?.contains("missing") == true)
-        #expect(report.reasons[2]?.contains("SHA-256") == true)
+        #expect(report.reasons[2]?.contains("another checksum") == true)
         #expect(report.reasons[3]?.contains("bytes") == true)
         #expect(report.reasons[5]?.contains("missing") == true)
         #expect(report.reasons[6]?.contains("frames") == true)
+        #expect(report.reasons[7]?.contains("earlier version") == true)
         #expect(report.reasons[0] == nil && report.reasons[4] == nil)
 
         let segments = try await store.segments("job-1")
-        #expect(segments.map(\.state) == [.done, .ready, .ready, .pending, .ready, .pending, .ready])
+        #expect(segments.map(\.state) == [.done, .ready, .ready, .pending, .ready, .pending, .ready, .ready])
         #expect(segments[0].resultPath == results[0])
         #expect(segments[1].resultPath == nil && segments[1].frames == nil && segments[1].doneNode == nil)
         #expect(segments[1].sourcePath == "\(work)/src-1.pkt")
         #expect(segments[3].sourcePath == nil && segments[3].sourceChecksum == nil)
         let resets = try await store.events(jobID: "job-1").filter { $0.kind == .segmentReset }
-        #expect(resets.map(\.segment) == [1, 2, 3, 5, 6])
+        #expect(resets.map(\.segment) == [1, 2, 3, 5, 6, 7])
         #expect(resets.first?.message.hasPrefix("done → ready") == true)
         // One done segment remains, so the pinned parameters stay.
         #expect(try await store.job("job-1")?.pinnedParameters == Data([1]))
@@ -631,7 +635,7 @@ import Testing
 
         // A digest that fails counts as a failed check; with no done segment left the pinned parameters go.
         let last = try await store.verifySegments("job-1") { _ in throw CocoaError(.fileReadUnknown) }
-        #expect(last.toPending == [0, 1, 2, 4, 6])
+        #expect(last.toPending == [0, 1, 2, 4, 6, 7])
         #expect(try await store.job("job-1")?.pinnedParameters == nil)
     }
 

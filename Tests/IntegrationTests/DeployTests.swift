@@ -250,7 +250,8 @@ import Testing
         let packages = Set(Self.runtimePackages(text))
         for required in [
             "libavformat59", "libavcodec59", "libavutil57", "libswscale6", "libva2", "libva-drm2",
-            "intel-media-va-driver", "i965-va-driver", "mesa-va-drivers", "libcurl4", "libsqlite3-0", "ca-certificates",
+            "intel-media-va-driver", "i965-va-driver", "mesa-va-drivers", "libcurl4", "libsqlite3-0", "libxxhash0",
+            "ca-certificates",
         ] {
             #expect(packages.contains(required), "the runtime stage does not install \(required)")
         }

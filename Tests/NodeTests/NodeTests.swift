@@ -341,7 +341,7 @@ import Testing
         let outcome = try await scenario(reconnect: false, workDirectory: work) { _, peer in
             try await peer.handshake()
             var assign = dummyAssign(taskID: 3, byteLength: 5)
-            assign.checksum = [UInt8](repeating: 0, count: 32)
+            assign.checksum = [UInt8](repeating: 0, count: SegmentChecksum.byteCount)
             try await peer.send(.assign(assign))
             try await peer.send(.data(DataChunk(taskID: 3, bytes: ByteBuffer(bytes: [1, 2, 3, 4, 5]))))
             guard case .failure(let failure)? = try await peer.next() else {
@@ -602,7 +602,7 @@ func dummyAssign(taskID: UInt64, byteLength: UInt64) -> Assign {
         settings: EncodeSettings(
             codec: "h264", encoder: "libx264", crf: 30, preset: "ultrafast", pixelFormat: "yuv420p", width: 64,
             height: 64, timeBaseNum: 1, timeBaseDen: 25, frameRateNum: 25, frameRateDen: 1),
-        startPTS: 0, endPTS: nil, expectedFrames: 1, byteLength: byteLength, checksum: [UInt8](repeating: 0, count: 32))
+        startPTS: 0, endPTS: nil, expectedFrames: 1, byteLength: byteLength, checksum: [UInt8](repeating: 0, count: SegmentChecksum.byteCount))
 }
 
 func settings(_ config: EncoderConfig) -> EncodeSettings {

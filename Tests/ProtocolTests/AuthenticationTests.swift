@@ -20,17 +20,17 @@ import Testing
         #expect(self.tls.description == "d6182255e5739d55fc9781759c7a823d4dff3d2b7d17949e7085ee7c0cc22acf")
         #expect(self.tls.bytes.prefix(21) == ArraySlice("tls-server-end-point:".utf8))
         #expect(
-            SegmentChecksum.hex(self.node(binding: .plainTCP))
+            Hex.encode(self.node(binding: .plainTCP))
                 == "3d482c694f3a79265d632b374edca59a1bfc17aa2c7721a887f40d6543c3a324")
         #expect(
-            SegmentChecksum.hex(
+            Hex.encode(
                 JoinProof.coordinator(token: self.token, nonce: self.nonce, nodeID: "node-1", channelBinding: .plainTCP))
                 == "205c78ed1567db8a3fdce16d5bc88a4afa28979734ab1654f3598bc11697393e")
         #expect(
-            SegmentChecksum.hex(self.node())
+            Hex.encode(self.node())
                 == "536d5d6979025a43bd400832d782617ea1b6e7d61ce225553b157397e0bd6917")
         #expect(
-            SegmentChecksum.hex(
+            Hex.encode(
                 JoinProof.coordinator(token: self.token, nonce: self.nonce, nodeID: "node-1", channelBinding: self.tls))
                 == "1d0b67a7e805927da681f6f69b2101db013c61f5473beeaff79a391497905a30")
     }
@@ -99,21 +99,31 @@ import Testing
     }
 }
 
+/// Reference values from another implementation of each hash (Python's `xxhash` package, `sha256sum`).
 @Suite struct SegmentChecksumTests {
-    @Test func sha256OfABC() {
-        var checksum = SegmentChecksum()
-        checksum.update(ByteBuffer(string: "abc"))
-        #expect(
-            SegmentChecksum.hex(checksum.finalize())
-                == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        )
+    @Test func xxh3OfKnownInputs() {
+        #expect(Hex.encode(SegmentChecksum().finalize()) == "99aa06d3014798d86001c324468d497f")
+        var farm = SegmentChecksum()
+        farm.update(ByteBuffer(string: "farm"))
+        #expect(Hex.encode(farm.finalize()) == "5b2a3ee31f94adcb6f4d2827d46f6f9f")
+        // Long enough for XXH3's striped loop and its internal buffer to wrap many times, fed in uneven pieces.
+        let pattern = [UInt8]((0..<1_049_344).map { UInt8($0 % 256) })
+        var long = SegmentChecksum()
+        var start = 0
+        for size in [1, 63, 64, 65, 239, 240, 241, 4_096, 100_003] where start < pattern.count {
+            pattern[start..<min(start + size, pattern.count)].withUnsafeBytes { long.update($0) }
+            start += size
+        }
+        pattern[start...].withUnsafeBytes { long.update($0) }
+        #expect(Hex.encode(long.finalize()) == "3eb413071bb36356ebd7da7da24295f8")
     }
 
-    @Test func sha256OfNothing() {
+    @Test func sha256OfKnownInputs() {
+        var abc = SHA256Stream()
+        abc.update(ByteBuffer(string: "abc"))
+        #expect(Hex.encode(abc.finalize()) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         #expect(
-            SegmentChecksum.hex(SegmentChecksum().finalize())
-                == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        )
+            Hex.encode(SHA256Stream().finalize()) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     }
 
     @Test func chunksAddUpToTheWhole() {
@@ -130,8 +140,23 @@ import Testing
         #expect(whole.finalize().count == SegmentChecksum.byteCount)
     }
 
+    /// A copy is a value: bytes added to one do not reach the other, and finalizing changes neither.
+    @Test func copiesHashIndependently() {
+        var first = SegmentChecksum()
+        first.update(ByteBuffer(string: "fa"))
+        var second = first
+        _ = first.finalize()
+        first.update(ByteBuffer(string: "rm"))
+        second.update(ByteBuffer(string: "xx"))
+        #expect(Hex.encode(first.finalize()) == "5b2a3ee31f94adcb6f4d2827d46f6f9f")
+        var direct = SegmentChecksum()
+        direct.update(ByteBuffer(string: "faxx"))
+        #expect(second.finalize() == direct.finalize())
+        #expect(second.finalize() != first.finalize())
+    }
+
     @Test func hexIsLowercaseTwoDigitsPerByte() {
-        #expect(SegmentChecksum.hex([0x00, 0x0f, 0xa0, 0xff]) == "000fa0ff")
-        #expect(SegmentChecksum.hex([]) == "")
+        #expect(Hex.encode([0x00, 0x0f, 0xa0, 0xff]) == "000fa0ff")
+        #expect(Hex.encode([]) == "")
     }
 }

@@ -106,7 +106,7 @@ import Testing
             endPTS: nil,
             expectedFrames: 1,
             byteLength: 1,
-            checksum: Samples.digest
+            checksum: Samples.checksum
         )
     }
 
@@ -126,7 +126,7 @@ import Testing
                 encoder: "libx264",
                 frames: 1,
                 byteLength: 1,
-                checksum: Samples.digest,
+                checksum: Samples.checksum,
                 decodeSeconds: 0,
                 encodeSeconds: 0
             )

@@ -28,6 +28,8 @@ enum Samples {
     )
 
     static let digest = Array(0..<32 as Range<UInt8>)
+    /// A segment checksum's worth of bytes.
+    static let checksum = Array(100..<116 as Range<UInt8>)
 
     static func bytes(count: Int) -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: count)
@@ -66,7 +68,7 @@ enum Samples {
                 endPTS: 900_900,
                 expectedFrames: 300,
                 byteLength: 12_345_678,
-                checksum: digest
+                checksum: checksum
             )
         ),
         .assign(
@@ -92,7 +94,7 @@ enum Samples {
                 endPTS: nil,
                 expectedFrames: 0,
                 byteLength: 0,
-                checksum: digest
+                checksum: checksum
             )
         ),
         .data(DataChunk(taskID: 42, bytes: bytes(count: 1000))),
@@ -103,7 +105,7 @@ enum Samples {
                 encoder: "libx264",
                 frames: 300,
                 byteLength: 2_000_000,
-                checksum: digest,
+                checksum: checksum,
                 decodeSeconds: 1.25,
                 encodeSeconds: 9.875,
                 fallbackReason: "h264_vaapi: no render node"
@@ -115,7 +117,7 @@ enum Samples {
                 encoder: "h264_vaapi",
                 frames: 1,
                 byteLength: 1,
-                checksum: digest,
+                checksum: checksum,
                 decodeSeconds: 0,
                 encodeSeconds: -0.0,
                 fallbackReason: nil

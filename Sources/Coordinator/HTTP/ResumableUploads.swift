@@ -26,7 +26,7 @@ final class ResumableUploads: Sendable {
         var writing = false
         /// The SHA-256 of the bytes so far; nil for an upload taken back after a restart, whose digest is
         /// computed from its file once it is complete.
-        var hasher: SegmentChecksum? = SegmentChecksum()
+        var hasher: SHA256Stream? = SHA256Stream()
         var touched = Date()
         var digest: String?
         var complete: Bool { offset == size }
@@ -188,7 +188,7 @@ final class ResumableUploads: Sendable {
         let entry = try entries.withLock { entries throws -> Entry in
             guard var entry = entries[id] else { throw APIError.notFound("upload \(id) was removed") }
             entry.writing = false
-            if entry.complete, entry.digest == nil, let hasher = entry.hasher { entry.digest = SegmentChecksum.hex(hasher.finalize()) }
+            if entry.complete, entry.digest == nil, let hasher = entry.hasher { entry.digest = Hex.encode(hasher.finalize()) }
             entries[id] = entry
             guard received == expected else {
                 throw APIError(
@@ -208,11 +208,11 @@ final class ResumableUploads: Sendable {
         let task = hashing.withLock { running in
             if let task = running[id] { return task }
             let task = Task {
-                let found = try await Offload.run("hash upload \(id)") { _ in try JobStore.fileDigest(atPath: path) }
+                let found = try await Offload.run("hash upload \(id)") { _ in try JobStore.fileDigest(atPath: path, as: SHA256Stream.self) }
                 guard let found, found.bytes == size else {
                     throw APIError(.internalServerError, "upload \(id): its file no longer holds its \(size) bytes")
                 }
-                return SegmentChecksum.hex(found.sha256)
+                return Hex.encode(found.checksum)
             }
             running[id] = task
             return task
