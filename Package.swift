@@ -69,6 +69,7 @@ let package = Package(
             name: "FarmProtocol",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 "CXXHash",
             ],

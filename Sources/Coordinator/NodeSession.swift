@@ -294,11 +294,8 @@ struct NodeSession: Sendable {
             case .segment(let assign, let path):
                 try await outbound.write(.assign(assign))
                 // Paced: at most a few chunks of the segment in memory, however long it is.
-                let sent = try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
-                    try await DataSender.send(taskID: assign.taskID, byteLength: Int64(assign.byteLength), over: channel) {
-                        try await handle.readChunk(fromAbsoluteOffset: $0, length: .bytes(Int64($1)))
-                    }
-                }
+                let sent = try await DataSender.sendFile(
+                    atPath: path, taskID: assign.taskID, byteLength: Int64(assign.byteLength), over: channel)
                 guard sent == Int64(assign.byteLength) else {
                     throw ProtocolError(
                         code: .unexpectedMessage,

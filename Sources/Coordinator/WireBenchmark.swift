@@ -3,13 +3,12 @@ internal import FarmProtocol
 internal import Foundation
 internal import Logging
 internal import NIOCore
-internal import NIOFileSystem
 internal import NIOPosix
 internal import NIOSSL
 
 /// Measures segment-byte throughput of the real wire path on loopback: a file read in 1 MiB chunks and sent by
 /// ``DataSender`` as the coordinator and nodes send segments, framed by `FrameEncoder`, sent over TCP, parsed by
-/// `FrameDecoder` and hashed with SHA-256 on the receiving side, as a node does with a segment. Over TLS (a
+/// `FrameDecoder` and hashed (``SegmentChecksum``) on the receiving side, as a node does with a segment. Over TLS (a
 /// certificate made in memory, as in the embedded farm) unless `tls` is false.
 public enum WireBenchmark {
     public struct Result: Sendable, Codable {
@@ -74,11 +73,7 @@ public enum WireBenchmark {
         let start = ContinuousClock.now
         let channel = client.channel
         try await client.executeThenClose { _, _ in
-            _ = try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
-                try await DataSender.send(taskID: 1, byteLength: bytes, over: channel) {
-                    try await handle.readChunk(fromAbsoluteOffset: $0, length: .bytes(Int64($1)))
-                }
-            }
+            _ = try await DataSender.sendFile(atPath: path, taskID: 1, byteLength: bytes, over: channel)
             try await done.futureResult.get()
         }
         let seconds = (ContinuousClock.now - start).seconds

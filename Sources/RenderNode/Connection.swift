@@ -371,13 +371,10 @@ final class Connection: Sendable {
     ///
     /// - Returns: Whether every byte was sent.
     private func sendFile(_ path: String, taskID: UInt64, byteLength: UInt64) async throws -> Bool {
-        let sent = try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
-            // Paced: at most a few chunks of the result in memory, however long the segment is.
-            try await DataSender.send(
-                taskID: taskID, byteLength: Int64(byteLength), over: self.channel,
-                mayContinue: { self.state.withLock { $0.maySend(taskID) } }
-            ) { try await handle.readChunk(fromAbsoluteOffset: $0, length: .bytes(Int64($1))) }
-        }
+        // Paced: at most a few chunks of the result in memory, however long the segment is.
+        let sent = try await DataSender.sendFile(
+            atPath: path, taskID: taskID, byteLength: Int64(byteLength), over: self.channel,
+            mayContinue: { self.state.withLock { $0.maySend(taskID) } })
         guard let sent else { return false }
         guard sent == Int64(byteLength) else {
             throw MediaError(.io, "\(path) holds \(sent) bytes, \(byteLength) were announced")

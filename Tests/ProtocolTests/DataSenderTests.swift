@@ -1,4 +1,5 @@
 import FarmProtocol
+import Foundation
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -76,9 +77,9 @@ import Testing
         let reads = Mutex(0)
         let sending = Task {
             try await DataSender.send(taskID: 7, byteLength: total, over: client, window: window, chunkSize: chunk) {
-                offset, length in
+                offset, length, buffer in
                 reads.withLock { $0 += 1 }
-                return Self.bytes(at: offset, length: length)
+                buffer = Self.bytes(at: offset, length: length)
             }
         }
         // Give the sender ample time to run ahead; an unpaced one reads all 32 chunks within this.
@@ -109,8 +110,8 @@ import Testing
         // A peer that never reads, behind small socket buffers: the sender's writes cannot complete.
         let (server, client, _) = try await Self.connect(peerReads: false)
         let sending = Task {
-            try await DataSender.send(taskID: 3, byteLength: 32 << 18, over: client, chunkSize: 1 << 18) { offset, length in
-                Self.bytes(at: offset, length: length)
+            try await DataSender.send(taskID: 3, byteLength: 32 << 18, over: client, chunkSize: 1 << 18) {
+                offset, length, buffer in buffer = Self.bytes(at: offset, length: length)
             }
         }
         try await Task.sleep(for: .milliseconds(300))
@@ -129,9 +130,9 @@ import Testing
         var chunks = 0
         let sent = try await DataSender.send(
             taskID: 1, byteLength: 10 << 16, over: client, chunkSize: 1 << 16, mayContinue: { chunks < 3 }
-        ) { offset, length in
+        ) { offset, length, buffer in
             chunks += 1
-            return Self.bytes(at: offset, length: length)
+            buffer = Self.bytes(at: offset, length: length)
         }
         #expect(sent == nil)
         #expect(chunks == 3)
@@ -140,9 +141,76 @@ import Testing
 
         // A source shorter than announced ends the transfer at its end, and the count says how far it got.
         let short = try await DataSender.send(taskID: 2, byteLength: 10 << 16, over: client, chunkSize: 1 << 16) {
-            offset, length in offset < 2 << 16 ? Self.bytes(at: offset, length: length) : ByteBuffer()
+            offset, length, buffer in buffer = offset < 2 << 16 ? Self.bytes(at: offset, length: length) : ByteBuffer()
         }
         #expect(short == 2 << 16)
+        try await client.close()
+        try await server.close()
+    }
+
+    /// Chunks are read into the transfer's own few buffers: once a chunk's write is done the channel holds its
+    /// buffer no more, and the next read into it writes in place instead of allocating.
+    @Test func chunkBuffersAreReusedOnceTheirWritesAreDone() async throws {
+        let chunk = 1 << 16
+        let total = Int64(40 * chunk)
+        let done = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: [UInt8].self)
+        let (server, client, _) = try await Self.connect(peerReads: true, collector: Collector(expected: total, done: done))
+        var reads = 0
+        var reusedInPlace = 0
+        var storages = Set<UInt>()
+        let sent = try await DataSender.send(taskID: 5, byteLength: total, over: client, chunkSize: chunk) {
+            offset, length, buffer in
+            reads += 1
+            if buffer.readableBytes > 0 {
+                // Mutable access copies a buffer that something else still holds; in place, the address stays.
+                let before = buffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+                let after = buffer.withUnsafeMutableReadableBytes { UInt(bitPattern: $0.baseAddress) }
+                if before == after { reusedInPlace += 1 }
+            }
+            let fill = Self.bytes(at: offset, length: length)
+            buffer.clear()
+            buffer.writeImmutableBuffer(fill)
+            storages.insert(buffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) })
+        }
+        #expect(sent == total)
+        var expected = SegmentChecksum()
+        for index in 0..<40 { expected.update(Self.bytes(at: Int64(index * chunk), length: chunk)) }
+        #expect(try await done.futureResult.get() == expected.finalize())
+        #expect(reads == 40)
+        // The first `defaultWindow` reads fill new buffers; every later one finds its buffer free.
+        #expect(reusedInPlace == 40 - DataSender.defaultWindow)
+        #expect(storages.count == DataSender.defaultWindow, "\(storages.count) buffers for 40 chunks")
+        try await client.close()
+        try await server.close()
+    }
+
+    /// A real file: every byte arrives in order; a shorter file ends the transfer at its end; a missing one fails
+    /// with its path.
+    @Test func sendsAFileAndSaysWhatWentWrong() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("farm-sender-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("segment.pkt").path
+        // Not a multiple of the chunk size, so the last chunk is short.
+        let bytes = (0..<(3 * FarmWire.dataChunkSize + 12_345)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        var expected = SegmentChecksum()
+        bytes.withUnsafeBytes { expected.update($0) }
+
+        let done = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: [UInt8].self)
+        let (server, client, _) = try await Self.connect(
+            peerReads: true, collector: Collector(expected: Int64(bytes.count), done: done))
+        let sent = try await DataSender.sendFile(atPath: path, taskID: 9, byteLength: Int64(bytes.count), over: client)
+        #expect(sent == Int64(bytes.count))
+        #expect(try await done.futureResult.get() == expected.finalize())
+
+        let short = try await DataSender.sendFile(atPath: path, taskID: 10, byteLength: Int64(bytes.count) + 100, over: client)
+        #expect(short == Int64(bytes.count))
+
+        let missing = directory.appendingPathComponent("missing.pkt").path
+        await #expect { _ = try await DataSender.sendFile(atPath: missing, taskID: 11, byteLength: 10, over: client) } throws: {
+            "\($0)".contains(missing)
+        }
         try await client.close()
         try await server.close()
     }
