@@ -4,8 +4,8 @@ import Testing
 
 /// Bad input: one clear error line naming the input, a non-zero exit, no crash, no hang, no output.
 @Suite struct BadInputTests {
-    func expectCleanFailure(_ input: String, output: String, mentioning needle: String? = nil) throws {
-        let result = try FarmBinary.run(["render", input, "-o", output, "--nodes", "2"], timeout: 60)
+    func expectCleanFailure(_ input: String, output: String, mentioning needle: String? = nil) async throws {
+        let result = try await FarmBinary.run(["render", input, "-o", output, "--nodes", "2"], timeout: 60)
         #expect(result.status != 0)
         let errorLines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("farm: error:") }
         #expect(errorLines.count == 1, "stderr was: \(result.stderr)")
@@ -15,30 +15,30 @@ import Testing
         #expect(result.status < 128, "farm crashed with status \(result.status)")
     }
 
-    @Test func missingEmptyDirectoryGarbageTruncatedAndAudioOnly() throws {
+    @Test func missingEmptyDirectoryGarbageTruncatedAndAudioOnly() async throws {
         let dir = try TestMedia.temporaryDirectory("farm-bad")
         defer { try? FileManager.default.removeItem(at: dir) }
         let output = dir.appendingPathComponent("out.mp4").path
 
-        try expectCleanFailure(dir.appendingPathComponent("missing.mp4").path, output: output, mentioning: "no such file")
-        try expectCleanFailure(dir.path, output: output, mentioning: "directory")
+        try await expectCleanFailure(dir.appendingPathComponent("missing.mp4").path, output: output, mentioning: "no such file")
+        try await expectCleanFailure(dir.path, output: output, mentioning: "directory")
 
         let empty = dir.appendingPathComponent("empty.mp4").path
         FileManager.default.createFile(atPath: empty, contents: Data())
-        try expectCleanFailure(empty, output: output, mentioning: "empty")
+        try await expectCleanFailure(empty, output: output, mentioning: "empty")
 
         let garbage = dir.appendingPathComponent("garbage.mp4").path
         var generator = SystemRandomNumberGenerator()
         FileManager.default.createFile(
             atPath: garbage, contents: Data((0..<200_000).map { _ in UInt8.random(in: 0...255, using: &generator) }))
-        try expectCleanFailure(garbage, output: output)
+        try await expectCleanFailure(garbage, output: output)
 
         let whole = dir.appendingPathComponent("whole.mp4").path
         try TestMedia.makeClip(at: whole, seconds: 3, extra: ["-movflags", "+faststart"])
         let data = try Data(contentsOf: URL(fileURLWithPath: whole))
         let truncated = dir.appendingPathComponent("truncated.mp4").path
         try data.prefix(data.count / 2).write(to: URL(fileURLWithPath: truncated))
-        let result = try FarmBinary.run(["render", truncated, "-o", output, "--nodes", "2", "--preset", "ultrafast"], timeout: 60)
+        let result = try await FarmBinary.run(["render", truncated, "-o", output, "--nodes", "2", "--preset", "ultrafast"], timeout: 60)
         // A truncated MP4 either fails cleanly or renders the frames that are there; never a half file.
         if result.status == 0 {
             try TestMedia.decodesCleanly(output)
@@ -51,6 +51,6 @@ import Testing
         let audioOnly = dir.appendingPathComponent("audio.m4a").path
         try TestMedia.run(
             "ffmpeg", ["-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440", "-t", "2", "-c:a", "aac", audioOnly])
-        try expectCleanFailure(audioOnly, output: output, mentioning: "no video stream")
+        try await expectCleanFailure(audioOnly, output: output, mentioning: "no video stream")
     }
 }

@@ -25,14 +25,14 @@ import Testing
         return Set(entries.filter { $0.hasPrefix("farm-capacity-") })
     }
 
-    @Test func embeddedBudgetRunWritesPlausibleJSONAndASelfContainedPage() throws {
+    @Test func embeddedBudgetRunWritesPlausibleJSONAndASelfContainedPage() async throws {
         let dir = try TestMedia.temporaryDirectory("farm-capacity-test")
         defer { try? FileManager.default.removeItem(at: dir) }
         let json = dir.appendingPathComponent("capacity.json").path
         let html = dir.appendingPathComponent("capacity.html").path
         let directoriesBefore = Self.capacityDirectories()
 
-        let result = try FarmBinary.run(
+        let result = try await FarmBinary.run(
             [
                 "capacity", "--tier", "budget", "--embedded", "--duration", "6", "--clip-seconds", "0.5", "--preset",
                 "ultrafast", "--json", json, "--html", html,
@@ -88,12 +88,12 @@ import Testing
         #expect(Self.capacityDirectories().subtracting(directoriesBefore).isEmpty)
     }
 
-    @Test func conflictingModesAndAnUnreachableServerFailWithOneLine() throws {
-        let both = try FarmBinary.run(["capacity", "--tier", "budget", "--embedded", "--server", "http://127.0.0.1:9"], timeout: 30)
+    @Test func conflictingModesAndAnUnreachableServerFailWithOneLine() async throws {
+        let both = try await FarmBinary.run(["capacity", "--tier", "budget", "--embedded", "--server", "http://127.0.0.1:9"], timeout: 30)
         #expect(both.status != 0 && both.status < 128)
         #expect(both.stderr.contains("--server and --embedded"), "\(both.stderr)")
 
-        let unreachable = try FarmBinary.run(
+        let unreachable = try await FarmBinary.run(
             ["capacity", "--tier", "budget", "--server", "http://127.0.0.1:9", "--duration", "2", "--clip-seconds", "0.2"],
             timeout: 120)
         #expect(unreachable.status != 0 && unreachable.status < 128)

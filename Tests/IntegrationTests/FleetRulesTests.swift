@@ -21,7 +21,7 @@ import Testing
     }
 
     /// A coordinator with the HTTP API and the named nodes, each with its own environment.
-    struct Fleet {
+    struct Fleet: ProcessFixture {
         let directory: URL
         let sources: String
         let base: String
@@ -29,7 +29,7 @@ import Testing
         var processes: [Process] = []
 
         init(_ name: String, nodes: [(id: String, environment: [String: String])], coordinatorArguments: [String] = [])
-            throws
+            async throws
         {
             directory = try TestMedia.temporaryDirectory(name)
             sources = directory.appendingPathComponent("sources").path
@@ -54,22 +54,17 @@ import Testing
                         log: directory.appendingPathComponent("\(node.id).log").path))
             }
             let log = coordinatorLog
-            let joined = FarmBinary.waitUntil(timeout: 20) {
+            let joined = await FarmBinary.waitUntil(timeout: 20) {
                 let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
                 return text.contains("http listening") && text.components(separatedBy: "node joined").count - 1 == nodes.count
             }
             guard joined else {
-                stop()
+                await stop()
                 throw TestFailure("the fleet did not start: \(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(2000))")
             }
         }
 
-        func stop() {
-            for process in processes.reversed() where process.isRunning {
-                process.terminate()
-                process.waitUntilExit()
-            }
-        }
+        func stop() async { await FarmBinary.stop(processes.reversed()) }
 
         func get(_ path: String) async throws -> [String: Any] {
             let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(base + path))
@@ -99,140 +94,136 @@ import Testing
     }
 
     @Test func failingNodeIsQuarantinedAndTheGoodNodeFinishesExactly() async throws {
-        let fleet = try Fleet(
+        let fleet = try await Fleet(
             "farm-quarantine",
             nodes: [("bad-node", ["FARM_TEST_FAIL_TASKS": "all"]), ("good-node", [:])])
-        defer {
-            fleet.stop()
-            try? FileManager.default.removeItem(at: fleet.directory)
+        defer { try? FileManager.default.removeItem(at: fleet.directory) }
+        try await fleet.stopping {
+            let clip = "\(fleet.sources)/clip.mp4"
+            try TestMedia.makeClip(at: clip, seconds: 8)
+            let id = try await fleet.submit(
+                #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
+            let job = try await fleet.waitForEnd(id, timeout: 60)
+            let log = (try? String(contentsOfFile: fleet.coordinatorLog, encoding: .utf8)) ?? ""
+            #expect(job["state"] as? String == "done", "\(job) \(log.suffix(3000))")
+
+            // Every segment ended on the good node; the bad node's failures made some take more attempts.
+            let segments = try #require(job["segments"] as? [[String: Any]])
+            #expect(segments.count == 8)
+            #expect(segments.allSatisfy { $0["node"] as? String == "good-node" }, "\(segments)")
+            #expect(segments.contains { ($0["attempts"] as? Int ?? 0) > 1 })
+
+            // The bad node stays connected but quarantined, with the reason.
+            let nodes = try #require(try await fleet.get("/nodes")["nodes"] as? [[String: Any]])
+            let bad = try #require(nodes.first { $0["id"] as? String == "bad-node" })
+            #expect(bad["state"] as? String == "quarantined", "\(bad)")
+            #expect((bad["quarantine_reason"] as? String)?.contains("injected encode failure") == true, "\(bad)")
+            #expect((bad["quarantined_for_s"] as? Double ?? 0) > 0)
+            #expect(log.contains("node quarantined"))
+
+            let output = fleet.directory.appendingPathComponent("out.mp4")
+            let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)/output"))
+            try data.write(to: output)
+            #expect(try TestMedia.frameTimes(output.path) == (try TestMedia.frameTimes(clip)))
+            try TestMedia.decodesCleanly(output.path)
         }
-        let clip = "\(fleet.sources)/clip.mp4"
-        try TestMedia.makeClip(at: clip, seconds: 8)
-        let id = try await fleet.submit(
-            #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
-        let job = try await fleet.waitForEnd(id, timeout: 60)
-        let log = (try? String(contentsOfFile: fleet.coordinatorLog, encoding: .utf8)) ?? ""
-        #expect(job["state"] as? String == "done", "\(job) \(log.suffix(3000))")
-
-        // Every segment ended on the good node; the bad node's failures made some take more attempts.
-        let segments = try #require(job["segments"] as? [[String: Any]])
-        #expect(segments.count == 8)
-        #expect(segments.allSatisfy { $0["node"] as? String == "good-node" }, "\(segments)")
-        #expect(segments.contains { ($0["attempts"] as? Int ?? 0) > 1 })
-
-        // The bad node stays connected but quarantined, with the reason.
-        let nodes = try #require(try await fleet.get("/nodes")["nodes"] as? [[String: Any]])
-        let bad = try #require(nodes.first { $0["id"] as? String == "bad-node" })
-        #expect(bad["state"] as? String == "quarantined", "\(bad)")
-        #expect((bad["quarantine_reason"] as? String)?.contains("injected encode failure") == true, "\(bad)")
-        #expect((bad["quarantined_for_s"] as? Double ?? 0) > 0)
-        #expect(log.contains("node quarantined"))
-
-        let output = fleet.directory.appendingPathComponent("out.mp4")
-        let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)/output"))
-        try data.write(to: output)
-        #expect(try TestMedia.frameTimes(output.path) == (try TestMedia.frameTimes(clip)))
-        try TestMedia.decodesCleanly(output.path)
     }
 
     @Test func stragglingSegmentIsDuplicatedAndTheFirstResultKept() async throws {
         // One node 40 times slower than it should be: its segment is late, runs a second time on the
         // fast node, and the copy that ends first (the fast one) is kept; the other is cancelled.
-        let fleet = try Fleet(
+        let fleet = try await Fleet(
             "farm-duplicate",
             nodes: [("fast-node", [:]), ("slow-node", ["FARM_TEST_SLOW_NODE": "slow-node:40"])])
-        defer {
-            fleet.stop()
-            try? FileManager.default.removeItem(at: fleet.directory)
+        defer { try? FileManager.default.removeItem(at: fleet.directory) }
+        try await fleet.stopping {
+            let clip = "\(fleet.sources)/clip.mp4"
+            try TestMedia.makeClip(at: clip, seconds: 4)
+            let id = try await fleet.submit(
+                #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
+            let job = try await fleet.waitForEnd(id, timeout: 60)
+            let log = (try? String(contentsOfFile: fleet.coordinatorLog, encoding: .utf8)) ?? ""
+            #expect(job["state"] as? String == "done", "\(job) \(log.suffix(3000))")
+            #expect(log.contains("segment duplicated"), "\(log.suffix(3000))")
+            #expect(log.contains("duplicate finished first"), "\(log.suffix(3000))")
+            #expect(log.contains("slower copy cancelled"))
+            let segments = try #require(job["segments"] as? [[String: Any]])
+            #expect(segments.allSatisfy { $0["state"] as? String == "done" })
+            let output = fleet.directory.appendingPathComponent("out.mp4")
+            let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)/output"))
+            try data.write(to: output)
+            #expect(try TestMedia.frameTimes(output.path) == (try TestMedia.frameTimes(clip)))
+            try TestMedia.decodesCleanly(output.path)
         }
-        let clip = "\(fleet.sources)/clip.mp4"
-        try TestMedia.makeClip(at: clip, seconds: 4)
-        let id = try await fleet.submit(
-            #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
-        let job = try await fleet.waitForEnd(id, timeout: 60)
-        let log = (try? String(contentsOfFile: fleet.coordinatorLog, encoding: .utf8)) ?? ""
-        #expect(job["state"] as? String == "done", "\(job) \(log.suffix(3000))")
-        #expect(log.contains("segment duplicated"), "\(log.suffix(3000))")
-        #expect(log.contains("duplicate finished first"), "\(log.suffix(3000))")
-        #expect(log.contains("slower copy cancelled"))
-        let segments = try #require(job["segments"] as? [[String: Any]])
-        #expect(segments.allSatisfy { $0["state"] as? String == "done" })
-        let output = fleet.directory.appendingPathComponent("out.mp4")
-        let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)/output"))
-        try data.write(to: output)
-        #expect(try TestMedia.frameTimes(output.path) == (try TestMedia.frameTimes(clip)))
-        try TestMedia.decodesCleanly(output.path)
     }
 
     @Test func segmentFailingOnThreeNodesFailsItsJob() async throws {
         let failing = ["FARM_TEST_FAIL_TASKS": "all"]
-        let fleet = try Fleet(
+        let fleet = try await Fleet(
             "farm-three-nodes", nodes: [("node-a", failing), ("node-b", failing), ("node-c", failing)],
             coordinatorArguments: ["--quarantine-seconds", "0"])
-        defer {
-            fleet.stop()
-            try? FileManager.default.removeItem(at: fleet.directory)
+        defer { try? FileManager.default.removeItem(at: fleet.directory) }
+        try await fleet.stopping {
+            let clip = "\(fleet.sources)/clip.mp4"
+            try TestMedia.makeClip(at: clip, seconds: 2)
+            let id = try await fleet.submit(
+                #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
+            let job = try await fleet.waitForEnd(id, timeout: 60)
+            #expect(job["state"] as? String == "failed", "\(job)")
+            let error = job["error"] as? String ?? ""
+            #expect(error.contains("on 3 nodes"), "\(error)")
+            #expect(error.contains("injected encode failure"), "\(error)")
+            let outputs = try FileManager.default.contentsOfDirectory(
+                atPath: fleet.directory.appendingPathComponent("data/outputs").path)
+            #expect(outputs.isEmpty, "\(outputs)")
         }
-        let clip = "\(fleet.sources)/clip.mp4"
-        try TestMedia.makeClip(at: clip, seconds: 2)
-        let id = try await fleet.submit(
-            #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
-        let job = try await fleet.waitForEnd(id, timeout: 60)
-        #expect(job["state"] as? String == "failed", "\(job)")
-        let error = job["error"] as? String ?? ""
-        #expect(error.contains("on 3 nodes"), "\(error)")
-        #expect(error.contains("injected encode failure"), "\(error)")
-        let outputs = try FileManager.default.contentsOfDirectory(
-            atPath: fleet.directory.appendingPathComponent("data/outputs").path)
-        #expect(outputs.isEmpty, "\(outputs)")
     }
 
     @Test func cleanupRemovesWhatFinishedJobsLeftAndNeverARunningJobsFiles() async throws {
         // A retention of about 5 s and a pass every 0.36 s: a finished job is soon forgotten; a running one is not.
-        let fleet = try Fleet(
+        let fleet = try await Fleet(
             "farm-cleanup", nodes: [("slow-node", ["FARM_TEST_SLOW_NODE": "slow-node:6"])],
             coordinatorArguments: ["--retention-hours", "0.0015", "--cleanup-interval-hours", "0.0001"])
-        defer {
-            fleet.stop()
-            try? FileManager.default.removeItem(at: fleet.directory)
-        }
-        let data = fleet.directory.appendingPathComponent("data").path
-        // Leftovers of a crashed run: a work directory and a temporary output no job owns.
-        try FileManager.default.createDirectory(atPath: "\(data)/jobs/job-0999-deadbeef", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: "\(data)/jobs/job-0999-deadbeef/src-0.pkt", contents: Data(count: 1000))
-        try FileManager.default.createDirectory(atPath: "\(data)/outputs", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: "\(data)/outputs/.x.farm-tmp-job-0999-deadbeef.mp4", contents: Data(count: 10))
+        defer { try? FileManager.default.removeItem(at: fleet.directory) }
+        try await fleet.stopping {
+            let data = fleet.directory.appendingPathComponent("data").path
+            // Leftovers of a crashed run: a work directory and a temporary output no job owns.
+            try FileManager.default.createDirectory(atPath: "\(data)/jobs/job-0999-deadbeef", withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: "\(data)/jobs/job-0999-deadbeef/src-0.pkt", contents: Data(count: 1000))
+            try FileManager.default.createDirectory(atPath: "\(data)/outputs", withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: "\(data)/outputs/.x.farm-tmp-job-0999-deadbeef.mp4", contents: Data(count: 10))
 
-        let clip = "\(fleet.sources)/clip.mp4"
-        try TestMedia.makeClip(at: clip, seconds: 6)
-        let id = try await fleet.submit(
-            #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
-        // While it runs, through many cleanup passes, its work files stay and the leftovers go.
-        var sawWork = false
-        let deadline = Date().addingTimeInterval(60)
-        var state = ""
-        while Date() < deadline {
-            let job = try await fleet.get("/jobs/\(id)")
-            state = job["state"] as? String ?? ""
-            if state != "running" && state != "queued" { break }
-            if FileManager.default.fileExists(atPath: "\(data)/jobs/\(id)") { sawWork = true }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        #expect(sawWork)
-        #expect(!FileManager.default.fileExists(atPath: "\(data)/jobs/job-0999-deadbeef"))
-        #expect(!FileManager.default.fileExists(atPath: "\(data)/outputs/.x.farm-tmp-job-0999-deadbeef.mp4"))
-        let log = (try? String(contentsOfFile: fleet.coordinatorLog, encoding: .utf8)) ?? ""
-        // The job ran to the end through the passes (a removed work file would have failed it).
-        #expect(state == "done", "\(state) \(log.suffix(3000))")
-        #expect(!log.contains("job failed"))
+            let clip = "\(fleet.sources)/clip.mp4"
+            try TestMedia.makeClip(at: clip, seconds: 6)
+            let id = try await fleet.submit(
+                #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
+            // While it runs, through many cleanup passes, its work files stay and the leftovers go.
+            var sawWork = false
+            let deadline = Date().addingTimeInterval(60)
+            var state = ""
+            while Date() < deadline {
+                let job = try await fleet.get("/jobs/\(id)")
+                state = job["state"] as? String ?? ""
+                if state != "running" && state != "queued" { break }
+                if FileManager.default.fileExists(atPath: "\(data)/jobs/\(id)") { sawWork = true }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(sawWork)
+            #expect(!FileManager.default.fileExists(atPath: "\(data)/jobs/job-0999-deadbeef"))
+            #expect(!FileManager.default.fileExists(atPath: "\(data)/outputs/.x.farm-tmp-job-0999-deadbeef.mp4"))
+            let log = (try? String(contentsOfFile: fleet.coordinatorLog, encoding: .utf8)) ?? ""
+            // The job ran to the end through the passes (a removed work file would have failed it).
+            #expect(state == "done", "\(state) \(log.suffix(3000))")
+            #expect(!log.contains("job failed"))
 
-        // Once done and past the retention, the job and its output are forgotten.
-        let forgotten = FarmBinary.waitUntil(timeout: 30) {
-            let outputs = (try? FileManager.default.contentsOfDirectory(atPath: "\(data)/outputs")) ?? ["?"]
-            return outputs.isEmpty && !FileManager.default.fileExists(atPath: "\(data)/jobs/\(id)")
+            // Once done and past the retention, the job and its output are forgotten.
+            let forgotten = await FarmBinary.waitUntil(timeout: 30) {
+                let outputs = (try? FileManager.default.contentsOfDirectory(atPath: "\(data)/outputs")) ?? ["?"]
+                return outputs.isEmpty && !FileManager.default.fileExists(atPath: "\(data)/jobs/\(id)")
+            }
+            #expect(forgotten)
+            let (_, response) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)"))
+            #expect((response as? HTTPURLResponse)?.statusCode == 404)
         }
-        #expect(forgotten)
-        let (_, response) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)"))
-        #expect((response as? HTTPURLResponse)?.statusCode == 404)
     }
 }

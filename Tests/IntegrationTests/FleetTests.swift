@@ -36,7 +36,7 @@ import Testing
         }
     }
 
-    @Test func wrongTokenIsRefusedAndMalformedFramesCloseOnlyTheirConnection() throws {
+    @Test func wrongTokenIsRefusedAndMalformedFramesCloseOnlyTheirConnection() async throws {
         let dir = try TestMedia.temporaryDirectory("farm-fleet")
         defer { try? FileManager.default.removeItem(at: dir) }
         let port = Self.freePort()
@@ -44,45 +44,41 @@ import Testing
         let coordinator = try FarmBinary.start(
             ["coordinator", "--node-listen", "127.0.0.1:\(port)", "--http", "127.0.0.1:0", "--data-dir", dir.appendingPathComponent("data").path],
             environment: ["FARM_JOIN_TOKEN": "right-token"], log: coordinatorLog)
-        defer {
-            coordinator.terminate()
-            coordinator.waitUntilExit()
+        try await coordinator.stopping {
+            #expect(await FarmBinary.waitUntil(timeout: 20) {
+                ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("listening")
+            })
+
+            // Bytes that are no TLS handshake (the node port speaks TLS; SecurityTests sends the same frames inside TLS):
+            // a frame claiming 100 MiB, an unknown frame type, and a hello with garbage. Each connection is closed.
+            #expect(Self.sendRaw([0x06, 0x40, 0x00, 0x00, 0x02], port: port))
+            #expect(Self.sendRaw([0x00, 0x00, 0x00, 0x01, 0xEE], port: port))
+            #expect(Self.sendRaw([0x00, 0x00, 0x00, 0x05, 0x02, 0x00, 0x01, 0x02, 0x03], port: port))
+            #expect(coordinator.isRunning)
+
+            // A node with the wrong token is refused and says so.
+            let refused = try await FarmBinary.run(
+                ["node", "--coordinator", "127.0.0.1:\(port)", "--exit-on-disconnect"],
+                environment: ["FARM_JOIN_TOKEN": "wrong-token"], timeout: 30)
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("join token"), "\(refused.stderr)")
+
+            // A node with the right token joins the same, still running coordinator.
+            let nodeLog = dir.appendingPathComponent("node.log").path
+            let node = try FarmBinary.start(
+                // A work directory of its own: FleetRulesTests runs a "good-node" too, and the default directory is per ID.
+                ["node", "--coordinator", "127.0.0.1:\(port)", "--node-id", "good-node", "--no-calibrate", "--work-dir",
+                 dir.appendingPathComponent("good-node").path],
+                environment: ["FARM_JOIN_TOKEN": "right-token"], log: nodeLog)
+            try await node.stopping {
+                #expect(
+                    await FarmBinary.waitUntil(timeout: 20) {
+                        ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("node joined")
+                    }, "\(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").suffix(1500))")
+                let log = (try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? ""
+                #expect(log.contains("failed to prove the join token"))
+                #expect(coordinator.isRunning)
+            }
         }
-        #expect(FarmBinary.waitUntil(timeout: 20) {
-            ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("listening")
-        })
-
-        // Bytes that are no TLS handshake (the node port speaks TLS; SecurityTests sends the same frames inside TLS):
-        // a frame claiming 100 MiB, an unknown frame type, and a hello with garbage. Each connection is closed.
-        #expect(Self.sendRaw([0x06, 0x40, 0x00, 0x00, 0x02], port: port))
-        #expect(Self.sendRaw([0x00, 0x00, 0x00, 0x01, 0xEE], port: port))
-        #expect(Self.sendRaw([0x00, 0x00, 0x00, 0x05, 0x02, 0x00, 0x01, 0x02, 0x03], port: port))
-        #expect(coordinator.isRunning)
-
-        // A node with the wrong token is refused and says so.
-        let refused = try FarmBinary.run(
-            ["node", "--coordinator", "127.0.0.1:\(port)", "--exit-on-disconnect"],
-            environment: ["FARM_JOIN_TOKEN": "wrong-token"], timeout: 30)
-        #expect(refused.status != 0)
-        #expect(refused.stderr.contains("join token"), "\(refused.stderr)")
-
-        // A node with the right token joins the same, still running coordinator.
-        let nodeLog = dir.appendingPathComponent("node.log").path
-        let node = try FarmBinary.start(
-            // A work directory of its own: FleetRulesTests runs a "good-node" too, and the default directory is per ID.
-            ["node", "--coordinator", "127.0.0.1:\(port)", "--node-id", "good-node", "--no-calibrate", "--work-dir",
-             dir.appendingPathComponent("good-node").path],
-            environment: ["FARM_JOIN_TOKEN": "right-token"], log: nodeLog)
-        defer {
-            node.terminate()
-            node.waitUntilExit()
-        }
-        #expect(
-            FarmBinary.waitUntil(timeout: 20) {
-                ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("node joined")
-            }, "\(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").suffix(1500))")
-        let log = (try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? ""
-        #expect(log.contains("failed to prove the join token"))
-        #expect(coordinator.isRunning)
     }
 }

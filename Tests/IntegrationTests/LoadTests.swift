@@ -85,48 +85,47 @@ extension Reliability {
 
         @Test func apiKeepsAnsweringManyClientsWhileAJobRenders() async throws {
             let farm = try FaultFarm("farm-load", apiToken: "load-test-token")
-            defer {
-                farm.stop()
-                farm.remove()
-            }
-            try farm.startCoordinator()
-            // The node holds each segment 8 times its encode (sleeping): the job renders through the whole load
-            // without taking the CPU the server needs.
-            try farm.startNode("node-a", environment: ["FARM_TEST_SLOW_NODE": "node-a:8"])
-            try farm.waitForNodes(1)
-            let clip = "\(farm.sources)/clip.mp4"
-            try TestMedia.makeClip(at: clip, seconds: 6)
-            let id = try await farm.submit(clip, #""preset": "medium", "segment_seconds": 1"#)
-            _ = try await farm.waitForJob(id, timeout: 30) { $0["state"] as? String == "running" }
+            defer { farm.remove() }
+            try await farm.stopping {
+                try await farm.startCoordinator()
+                // The node holds each segment 8 times its encode (sleeping): the job renders through the whole load
+                // without taking the CPU the server needs.
+                try farm.startNode("node-a", environment: ["FARM_TEST_SLOW_NODE": "node-a:8"])
+                try await farm.waitForNodes(1)
+                let clip = "\(farm.sources)/clip.mp4"
+                try TestMedia.makeClip(at: clip, seconds: 6)
+                let id = try await farm.submit(clip, #""preset": "medium", "segment_seconds": 1"#)
+                _ = try await farm.waitForJob(id, timeout: 30) { $0["state"] as? String == "running" }
 
-            // Each client is a thread of its own with one keep-alive connection: the test process's concurrency
-            // pool, which other tests' blocking calls may hold, does not stand between the clients and the server.
-            let clients = 20
-            let started = ContinuousClock.now
-            let deadline = started + .seconds(3)
-            let tally = await withCheckedContinuation { (continuation: CheckedContinuation<Tally, Never>) in
-                let total = Totals(clients: clients, continuation: continuation)
-                for client in 0..<clients {
-                    let (port, token) = (farm.httpPort, farm.apiToken)
-                    Thread { total.add(Self.hammer(port: port, token: token, job: id, client: client, until: deadline)) }.start()
+                // Each client is a thread of its own with one keep-alive connection: the test process's concurrency
+                // pool, which other tests' blocking calls may hold, does not stand between the clients and the server.
+                let clients = 20
+                let started = ContinuousClock.now
+                let deadline = started + .seconds(3)
+                let tally = await withCheckedContinuation { (continuation: CheckedContinuation<Tally, Never>) in
+                    let total = Totals(clients: clients, continuation: continuation)
+                    for client in 0..<clients {
+                        let (port, token) = (farm.httpPort, farm.apiToken)
+                        Thread { total.add(Self.hammer(port: port, token: token, job: id, client: client, until: deadline)) }.start()
+                    }
                 }
+                let seconds = elapsed(since: started)
+                print("load test: \(tally.requests) requests from \(clients) clients in \(String(format: "%.1f", seconds)) s (\(Int(Double(tally.requests) / seconds))/s), slowest \(String(format: "%.3f", tally.slowest)) s")
+
+                #expect(tally.errors.isEmpty, "\(tally.errors.count) errors, first: \(tally.errors.prefix(5))")
+                #expect(tally.requests >= clients, "the clients got \(tally.requests) answers")
+                // Loose: a status request is never stuck behind the render.
+                #expect(tally.slowest < 5, "slowest answer took \(tally.slowest) s")
+                #expect(tally.statesSeen.contains("running"), "the load did not overlap the render: \(tally.statesSeen)")
+                // A request without the token is still refused under load.
+                let (refused, _) = try BlockingHTTPConnection(port: farm.httpPort).get("/jobs/\(id)", token: nil)
+                #expect(refused == 401)
+
+                let job = try await farm.waitForEnd(id)
+                #expect(job["state"] as? String == "done", "\(job) \(farm.logs())")
+                try await farm.expectExactOutput(id, source: clip)
+                #expect(farm.coordinator?.isRunning == true)
             }
-            let seconds = elapsed(since: started)
-            print("load test: \(tally.requests) requests from \(clients) clients in \(String(format: "%.1f", seconds)) s (\(Int(Double(tally.requests) / seconds))/s), slowest \(String(format: "%.3f", tally.slowest)) s")
-
-            #expect(tally.errors.isEmpty, "\(tally.errors.count) errors, first: \(tally.errors.prefix(5))")
-            #expect(tally.requests >= clients, "the clients got \(tally.requests) answers")
-            // Loose: a status request is never stuck behind the render.
-            #expect(tally.slowest < 5, "slowest answer took \(tally.slowest) s")
-            #expect(tally.statesSeen.contains("running"), "the load did not overlap the render: \(tally.statesSeen)")
-            // A request without the token is still refused under load.
-            let (refused, _) = try BlockingHTTPConnection(port: farm.httpPort).get("/jobs/\(id)", token: nil)
-            #expect(refused == 401)
-
-            let job = try await farm.waitForEnd(id)
-            #expect(job["state"] as? String == "done", "\(job) \(farm.logs())")
-            try await farm.expectExactOutput(id, source: clip)
-            #expect(farm.coordinator?.isRunning == true)
         }
     }
 }

@@ -37,7 +37,8 @@ struct NetworkLab {
     static func run(_ tool: String?, _ arguments: [String], in namespace: String? = nil) throws -> String {
         guard let tool else { throw TestFailure("missing tool for \(arguments.joined(separator: " "))") }
         let command = namespace.map { [ip ?? "ip", "netns", "exec", $0, tool] } ?? [tool]
-        let result = try FarmBinary.execute(command[0], Array(command.dropFirst()) + arguments, timeout: 20)
+        // Blocking, and quick: the probe (a static initializer) and `destroy()` (in a defer) cannot await.
+        let result = try FarmBinary.executeBlocking(command[0], Array(command.dropFirst()) + arguments, timeout: 20)
         guard result.status == 0 else {
             throw TestFailure(
                 "\(URL(fileURLWithPath: tool).lastPathComponent) \(arguments.joined(separator: " ")): "
@@ -143,26 +144,27 @@ extension Reliability {
             try lab.create()
             let farm = try FaultFarm("farm-netem", nodeHost: lab.hostAddress)
             defer {
-                farm.stop()
                 lab.destroy()
                 farm.remove()
             }
-            try farm.startCoordinator()
-            let prefix = [NetworkLab.ip ?? "ip", "netns", "exec", lab.namespace]
-            try farm.startNode("node-a", prefix: prefix)
-            try farm.startNode("node-b", prefix: prefix)
-            try farm.waitForNodes(2, timeout: 60)
-            let clip = "\(farm.sources)/clip.mp4"
-            try TestMedia.makeClip(at: clip, seconds: 6, size: "640x360")
-            let id = try await farm.submit(clip, #""preset": "ultrafast", "segment_seconds": 1"#)
+            try await farm.stopping {
+                try await farm.startCoordinator()
+                let prefix = [NetworkLab.ip ?? "ip", "netns", "exec", lab.namespace]
+                try farm.startNode("node-a", prefix: prefix)
+                try farm.startNode("node-b", prefix: prefix)
+                try await farm.waitForNodes(2, timeout: 60)
+                let clip = "\(farm.sources)/clip.mp4"
+                try TestMedia.makeClip(at: clip, seconds: 6, size: "640x360")
+                let id = try await farm.submit(clip, #""preset": "ultrafast", "segment_seconds": 1"#)
 
-            let job = try await farm.waitForEnd(id, timeout: 120)
-            #expect(job["state"] as? String == "done", "\(lab.impairment): \(job) \(farm.logs())")
-            #expect(FaultFarm.segments(job).allSatisfy { ["node-a", "node-b"].contains($0["node"] as? String ?? "") })
-            let dropped = lab.droppedPackets()
-            #expect(dropped > 0, "\(lab.impairment): no packet was dropped, the test proves nothing")
-            try await farm.expectExactOutput(id, source: clip)
-            print("network fault test: \(lab.impairment); \(dropped) packets dropped")
+                let job = try await farm.waitForEnd(id, timeout: 120)
+                #expect(job["state"] as? String == "done", "\(lab.impairment): \(job) \(farm.logs())")
+                #expect(FaultFarm.segments(job).allSatisfy { ["node-a", "node-b"].contains($0["node"] as? String ?? "") })
+                let dropped = lab.droppedPackets()
+                #expect(dropped > 0, "\(lab.impairment): no packet was dropped, the test proves nothing")
+                try await farm.expectExactOutput(id, source: clip)
+                print("network fault test: \(lab.impairment); \(dropped) packets dropped")
+            }
         }
     }
 }

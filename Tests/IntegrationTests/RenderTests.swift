@@ -13,8 +13,8 @@ import Testing
 
     /// Renders and checks what every output must hold: exit 0, the source's frame times, clean decode.
     @discardableResult
-    func renderAndCheck(_ source: String, _ output: String, _ extra: [String] = []) throws -> FarmBinary.Result {
-        let result = try FarmBinary.run(["render", source, "-o", output, "--nodes", "2", "--preset", "ultrafast"] + extra)
+    func renderAndCheck(_ source: String, _ output: String, _ extra: [String] = []) async throws -> FarmBinary.Result {
+        let result = try await FarmBinary.run(["render", source, "-o", output, "--nodes", "2", "--preset", "ultrafast"] + extra)
         #expect(result.status == 0, "farm render failed: \(result.stderr)")
         guard result.status == 0 else { return result }
         #expect(result.stdout.contains("segments"))
@@ -24,7 +24,7 @@ import Testing
         return result
     }
 
-    @Test func h264WithAudioAndBFramesIsFrameExact() throws {
+    @Test func h264WithAudioAndBFramesIsFrameExact() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let plain = path("plain.mp4")
         try TestMedia.makeClip(
@@ -37,7 +37,7 @@ import Testing
             ["-v", "error", "-y", "-i", plain, "-c", "copy", "-metadata:s:v:0", "rotate=90", "-metadata:s:a:0", "language=fra",
              "-metadata", "title=farm test", source])
         let output = path("out.mp4")
-        try renderAndCheck(source, output, ["--segment-seconds", "2"])
+        try await renderAndCheck(source, output, ["--segment-seconds", "2"])
         #expect(try TestMedia.packetCount(output, stream: "a:0") == TestMedia.packetCount(source, stream: "a:0"))
         #expect(try TestMedia.streamInfo(output, stream: "a:0", entries: "codec_name")["language"] == "fra")
         let info = try TestMedia.streamInfo(output, stream: "v:0", entries: "codec_name,color_primaries,color_transfer,color_space")
@@ -50,7 +50,7 @@ import Testing
         #expect(title.trimmingCharacters(in: .whitespacesAndNewlines) == "farm test")
     }
 
-    @Test func variableFrameRateWithoutAudioKeepsFrameTimes() throws {
+    @Test func variableFrameRateWithoutAudioKeepsFrameTimes() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let source = path("vfr.mkv")
         // Frame times that jump between 1/25 and 3/25 of a second.
@@ -59,31 +59,31 @@ import Testing
             videoArgs: ["-vf", "setpts='N/25/TB+floor(N/7)*2/25/TB'", "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-g", "20"])
         let times = try TestMedia.frameSeconds(source)
         #expect(Set(zip(times.dropFirst(), times).map { (Double($0)! - Double($1)!) * 25 }.map { $0.rounded() }).count > 1)
-        try renderAndCheck(source, path("vfr-out.mkv"), ["--segment-seconds", "1.5"])
+        try await renderAndCheck(source, path("vfr-out.mkv"), ["--segment-seconds", "1.5"])
     }
 
-    @Test func openGOPAndOddSizeLoseNoFrame() throws {
+    @Test func openGOPAndOddSizeLoseNoFrame() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let source = path("open.mp4")
         try TestMedia.makeClip(
             at: source, seconds: 6, size: "854x480",
             videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "24", "-bf", "2", "-x264-params", "open-gop=1:scenecut=0"])
-        try renderAndCheck(source, path("open-out.mp4"), ["--segment-seconds", "1"])
+        try await renderAndCheck(source, path("open-out.mp4"), ["--segment-seconds", "1"])
     }
 
-    @Test func hevcFromA1918WideSource() throws {
+    @Test func hevcFromA1918WideSource() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let source = path("wide.mp4")
         try TestMedia.makeClip(at: source, seconds: 2, size: "1918x1080", rate: "24", audio: true)
         let output = path("wide-hevc.mp4")
-        try renderAndCheck(source, output, ["--codec", "hevc", "--segment-seconds", "1"])
+        try await renderAndCheck(source, output, ["--codec", "hevc", "--segment-seconds", "1"])
         let info = try TestMedia.streamInfo(output, stream: "v:0", entries: "codec_name,codec_tag_string,width,height")
         #expect(info["codec_name"] == "hevc")
         #expect(info["codec_tag_string"] == "hvc1")
         #expect(info["width"] == "1918")
     }
 
-    @Test func av1ToMatroskaWithSubtitles() throws {
+    @Test func av1ToMatroskaWithSubtitles() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let plain = path("plain.mp4")
         try TestMedia.makeClip(at: plain, seconds: 4, size: "320x240", rate: "25", audio: true)
@@ -96,20 +96,20 @@ import Testing
             ["-v", "error", "-y", "-i", plain, "-i", srt, "-map", "0", "-map", "1", "-c", "copy",
              "-metadata:s:s:0", "language=deu", source])
         let output = path("rich-av1.mkv")
-        try renderAndCheck(source, output, ["--codec", "av1", "--segment-seconds", "1"])
+        try await renderAndCheck(source, output, ["--codec", "av1", "--segment-seconds", "1"])
         #expect(try TestMedia.streamInfo(output, stream: "v:0", entries: "codec_name")["codec_name"] == "av1")
         #expect(try TestMedia.streamInfo(output, stream: "s:0", entries: "codec_name")["language"] == "deu")
         #expect(try TestMedia.packetCount(output, stream: "s:0") == 2)
     }
 
-    @Test func sourceTheEncoderCannotTakeFailsClearly() throws {
+    @Test func sourceTheEncoderCannotTakeFailsClearly() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let source = path("odd.mkv")
         // 4:2:0 at an odd width: x264 refuses it.
         try TestMedia.makeClip(
             at: source, seconds: 1, size: "321x240", audio: false, videoArgs: ["-c:v", "ffv1", "-pix_fmt", "yuv420p"])
         let output = path("odd.mp4")
-        let result = try FarmBinary.run(["render", source, "-o", output, "--nodes", "2"])
+        let result = try await FarmBinary.run(["render", source, "-o", output, "--nodes", "2"])
         if result.status == 0 {
             try TestMedia.decodesCleanly(output)
         } else {

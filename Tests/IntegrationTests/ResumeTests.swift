@@ -2,10 +2,6 @@ import FarmTestSupport
 import Foundation
 import Testing
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// `kill -9` of the coordinator in the middle of a job, then the same command again with the same
 /// data directory: the job resumes, segments already encoded are not encoded again, and the output is
 /// frame-exact.
@@ -14,7 +10,7 @@ import Testing
         ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").components(separatedBy: needle).count - 1
     }
 
-    @Test func killedCoordinatorResumesWithoutReencodingDoneSegments() throws {
+    @Test func killedCoordinatorResumesWithoutReencodingDoneSegments() async throws {
         let dir = try TestMedia.temporaryDirectory("farm-resume")
         defer { try? FileManager.default.removeItem(at: dir) }
         let source = dir.appendingPathComponent("src.mp4").path
@@ -29,15 +25,13 @@ import Testing
         ]
         let firstLog = dir.appendingPathComponent("first.log").path
         let first = try FarmBinary.start(arguments, log: firstLog)
-        let reached = FarmBinary.waitUntil(timeout: 60) { Self.count("segment done", in: firstLog) >= 3 }
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        let reached = await FarmBinary.kill(first, when: { Self.count("segment done", in: firstLog) >= 3 }, timeout: 60)
         #expect(reached, "the first run never finished 3 segments")
         let doneBefore = Self.count("segment done", in: firstLog)
         try #require(doneBefore < 12, "the first run finished before it could be killed")
         #expect(!FileManager.default.fileExists(atPath: output))
 
-        let second = try FarmBinary.run(arguments, timeout: 120)
+        let second = try await FarmBinary.run(arguments, timeout: 120)
         #expect(second.status == 0, "\(second.stderr)")
         #expect(second.stderr.contains("job resumed"), "\(second.stderr)")
         let doneAfter = second.stderr.components(separatedBy: "segment done").count - 1

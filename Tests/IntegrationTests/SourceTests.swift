@@ -14,7 +14,7 @@ import Testing
 /// restarted mid-download continuing by range; a chunked upload broken and resumed by the test and by
 /// `farm submit` through a proxy that cuts the connection, over-limit and concurrent uploads refused.
 @Suite(.serialized) struct SourceTests {
-    struct Farm {
+    struct Farm: ProcessFixture {
         let directory: URL
         let httpPort: Int
         let processes: [Process]
@@ -22,7 +22,7 @@ import Testing
         var data: String { directory.appendingPathComponent("data").path }
         var base: String { "http://127.0.0.1:\(httpPort)" }
 
-        static func start(_ name: String, node: Bool, options: [String]) throws -> Farm {
+        static func start(_ name: String, node: Bool, options: [String]) async throws -> Farm {
             let directory = try TestMedia.temporaryDirectory(name)
             let httpPort = Int.random(in: 20000...30000)
             let nodePort = Int.random(in: 30001...40000)
@@ -42,12 +42,12 @@ import Testing
                         environment: environment, log: directory.appendingPathComponent("node.log").path))
             }
             let farm = Farm(directory: directory, httpPort: httpPort, processes: processes, coordinatorLog: coordinatorLog)
-            let ready = FarmBinary.waitUntil(timeout: 20) {
+            let ready = await FarmBinary.waitUntil(timeout: 20) {
                 let log = farm.log
                 return log.contains("http listening") && (!node || log.contains("node joined"))
             }
             guard ready else {
-                farm.stop()
+                await farm.stop()
                 throw TestFailure("the farm did not start: \(farm.log.suffix(2000))")
             }
             return farm
@@ -55,12 +55,7 @@ import Testing
 
         var log: String { (try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "" }
 
-        func stop() {
-            for process in processes.reversed() where process.isRunning {
-                process.terminate()
-                process.waitUntilExit()
-            }
-        }
+        func stop() async { await FarmBinary.stop(processes.reversed()) }
 
         func call(
             _ method: String, _ path: String, body: Data? = nil, headers: [String: String] = [:]
@@ -132,30 +127,29 @@ import Testing
             path == "/media/clip.mp4" ? .file(clip, dropAfter: count == 0 ? size / 3 : nil) : .status(404)
         }
         defer { server.stop() }
-        let farm = try Farm.start("farm-url", node: true, options: ["--allow-private-host", "127.0.0.1"])
-        defer {
-            farm.stop()
-            try? FileManager.default.removeItem(at: farm.directory)
+        let farm = try await Farm.start("farm-url", node: true, options: ["--allow-private-host", "127.0.0.1"])
+        defer { try? FileManager.default.removeItem(at: farm.directory) }
+        try await farm.stopping {
+            let id = try await Self.submitURL(farm, "http://127.0.0.1:\(server.port)/media/clip.mp4")
+            let job = try await farm.finished(id)
+            #expect(job["state"] as? String == "done", "\(job) \(farm.log.suffix(2000))")
+            #expect(job["downloaded_bytes"] as? Int == size, "\(job)")
+
+            let requests = server.requests
+            #expect(requests.count == 2, "\(requests)")
+            #expect(requests.first?.range == nil)
+            let resumedAt = try #require(requests.last?.range.flatMap { Int($0.dropFirst("bytes=".count).dropLast()) }, "\(requests)")
+            #expect(resumedAt == size / 3, "the second request resumes where the first stopped: \(requests)")
+
+            let (status, _, body) = try await farm.call("GET", "/jobs/\(id)/output")
+            #expect(status == 200)
+            let output = farm.directory.appendingPathComponent("out.mp4")
+            try body.write(to: output)
+            #expect(try TestMedia.frameSeconds(output.path) == TestMedia.frameSeconds(clip))
+            try TestMedia.decodesCleanly(output.path)
+            #expect(farm.noDownloadLeft(id))
+            #expect(!FileManager.default.fileExists(atPath: "\(farm.data)/jobs/\(id)"), "the downloaded source is removed with the job")
         }
-        let id = try await Self.submitURL(farm, "http://127.0.0.1:\(server.port)/media/clip.mp4")
-        let job = try await farm.finished(id)
-        #expect(job["state"] as? String == "done", "\(job) \(farm.log.suffix(2000))")
-        #expect(job["downloaded_bytes"] as? Int == size, "\(job)")
-
-        let requests = server.requests
-        #expect(requests.count == 2, "\(requests)")
-        #expect(requests.first?.range == nil)
-        let resumedAt = try #require(requests.last?.range.flatMap { Int($0.dropFirst("bytes=".count).dropLast()) }, "\(requests)")
-        #expect(resumedAt == size / 3, "the second request resumes where the first stopped: \(requests)")
-
-        let (status, _, body) = try await farm.call("GET", "/jobs/\(id)/output")
-        #expect(status == 200)
-        let output = farm.directory.appendingPathComponent("out.mp4")
-        try body.write(to: output)
-        #expect(try TestMedia.frameSeconds(output.path) == TestMedia.frameSeconds(clip))
-        try TestMedia.decodesCleanly(output.path)
-        #expect(farm.noDownloadLeft(id))
-        #expect(!FileManager.default.fileExists(atPath: "\(farm.data)/jobs/\(id)"), "the downloaded source is removed with the job")
     }
 
     @Test func urlSourcesThatMustFailFailCleanly() async throws {
@@ -178,63 +172,62 @@ import Testing
         port.withLock { $0 = server.port }
         defer { server.stop() }
         // 2 MiB, 5 s and 200x200 limits; only URLs naming 127.0.0.1 may reach loopback.
-        let farm = try Farm.start(
+        let farm = try await Farm.start(
             "farm-url-fail", node: false, options: ["--allow-private-host", "127.0.0.1", "--max-download-gib", "0.001953125",
                 "--max-source-size", "200x200", "--download-time-limit", "5",
             ])
-        defer {
-            farm.stop()
-            try? FileManager.default.removeItem(at: farm.directory)
-        }
-        let origin = "http://127.0.0.1:\(server.port)"
-        let cases: [(String, String)] = [
-            ("/missing.mp4", "download failed: HTTP 404 from \(origin)/missing.mp4"),
-            // The HEAD request is refused (403): the limit is found by the download.
-            ("/big-no-head.bin", "download exceeds the 2 MiB limit"),
-            ("/slower.mp4", "download of \(origin)/slower.mp4 took longer than the 5.0 s limit"),
-            ("/clip.mp4", "\(origin)/clip.mp4: picture 320x240 exceeds the 200x200 limit of this coordinator (--max-source-size)"),
-        ]
-        for (path, message) in cases {
-            let id = try await Self.submitURL(farm, origin + path)
-            let job = try await farm.finished(id, timeout: 20)
-            #expect(job["state"] as? String == "failed", "\(path): \(job)")
-            let error = job["error"] as? String ?? ""
-            #expect(error.hasPrefix(message), "\(path): \(error)")
-            #expect(!error.contains("\n"), "one line: \(error)")
-            #expect(farm.noDownloadLeft(id), "\(path): the partial file is removed")
-            let (output, _) = try await farm.object("GET", "/jobs/\(id)/output")
-            #expect(output == 410)
-        }
+        defer { try? FileManager.default.removeItem(at: farm.directory) }
+        try await farm.stopping {
+            let origin = "http://127.0.0.1:\(server.port)"
+            let cases: [(String, String)] = [
+                ("/missing.mp4", "download failed: HTTP 404 from \(origin)/missing.mp4"),
+                // The HEAD request is refused (403): the limit is found by the download.
+                ("/big-no-head.bin", "download exceeds the 2 MiB limit"),
+                ("/slower.mp4", "download of \(origin)/slower.mp4 took longer than the 5.0 s limit"),
+                ("/clip.mp4", "\(origin)/clip.mp4: picture 320x240 exceeds the 200x200 limit of this coordinator (--max-source-size)"),
+            ]
+            for (path, message) in cases {
+                let id = try await Self.submitURL(farm, origin + path)
+                let job = try await farm.finished(id, timeout: 20)
+                #expect(job["state"] as? String == "failed", "\(path): \(job)")
+                let error = job["error"] as? String ?? ""
+                #expect(error.hasPrefix(message), "\(path): \(error)")
+                #expect(!error.contains("\n"), "one line: \(error)")
+                #expect(farm.noDownloadLeft(id), "\(path): the partial file is removed")
+                let (output, _) = try await farm.object("GET", "/jobs/\(id)/output")
+                #expect(output == 410)
+            }
 
-        // Refused at once, the check (HEAD) following redirects as the download would: refused
-        // redirects, sizes over the limit.
-        for (path, message) in [
-            ("/to-file", "download refused: \(origin)/to-file redirects to file:///etc/passwd; only http and https are fetched"),
-            ("/to-loopback", "download refused: http://localhost:\(server.port)/clip.mp4 resolves to"),
-            ("/big.bin", "download exceeds the 2 MiB limit: \(origin)/big.bin is \(3 << 20) bytes"),
-        ] {
-            let (status, reply) = try await farm.object("POST", "/jobs", json: #"{"source": "\#(origin + path)"}"#)
-            #expect(status == 400, "\(path): \(reply)")
-            let error = reply["error"] as? String ?? ""
-            #expect(error.hasPrefix(message), "\(path): \(error)")
-            if path == "/to-loopback" { #expect(error.contains("a loopback address"), "\(error)") }
-        }
-        // Refused at once: other schemes, and hosts written as non-public addresses.
-        for url in ["ftp://127.0.0.1/clip.mp4", "file:///etc/passwd", "http://10.1.2.3/clip.mp4", "http://[::1]:\(server.port)/clip.mp4", "http://169.254.169.254/latest"] {
-            let (status, reply) = try await farm.object("POST", "/jobs", json: #"{"source": "\#(url)"}"#)
-            #expect(status == 400 || status == 403, "\(url): \(reply)")
-            #expect((reply["error"] as? String ?? "").contains(url), "\(url): \(reply)")
-        }
+            // Refused at once, the check (HEAD) following redirects as the download would: refused
+            // redirects, sizes over the limit.
+            for (path, message) in [
+                ("/to-file", "download refused: \(origin)/to-file redirects to file:///etc/passwd; only http and https are fetched"),
+                ("/to-loopback", "download refused: http://localhost:\(server.port)/clip.mp4 resolves to"),
+                ("/big.bin", "download exceeds the 2 MiB limit: \(origin)/big.bin is \(3 << 20) bytes"),
+            ] {
+                let (status, reply) = try await farm.object("POST", "/jobs", json: #"{"source": "\#(origin + path)"}"#)
+                #expect(status == 400, "\(path): \(reply)")
+                let error = reply["error"] as? String ?? ""
+                #expect(error.hasPrefix(message), "\(path): \(error)")
+                if path == "/to-loopback" { #expect(error.contains("a loopback address"), "\(error)") }
+            }
+            // Refused at once: other schemes, and hosts written as non-public addresses.
+            for url in ["ftp://127.0.0.1/clip.mp4", "file:///etc/passwd", "http://10.1.2.3/clip.mp4", "http://[::1]:\(server.port)/clip.mp4", "http://169.254.169.254/latest"] {
+                let (status, reply) = try await farm.object("POST", "/jobs", json: #"{"source": "\#(url)"}"#)
+                #expect(status == 400 || status == 403, "\(url): \(reply)")
+                #expect((reply["error"] as? String ?? "").contains(url), "\(url): \(reply)")
+            }
 
-        // Cancel during a slow download: the job ends and the partial file goes.
-        let slow = try await Self.submitURL(farm, origin + "/slow.mp4")
-        let downloading = try await farm.waitForJob(slow, timeout: 10) { ($0["downloaded_bytes"] as? Int ?? 0) > 0 }
-        #expect(downloading["phase"] as? String == "downloading", "\(downloading)")
-        let (deleted, cancelled) = try await farm.object("DELETE", "/jobs/\(slow)")
-        #expect(deleted == 200)
-        #expect(cancelled["state"] as? String == "cancelled")
-        let cleaned = FarmBinary.waitUntil(timeout: 5) { !FileManager.default.fileExists(atPath: "\(farm.data)/jobs/\(slow)") }
-        #expect(cleaned, "the cancelled download's files are removed")
+            // Cancel during a slow download: the job ends and the partial file goes.
+            let slow = try await Self.submitURL(farm, origin + "/slow.mp4")
+            let downloading = try await farm.waitForJob(slow, timeout: 10) { ($0["downloaded_bytes"] as? Int ?? 0) > 0 }
+            #expect(downloading["phase"] as? String == "downloading", "\(downloading)")
+            let (deleted, cancelled) = try await farm.object("DELETE", "/jobs/\(slow)")
+            #expect(deleted == 200)
+            #expect(cancelled["state"] as? String == "cancelled")
+            let cleaned = await FarmBinary.waitUntil(timeout: 5) { !FileManager.default.fileExists(atPath: "\(farm.data)/jobs/\(slow)") }
+            #expect(cleaned, "the cancelled download's files are removed")
+        }
     }
 
     @Test func aRestartedCoordinatorContinuesTheDownloadByRange() async throws {
@@ -245,140 +238,131 @@ import Testing
         }
         defer { server.stop() }
         let options = ["--allow-private-host", "127.0.0.1"]
-        let farm = try Farm.start("farm-url-restart", node: false, options: options)
+        let farm = try await Farm.start("farm-url-restart", node: false, options: options)
         defer { try? FileManager.default.removeItem(at: farm.directory) }
-        let id = try await Self.submitURL(farm, "http://127.0.0.1:\(server.port)/clip.mp4")
-        let partial = try await farm.waitForJob(id, timeout: 10) { ($0["downloaded_bytes"] as? Int ?? 0) >= 16384 }
-        #expect(partial["phase"] as? String == "downloading", "\(partial)")
-        farm.stop()
-        let kept = try #require(FileManager.default.attributesOfItem(atPath: "\(farm.data)/jobs/\(id)/download.part")[.size] as? Int)
-        #expect(kept >= 16384, "shutdown keeps the partial download")
+        try await farm.stopping {
+            let id = try await Self.submitURL(farm, "http://127.0.0.1:\(server.port)/clip.mp4")
+            let partial = try await farm.waitForJob(id, timeout: 10) { ($0["downloaded_bytes"] as? Int ?? 0) >= 16384 }
+            #expect(partial["phase"] as? String == "downloading", "\(partial)")
+            await farm.stop()
+            let kept = try #require(FileManager.default.attributesOfItem(atPath: "\(farm.data)/jobs/\(id)/download.part")[.size] as? Int)
+            #expect(kept >= 16384, "shutdown keeps the partial download")
 
-        // The same data directory: the job resumes and asks only for the bytes it lacks.
-        let again = try Farm.start("farm-url-restart-2", node: true, options: options + ["--data-dir", farm.data])
-        defer {
-            again.stop()
-            try? FileManager.default.removeItem(at: again.directory)
+            // The same data directory: the job resumes and asks only for the bytes it lacks.
+            let again = try await Farm.start("farm-url-restart-2", node: true, options: options + ["--data-dir", farm.data])
+            defer { try? FileManager.default.removeItem(at: again.directory) }
+            try await again.stopping {
+                let job = try await again.finished(id, timeout: 40)
+                #expect(job["state"] as? String == "done", "\(job) \(again.log.suffix(1500))")
+                #expect(server.requests.count == 2, "\(server.requests)")
+                #expect(server.requests.last?.range == "bytes=\(kept)-", "\(server.requests)")
+                let (_, _, body) = try await again.call("GET", "/jobs/\(id)/output")
+                let output = again.directory.appendingPathComponent("out.mp4")
+                try body.write(to: output)
+                #expect(try TestMedia.frameSeconds(output.path) == TestMedia.frameSeconds(clip))
+            }
         }
-        let job = try await again.finished(id, timeout: 40)
-        #expect(job["state"] as? String == "done", "\(job) \(again.log.suffix(1500))")
-        #expect(server.requests.count == 2, "\(server.requests)")
-        #expect(server.requests.last?.range == "bytes=\(kept)-", "\(server.requests)")
-        let (_, _, body) = try await again.call("GET", "/jobs/\(id)/output")
-        let output = again.directory.appendingPathComponent("out.mp4")
-        try body.write(to: output)
-        #expect(try TestMedia.frameSeconds(output.path) == TestMedia.frameSeconds(clip))
     }
 
     // MARK: - Resumable uploads
 
     @Test func chunkedUploadResumesAfterABrokenChunkAndARestartAndRendersExactly() async throws {
         let options = ["--max-uploads", "2", "--max-upload-gib", "0.0009765625"]
-        let first = try Farm.start("farm-upload", node: false, options: options)
-        defer {
-            first.stop()
-            try? FileManager.default.removeItem(at: first.directory)
-        }
-        let clip = Self.clip
-        let bytes = try Data(contentsOf: URL(fileURLWithPath: clip))
-        let (created, upload) = try await first.object(
-            "POST", "/uploads", json: #"{"size": \#(bytes.count), "filename": "clip.mp4"}"#)
-        #expect(created == 201, "\(upload)")
-        let id = try #require(upload["id"] as? String)
-        #expect(upload["offset"] as? Int == 0)
+        let first = try await Farm.start("farm-upload", node: false, options: options)
+        defer { try? FileManager.default.removeItem(at: first.directory) }
+        try await first.stopping {
+            let clip = Self.clip
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: clip))
+            let (created, upload) = try await first.object(
+                "POST", "/uploads", json: #"{"size": \#(bytes.count), "filename": "clip.mp4"}"#)
+            #expect(created == 201, "\(upload)")
+            let id = try #require(upload["id"] as? String)
+            #expect(upload["offset"] as? Int == 0)
 
-        // A chunk whose connection breaks after 40 % of it: the server keeps what arrived.
-        let half = bytes.count * 2 / 5
-        var head = "PUT /uploads/\(id) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
-        head += "Authorization: Bearer source-api-token\r\n"
-        head += "Content-Range: bytes 0-\(bytes.count - 1)/\(bytes.count)\r\nContent-Length: \(bytes.count)\r\n\r\n"
-        _ = try Sockets.exchange(port: first.httpPort, Data(head.utf8) + bytes.prefix(half), closeAfterSending: true)
-        var offset = 0
-        _ = FarmBinary.waitUntil(timeout: 5) {
-            let semaphore = DispatchSemaphore(value: 0)
-            nonisolated(unsafe) var seen = 0
-            Task {
-                seen = (try? await first.object("GET", "/uploads/\(id)").1["offset"] as? Int) ?? 0
-                semaphore.signal()
+            // A chunk whose connection breaks after 40 % of it: the server keeps what arrived.
+            let half = bytes.count * 2 / 5
+            var head = "PUT /uploads/\(id) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+            head += "Authorization: Bearer source-api-token\r\n"
+            head += "Content-Range: bytes 0-\(bytes.count - 1)/\(bytes.count)\r\nContent-Length: \(bytes.count)\r\n\r\n"
+            _ = try Sockets.exchange(port: first.httpPort, Data(head.utf8) + bytes.prefix(half), closeAfterSending: true)
+            var offset = 0
+            _ = await FarmBinary.waitUntil(timeout: 5) {
+                offset = (try? await first.object("GET", "/uploads/\(id)").1["offset"] as? Int) ?? 0
+                return offset == half
             }
-            semaphore.wait()
-            offset = seen
-            return seen == half
+            #expect(offset == half, "the bytes before the break are kept")
+
+            // The coordinator restarts (same data directory): the upload is still there, at the same offset.
+            await first.stop()
+            let farm = try await Farm.start("farm-upload-2", node: true, options: options + ["--data-dir", first.data])
+            defer { try? FileManager.default.removeItem(at: farm.directory) }
+            try await farm.stopping {
+                let (found, kept) = try await farm.object("GET", "/uploads/\(id)")
+                #expect(found == 200 && kept["offset"] as? Int == half && kept["size"] as? Int == bytes.count, "\(kept)")
+                #expect(kept["filename"] as? String == "clip.mp4")
+
+                // A chunk that does not start at the offset is refused with the offset to resume from.
+                let (wrong, wrongHeaders, _) = try await farm.call(
+                    "PUT", "/uploads/\(id)", body: bytes.prefix(10), headers: ["Content-Range": "bytes 0-9/\(bytes.count)"])
+                #expect(wrong == 409)
+                #expect(wrongHeaders["upload-offset"] == "\(offset)")
+
+                let (put, _, reply) = try await farm.call(
+                    "PUT", "/uploads/\(id)", body: bytes[offset...], headers: ["Content-Range": "bytes \(offset)-\(bytes.count - 1)/\(bytes.count)"])
+                #expect(put == 200, "\(String(decoding: reply, as: UTF8.self))")
+                let (_, done) = try await farm.object("GET", "/uploads/\(id)")
+                #expect(done["complete"] as? Bool == true)
+                let digest = try TestMedia.run("sha256sum", [clip]).split(separator: " ").first.map(String.init)
+                #expect(done["sha256"] as? String == digest, "the server holds the same bytes")
+
+                // Two uploads at once are the limit here; a third answers 429.
+                let (second, other) = try await farm.object("POST", "/uploads", json: #"{"size": 1000}"#)
+                #expect(second == 201)
+                let (third, refused) = try await farm.object("POST", "/uploads", json: #"{"size": 1000}"#)
+                #expect(third == 429, "\(refused)")
+                #expect((refused["error"] as? String ?? "").contains("uploads are in progress"))
+                let (removed, _, _) = try await farm.call("DELETE", "/uploads/\(try #require(other["id"] as? String))")
+                #expect(removed == 204)
+                // Over the 1 MiB upload limit: refused before any byte is sent.
+                let (tooBig, tooBigReply) = try await farm.object("POST", "/uploads", json: #"{"size": \#(2 << 20)}"#)
+                #expect(tooBig == 413)
+                #expect(tooBigReply["error"] as? String == "upload of \(2 << 20) bytes is larger than the 1048576-byte limit")
+
+                // A wrong checksum is refused; the right one makes a job that renders the clip exactly.
+                let (job, jobReply) = try await farm.object(
+                    "POST", "/jobs", json: #"{"upload": "\#(id)", "sha256": "\#(digest ?? "")", "preset": "ultrafast", "segment_seconds": 1}"#)
+                #expect(job == 201, "\(jobReply)")
+                let jobID = try #require(jobReply["id"] as? String)
+                let final = try await farm.finished(jobID)
+                #expect(final["state"] as? String == "done", "\(final)")
+                let (_, _, body) = try await farm.call("GET", "/jobs/\(jobID)/output")
+                let output = farm.directory.appendingPathComponent("out.mp4")
+                try body.write(to: output)
+                #expect(try TestMedia.frameSeconds(output.path) == TestMedia.frameSeconds(clip))
+                let (gone, _) = try await farm.object("GET", "/uploads/\(id)")
+                #expect(gone == 404, "a submitted upload is no longer an upload")
+            }
         }
-        #expect(offset == half, "the bytes before the break are kept")
-
-        // The coordinator restarts (same data directory): the upload is still there, at the same offset.
-        first.stop()
-        let farm = try Farm.start("farm-upload-2", node: true, options: options + ["--data-dir", first.data])
-        defer {
-            farm.stop()
-            try? FileManager.default.removeItem(at: farm.directory)
-        }
-        let (found, kept) = try await farm.object("GET", "/uploads/\(id)")
-        #expect(found == 200 && kept["offset"] as? Int == half && kept["size"] as? Int == bytes.count, "\(kept)")
-        #expect(kept["filename"] as? String == "clip.mp4")
-
-        // A chunk that does not start at the offset is refused with the offset to resume from.
-        let (wrong, wrongHeaders, _) = try await farm.call(
-            "PUT", "/uploads/\(id)", body: bytes.prefix(10), headers: ["Content-Range": "bytes 0-9/\(bytes.count)"])
-        #expect(wrong == 409)
-        #expect(wrongHeaders["upload-offset"] == "\(offset)")
-
-        let (put, _, reply) = try await farm.call(
-            "PUT", "/uploads/\(id)", body: bytes[offset...], headers: ["Content-Range": "bytes \(offset)-\(bytes.count - 1)/\(bytes.count)"])
-        #expect(put == 200, "\(String(decoding: reply, as: UTF8.self))")
-        let (_, done) = try await farm.object("GET", "/uploads/\(id)")
-        #expect(done["complete"] as? Bool == true)
-        let digest = try TestMedia.run("sha256sum", [clip]).split(separator: " ").first.map(String.init)
-        #expect(done["sha256"] as? String == digest, "the server holds the same bytes")
-
-        // Two uploads at once are the limit here; a third answers 429.
-        let (second, other) = try await farm.object("POST", "/uploads", json: #"{"size": 1000}"#)
-        #expect(second == 201)
-        let (third, refused) = try await farm.object("POST", "/uploads", json: #"{"size": 1000}"#)
-        #expect(third == 429, "\(refused)")
-        #expect((refused["error"] as? String ?? "").contains("uploads are in progress"))
-        let (removed, _, _) = try await farm.call("DELETE", "/uploads/\(try #require(other["id"] as? String))")
-        #expect(removed == 204)
-        // Over the 1 MiB upload limit: refused before any byte is sent.
-        let (tooBig, tooBigReply) = try await farm.object("POST", "/uploads", json: #"{"size": \#(2 << 20)}"#)
-        #expect(tooBig == 413)
-        #expect(tooBigReply["error"] as? String == "upload of \(2 << 20) bytes is larger than the 1048576-byte limit")
-
-        // A wrong checksum is refused; the right one makes a job that renders the clip exactly.
-        let (job, jobReply) = try await farm.object(
-            "POST", "/jobs", json: #"{"upload": "\#(id)", "sha256": "\#(digest ?? "")", "preset": "ultrafast", "segment_seconds": 1}"#)
-        #expect(job == 201, "\(jobReply)")
-        let jobID = try #require(jobReply["id"] as? String)
-        let final = try await farm.finished(jobID)
-        #expect(final["state"] as? String == "done", "\(final)")
-        let (_, _, body) = try await farm.call("GET", "/jobs/\(jobID)/output")
-        let output = farm.directory.appendingPathComponent("out.mp4")
-        try body.write(to: output)
-        #expect(try TestMedia.frameSeconds(output.path) == TestMedia.frameSeconds(clip))
-        let (gone, _) = try await farm.object("GET", "/uploads/\(id)")
-        #expect(gone == 404, "a submitted upload is no longer an upload")
     }
 
     @Test func submitResumesAnUploadAfterTheConnectionDrops() async throws {
-        let farm = try Farm.start("farm-submit-resume", node: true, options: [])
-        defer {
-            farm.stop()
-            try? FileManager.default.removeItem(at: farm.directory)
+        let farm = try await Farm.start("farm-submit-resume", node: true, options: [])
+        defer { try? FileManager.default.removeItem(at: farm.directory) }
+        try await farm.stopping {
+            let clip = Self.clip
+            let size = try #require(FileManager.default.attributesOfItem(atPath: clip)[.size] as? Int)
+            // The first connection is cut after about 60 % of the file has gone through.
+            let proxy = try CuttingProxy(target: farm.httpPort, cutAfter: size * 3 / 5)
+            defer { proxy.stop() }
+            let output = farm.directory.appendingPathComponent("out.mp4").path
+            let result = try await FarmBinary.run(
+                ["submit", clip, "--server", "http://127.0.0.1:\(proxy.port)", "-o", output, "--chunk-mib", "0.125", "--preset", "ultrafast"],
+                environment: ["FARM_API_TOKEN": "source-api-token"], timeout: 90)
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(proxy.cutCount == 1, "the proxy cut a connection")
+            #expect(result.stderr.contains("resuming"), "\(result.stderr)")
+            #expect(try TestMedia.frameSeconds(output) == TestMedia.frameSeconds(clip))
+            try TestMedia.decodesCleanly(output)
         }
-        let clip = Self.clip
-        let size = try #require(FileManager.default.attributesOfItem(atPath: clip)[.size] as? Int)
-        // The first connection is cut after about 60 % of the file has gone through.
-        let proxy = try CuttingProxy(target: farm.httpPort, cutAfter: size * 3 / 5)
-        defer { proxy.stop() }
-        let output = farm.directory.appendingPathComponent("out.mp4").path
-        let result = try FarmBinary.run(
-            ["submit", clip, "--server", "http://127.0.0.1:\(proxy.port)", "-o", output, "--chunk-mib", "0.125", "--preset", "ultrafast"],
-            environment: ["FARM_API_TOKEN": "source-api-token"], timeout: 90)
-        #expect(result.status == 0, "\(result.stderr)")
-        #expect(proxy.cutCount == 1, "the proxy cut a connection")
-        #expect(result.stderr.contains("resuming"), "\(result.stderr)")
-        #expect(try TestMedia.frameSeconds(output) == TestMedia.frameSeconds(clip))
-        try TestMedia.decodesCleanly(output)
     }
 }

@@ -10,11 +10,13 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(3))) struct NodeChannelTests {
     static let joinToken = "node-channel-test-token"
 
-    /// A 2 s clip in a source root, and a coordinator on it.
-    struct Farm {
+    /// A 2 s clip in a source root, and a coordinator on it; `stopping(after:)` stops every coordinator and node it
+    /// started.
+    final class Farm: ProcessFixture {
         let directory: URL
         let sources: String
         let clip: String
+        private var processes: [Process] = []
         var data: String { directory.appendingPathComponent("data").path }
 
         init(_ name: String, seconds: Double = 2) throws {
@@ -29,27 +31,26 @@ import Testing
 
         func coordinator(
             _ log: String, arguments: [String] = [], environment: [String: String] = [:]
-        ) throws -> CoordinatorProcess {
-            try CoordinatorProcess.start(
+        ) async throws -> CoordinatorProcess {
+            let coordinator = try await CoordinatorProcess.start(
                 data: data, log: path(log), arguments: ["--source-root", sources] + arguments,
                 environment: ["FARM_JOIN_TOKEN": NodeChannelTests.joinToken].merging(environment) { $1 })
+            processes.append(coordinator.process)
+            return coordinator
         }
 
         func node(_ id: String, port: Int, arguments: [String] = []) throws -> Process {
-            try FarmBinary.start(
+            let node = try FarmBinary.start(
                 ["node", "--coordinator", "127.0.0.1:\(port)", "--node-id", id, "--no-calibrate", "--hardware", "off"]
                     + arguments,
                 environment: ["FARM_JOIN_TOKEN": NodeChannelTests.joinToken], log: path("\(id).log"))
+            processes.append(node)
+            return node
         }
+
+        func stop() async { await FarmBinary.stop(processes) }
 
         func remove() { try? FileManager.default.removeItem(at: directory) }
-    }
-
-    static func stop(_ processes: Process...) {
-        for process in processes where process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
     }
 
     /// The value of `key=` on the first log line that says `message`.
@@ -65,57 +66,57 @@ import Testing
     @Test func renderOverTLSWithACertificateThatSurvivesARestart() async throws {
         let farm = try Farm("farm-tls-render")
         defer { farm.remove() }
-        var coordinator = try farm.coordinator("coordinator-1.log")
-        let node = try farm.node("tls-node", port: coordinator.nodePort)
-        defer { Self.stop(node, coordinator.process) }
+        try await farm.stopping {
+            var coordinator = try await farm.coordinator("coordinator-1.log")
+            _ = try farm.node("tls-node", port: coordinator.nodePort)
 
-        // The certificate and key were generated in the data directory; the key is its owner's only.
-        let certificate = "\(farm.data)/tls/node-cert.pem"
-        let key = "\(farm.data)/tls/node-key.pem"
-        let keyMode = try #require(try FileManager.default.attributesOfItem(atPath: key)[.posixPermissions] as? Int)
-        #expect(keyMode == 0o600)
-        let fingerprint = try TestCertificate.sha256(ofPEMFile: certificate)
-        let certificateBytes = try Data(contentsOf: URL(fileURLWithPath: certificate))
-        #expect(Self.value("certificateSHA256", in: coordinator.text, on: "node port uses TLS") == fingerprint)
+            // The certificate and key were generated in the data directory; the key is its owner's only.
+            let certificate = "\(farm.data)/tls/node-cert.pem"
+            let key = "\(farm.data)/tls/node-key.pem"
+            let keyMode = try #require(try FileManager.default.attributesOfItem(atPath: key)[.posixPermissions] as? Int)
+            #expect(keyMode == 0o600)
+            let fingerprint = try TestCertificate.sha256(ofPEMFile: certificate)
+            let certificateBytes = try Data(contentsOf: URL(fileURLWithPath: certificate))
+            #expect(Self.value("certificateSHA256", in: coordinator.text, on: "node port uses TLS") == fingerprint)
 
-        // No API token was given: one was made, owner-only, and the API wants it.
-        let tokenFile = "\(farm.data)/api-token"
-        let tokenMode = try #require(try FileManager.default.attributesOfItem(atPath: tokenFile)[.posixPermissions] as? Int)
-        #expect(tokenMode == 0o600)
-        let apiToken = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(apiToken.count == 64)
+            // No API token was given: one was made, owner-only, and the API wants it.
+            let tokenFile = "\(farm.data)/api-token"
+            let tokenMode = try #require(try FileManager.default.attributesOfItem(atPath: tokenFile)[.posixPermissions] as? Int)
+            #expect(tokenMode == 0o600)
+            let apiToken = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(apiToken.count == 64)
 
-        // The node joined over TLS and saw the coordinator's certificate.
-        #expect(FarmBinary.waitUntil(timeout: 20) { coordinator.text.contains("node joined") }, "\(coordinator.text.suffix(2000))")
-        let nodeLog = farm.path("tls-node.log")
-        #expect(Self.value("certificateSHA256", in: readLog(nodeLog), on: "joined the farm") == fingerprint, "\(readLog(nodeLog).suffix(2000))")
+            // The node joined over TLS and saw the coordinator's certificate.
+            #expect(await FarmBinary.waitUntil(timeout: 20) { coordinator.text.contains("node joined") }, "\(coordinator.text.suffix(2000))")
+            let nodeLog = farm.path("tls-node.log")
+            #expect(Self.value("certificateSHA256", in: readLog(nodeLog), on: "joined the farm") == fingerprint, "\(readLog(nodeLog).suffix(2000))")
 
-        // A render through the API, by a client that reads FARM_API_TOKEN; without it the client is refused.
-        let server = ["--server", coordinator.base]
-        let refused = try FarmBinary.run(["jobs"] + server, environment: ["FARM_API_TOKEN": ""], timeout: 30)
-        #expect(refused.status != 0)
-        #expect(refused.stderr.contains("bearer token"), "\(refused.stderr)")
-        let output = farm.path("out.mp4")
-        let submitted = try FarmBinary.run(
-            ["submit", "--remote", farm.clip, "-o", output, "--crf", "30", "--preset", "ultrafast", "--segment-seconds", "1"]
-                + server,
-            environment: ["FARM_API_TOKEN": apiToken], timeout: 90)
-        #expect(submitted.status == 0, "\(submitted.stderr) \(coordinator.text.suffix(2000))")
-        #expect(try TestMedia.frameTimes(output).count == 50)
+            // A render through the API, by a client that reads FARM_API_TOKEN; without it the client is refused.
+            let server = ["--server", coordinator.base]
+            let refused = try await FarmBinary.run(["jobs"] + server, environment: ["FARM_API_TOKEN": ""], timeout: 30)
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("bearer token"), "\(refused.stderr)")
+            let output = farm.path("out.mp4")
+            let submitted = try await FarmBinary.run(
+                ["submit", "--remote", farm.clip, "-o", output, "--crf", "30", "--preset", "ultrafast", "--segment-seconds", "1"]
+                    + server,
+                environment: ["FARM_API_TOKEN": apiToken], timeout: 90)
+            #expect(submitted.status == 0, "\(submitted.stderr) \(coordinator.text.suffix(2000))")
+            #expect(try TestMedia.frameTimes(output).count == 50)
 
-        // Restarted on the same data directory: the same certificate and token, and the node comes back.
-        coordinator.stop()
-        coordinator = try farm.coordinator("coordinator-2.log")
-        #expect(try Data(contentsOf: URL(fileURLWithPath: certificate)) == certificateBytes)
-        #expect(Self.value("certificateSHA256", in: coordinator.text, on: "node port uses TLS") == fingerprint)
-        #expect(try String(contentsOfFile: tokenFile, encoding: .utf8).contains(apiToken))
-        let (listed, _) = try await http("GET", "\(coordinator.base)/jobs", token: apiToken)
-        #expect(listed == 200)
-        // The node dials the new process's port only if it is the same one; a fresh node checks the certificate.
-        let second = try farm.node("tls-node-2", port: coordinator.nodePort, arguments: ["--exit-on-disconnect"])
-        defer { Self.stop(second) }
-        #expect(FarmBinary.waitUntil(timeout: 20) { coordinator.text.contains("node joined") })
-        #expect(Self.value("certificateSHA256", in: readLog(farm.path("tls-node-2.log")), on: "joined the farm") == fingerprint)
+            // Restarted on the same data directory: the same certificate and token, and the node comes back.
+            await coordinator.stop()
+            coordinator = try await farm.coordinator("coordinator-2.log")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: certificate)) == certificateBytes)
+            #expect(Self.value("certificateSHA256", in: coordinator.text, on: "node port uses TLS") == fingerprint)
+            #expect(try String(contentsOfFile: tokenFile, encoding: .utf8).contains(apiToken))
+            let (listed, _) = try await http("GET", "\(coordinator.base)/jobs", token: apiToken)
+            #expect(listed == 200)
+            // The node dials the new process's port only if it is the same one; a fresh node checks the certificate.
+            _ = try farm.node("tls-node-2", port: coordinator.nodePort, arguments: ["--exit-on-disconnect"])
+            #expect(await FarmBinary.waitUntil(timeout: 20) { coordinator.text.contains("node joined") })
+            #expect(Self.value("certificateSHA256", in: readLog(farm.path("tls-node-2.log")), on: "joined the farm") == fingerprint)
+        }
     }
 
     // MARK: - Wrong token, wrong certificate, relays
@@ -123,88 +124,89 @@ import Testing
     @Test func onlyAProofBoundToTheCoordinatorsCertificateGetsASegment() async throws {
         let farm = try Farm("farm-tls-relay", seconds: 1)
         defer { farm.remove() }
-        // The coordinator presents certificate files given to it; the API token comes from a file.
-        let given = try TestCertificate.make("farm coordinator under test")
-        try given.certificate.write(toFile: farm.path("cert.pem"), atomically: true, encoding: .utf8)
-        try given.key.write(toFile: farm.path("key.pem"), atomically: true, encoding: .utf8)
-        try "file-token\n".write(toFile: farm.path("api-token"), atomically: true, encoding: .utf8)
-        let coordinator = try farm.coordinator(
-            "coordinator.log",
-            arguments: [
-                "--tls-cert", farm.path("cert.pem"), "--tls-key", farm.path("key.pem"), "--api-token-file",
-                farm.path("api-token"),
-            ])
-        defer { coordinator.stop() }
-        #expect(!FileManager.default.fileExists(atPath: "\(farm.data)/tls"))
-        #expect(Self.value("certificateSHA256", in: coordinator.text, on: "node port uses TLS") == given.sha256)
+        try await farm.stopping {
+            // The coordinator presents certificate files given to it; the API token comes from a file.
+            let given = try TestCertificate.make("farm coordinator under test")
+            try given.certificate.write(toFile: farm.path("cert.pem"), atomically: true, encoding: .utf8)
+            try given.key.write(toFile: farm.path("key.pem"), atomically: true, encoding: .utf8)
+            try "file-token\n".write(toFile: farm.path("api-token"), atomically: true, encoding: .utf8)
+            let coordinator = try await farm.coordinator(
+                "coordinator.log",
+                arguments: [
+                    "--tls-cert", farm.path("cert.pem"), "--tls-key", farm.path("key.pem"), "--api-token-file",
+                    farm.path("api-token"),
+                ])
+            #expect(!FileManager.default.fileExists(atPath: "\(farm.data)/tls"))
+            #expect(Self.value("certificateSHA256", in: coordinator.text, on: "node port uses TLS") == given.sha256)
 
-        // A job waits for a node, so any admitted node would be sent a segment at once.
-        let submitted = try FarmBinary.run(
-            ["submit", "--remote", farm.clip, "--server", coordinator.base, "--preset", "ultrafast"],
-            environment: ["FARM_API_TOKEN": "file-token"], timeout: 30)
-        #expect(submitted.status == 0, "\(submitted.stderr)")
-        let port = coordinator.nodePort
+            // A job waits for a node, so any admitted node would be sent a segment at once.
+            let submitted = try await FarmBinary.run(
+                ["submit", "--remote", farm.clip, "--server", coordinator.base, "--preset", "ultrafast"],
+                environment: ["FARM_API_TOKEN": "file-token"], timeout: 30)
+            #expect(submitted.status == 0, "\(submitted.stderr)")
+            let port = coordinator.nodePort
 
-        // A wrong token over a good channel: a reject, then the connection ends; no assign, no data.
-        let wrongToken = try await FakeNode.join(port: port, tls: true, token: "wrong", nodeID: "wrong-token")
-        #expect(wrongToken.binding.description == given.sha256)
-        #expect(wrongToken.messages == ["reject"] && wrongToken.closedByPeer, "\(wrongToken.messages)")
+            // A wrong token over a good channel: a reject, then the connection ends; no assign, no data.
+            let wrongToken = try await FakeNode.join(port: port, tls: true, token: "wrong", nodeID: "wrong-token")
+            #expect(wrongToken.binding.description == given.sha256)
+            #expect(wrongToken.messages == ["reject"] && wrongToken.closedByPeer, "\(wrongToken.messages)")
 
-        // The right token, but a proof bound to another certificate: refused the same way.
-        let proxy = try TestCertificate.make("a proxy")
-        let otherCertificate = ChannelBinding.tlsServerEndPoint(certificateDER: Array(proxy.certificate.utf8))
-        let wrongBinding = try await FakeNode.join(
-            port: port, tls: true, token: Self.joinToken, nodeID: "wrong-binding", binding: otherCertificate)
-        #expect(wrongBinding.messages == ["reject"] && wrongBinding.closedByPeer, "\(wrongBinding.messages)")
-        // Or to none (a proof made for plain TCP, relayed into TLS).
-        let unbound = try await FakeNode.join(
-            port: port, tls: true, token: Self.joinToken, nodeID: "unbound", binding: .plainTCP)
-        #expect(unbound.messages == ["reject"] && unbound.closedByPeer, "\(unbound.messages)")
+            // The right token, but a proof bound to another certificate: refused the same way.
+            let proxy = try TestCertificate.make("a proxy")
+            let otherCertificate = ChannelBinding.tlsServerEndPoint(certificateDER: Array(proxy.certificate.utf8))
+            let wrongBinding = try await FakeNode.join(
+                port: port, tls: true, token: Self.joinToken, nodeID: "wrong-binding", binding: otherCertificate)
+            #expect(wrongBinding.messages == ["reject"] && wrongBinding.closedByPeer, "\(wrongBinding.messages)")
+            // Or to none (a proof made for plain TCP, relayed into TLS).
+            let unbound = try await FakeNode.join(
+                port: port, tls: true, token: Self.joinToken, nodeID: "unbound", binding: .plainTCP)
+            #expect(unbound.messages == ["reject"] && unbound.closedByPeer, "\(unbound.messages)")
 
-        // A relay that terminates TLS with its own certificate: the node binds to the relay's certificate, so even
-        // with the right token its proof fails at the coordinator, which never admits it.
-        let relay = try await Relay.start(
-            targetPort: port, nodeSide: try TestCertificate.serverContext(certificate: proxy.certificate, key: proxy.key))
-        let relayed = try await FakeNode.join(port: relay.port, tls: true, token: Self.joinToken, nodeID: "relayed")
-        #expect(relayed.binding.description == proxy.sha256)
-        #expect(relayed.messages == ["reject"] && relayed.closedByPeer, "\(relayed.messages)")
-        // The real node through the same relay: refused, and it says why.
-        let realRelayed = try FarmBinary.run(
-            ["node", "--coordinator", "127.0.0.1:\(relay.port)", "--node-id", "real-relayed", "--exit-on-disconnect",
-             "--no-calibrate", "--hardware", "off"],
-            environment: ["FARM_JOIN_TOKEN": Self.joinToken], timeout: 30)
-        #expect(realRelayed.status != 0)
-        #expect(realRelayed.stderr.contains("join token"), "\(realRelayed.stderr.suffix(1500))")
-        await relay.stop()
+            // A relay that terminates TLS with its own certificate: the node binds to the relay's certificate, so even
+            // with the right token its proof fails at the coordinator, which never admits it.
+            let relay = try await Relay.start(
+                targetPort: port, nodeSide: try TestCertificate.serverContext(certificate: proxy.certificate, key: proxy.key))
+            let relayed = try await FakeNode.join(port: relay.port, tls: true, token: Self.joinToken, nodeID: "relayed")
+            #expect(relayed.binding.description == proxy.sha256)
+            #expect(relayed.messages == ["reject"] && relayed.closedByPeer, "\(relayed.messages)")
+            // The real node through the same relay: refused, and it says why.
+            let realRelayed = try await FarmBinary.run(
+                ["node", "--coordinator", "127.0.0.1:\(relay.port)", "--node-id", "real-relayed", "--exit-on-disconnect",
+                 "--no-calibrate", "--hardware", "off"],
+                environment: ["FARM_JOIN_TOKEN": Self.joinToken], timeout: 30)
+            #expect(realRelayed.status != 0)
+            #expect(realRelayed.stderr.contains("join token"), "\(realRelayed.stderr.suffix(1500))")
+            await relay.stop()
 
-        // A relay that offers the node plain TCP (a downgrade): the node's proof is bound to nothing; refused.
-        let downgrade = try await Relay.start(targetPort: port, nodeSide: nil)
-        let downgraded = try FarmBinary.run(
-            ["node", "--coordinator", "127.0.0.1:\(downgrade.port)", "--node-id", "downgraded", "--exit-on-disconnect",
-             "--insecure-plain-tcp", "--no-calibrate", "--hardware", "off"],
-            environment: ["FARM_JOIN_TOKEN": Self.joinToken], timeout: 30)
-        #expect(downgraded.status != 0)
-        #expect(downgraded.stderr.contains("join token"), "\(downgraded.stderr.suffix(1500))")
-        await downgrade.stop()
+            // A relay that offers the node plain TCP (a downgrade): the node's proof is bound to nothing; refused.
+            let downgrade = try await Relay.start(targetPort: port, nodeSide: nil)
+            let downgraded = try await FarmBinary.run(
+                ["node", "--coordinator", "127.0.0.1:\(downgrade.port)", "--node-id", "downgraded", "--exit-on-disconnect",
+                 "--insecure-plain-tcp", "--no-calibrate", "--hardware", "off"],
+                environment: ["FARM_JOIN_TOKEN": Self.joinToken], timeout: 30)
+            #expect(downgraded.status != 0)
+            #expect(downgraded.stderr.contains("join token"), "\(downgraded.stderr.suffix(1500))")
+            await downgrade.stop()
 
-        let log = coordinator.text
-        for id in ["wrong-token", "wrong-binding", "unbound", "relayed", "real-relayed", "downgraded"] {
-            #expect(log.contains("node \(id) failed to prove the join token"), "\(id): \(log.suffix(3000))")
+            let log = coordinator.text
+            for id in ["wrong-token", "wrong-binding", "unbound", "relayed", "real-relayed", "downgraded"] {
+                #expect(log.contains("node \(id) failed to prove the join token"), "\(id): \(log.suffix(3000))")
+            }
+            #expect(!log.contains("node joined"))
+
+            // Malformed frames inside TLS (a 100 MiB length, an unknown type, a hello of garbage) close their connection.
+            for frame: [UInt8] in [[0x06, 0x40, 0x00, 0x00, 0x02], [0x00, 0x00, 0x00, 0x01, 0xEE], [0x00, 0x00, 0x00, 0x05, 0x02, 0x00, 0x01, 0x02, 0x03]] {
+                #expect(try await sendRawOverTLS(frame, port: port), "\(frame)")
+            }
+            #expect(coordinator.process.isRunning)
+
+            // The control: the same fake node, straight to the coordinator with the right token, is welcomed and gets
+            // the waiting segment, so the refusals above are the binding's doing.
+            let admitted = try await FakeNode.join(
+                port: port, tls: true, token: Self.joinToken, nodeID: "admitted", stopAt: "assign")
+            #expect(admitted.messages.first == "welcome")
+            #expect(admitted.messages.last == "assign", "\(admitted.messages)")
         }
-        #expect(!log.contains("node joined"))
-
-        // Malformed frames inside TLS (a 100 MiB length, an unknown type, a hello of garbage) close their connection.
-        for frame: [UInt8] in [[0x06, 0x40, 0x00, 0x00, 0x02], [0x00, 0x00, 0x00, 0x01, 0xEE], [0x00, 0x00, 0x00, 0x05, 0x02, 0x00, 0x01, 0x02, 0x03]] {
-            #expect(try await sendRawOverTLS(frame, port: port), "\(frame)")
-        }
-        #expect(coordinator.process.isRunning)
-
-        // The control: the same fake node, straight to the coordinator with the right token, is welcomed and gets
-        // the waiting segment, so the refusals above are the binding's doing.
-        let admitted = try await FakeNode.join(
-            port: port, tls: true, token: Self.joinToken, nodeID: "admitted", stopAt: "assign")
-        #expect(admitted.messages.first == "welcome")
-        #expect(admitted.messages.last == "assign", "\(admitted.messages)")
     }
 
     // MARK: - Plain TCP only when asked for
@@ -212,49 +214,47 @@ import Testing
     @Test func plainTCPOnlyWhenAskedFor() async throws {
         let farm = try Farm("farm-plain", seconds: 1)
         defer { farm.remove() }
-
-        // A TLS coordinator (the default) refuses a plain-TCP peer at the TLS layer, and says so.
-        let tls = try farm.coordinator("tls.log", environment: ["FARM_API_TOKEN": "t"])
-        defer { tls.stop() }
-        let plainConnection = try await FakeNode.connect(port: tls.nodePort, tls: false)
-        let plainIntoTLS = try await plainConnection.executeThenClose { inbound, outbound in
-            try await outbound.write(
-                .hello(Hello(nodeID: "plain", proof: JoinProof.makeNonce(), slots: 1, threads: 1, capabilitiesJSON: "{}")))
-            var received: [String] = []
-            do {
-                for try await message in inbound { received.append(message.name) }
-            } catch {
-                // Closed with an error: nothing arrived before it either.
+        try await farm.stopping {
+            // A TLS coordinator (the default) refuses a plain-TCP peer at the TLS layer, and says so.
+            let tls = try await farm.coordinator("tls.log", environment: ["FARM_API_TOKEN": "t"])
+            let plainConnection = try await FakeNode.connect(port: tls.nodePort, tls: false)
+            let plainIntoTLS = try await plainConnection.executeThenClose { inbound, outbound in
+                try await outbound.write(
+                    .hello(Hello(nodeID: "plain", proof: JoinProof.makeNonce(), slots: 1, threads: 1, capabilitiesJSON: "{}")))
+                var received: [String] = []
+                do {
+                    for try await message in inbound { received.append(message.name) }
+                } catch {
+                    // Closed with an error: nothing arrived before it either.
+                }
+                return received
             }
-            return received
+            await tls.stop()
+            #expect(plainIntoTLS.isEmpty, "\(plainIntoTLS)")
+            #expect(tls.text.contains("node connection closed"), "\(tls.text.suffix(2000))")
+            #expect(!tls.text.contains("node joined"))
+
+            // A coordinator asked for plain TCP warns, refuses a TLS node quickly with a hint, and admits a plain one.
+            let plain = try await farm.coordinator("plain.log", arguments: ["--insecure-plain-tcp"], environment: ["FARM_API_TOKEN": "t"])
+            #expect(plain.text.contains("node port uses plain TCP"))
+            let tlsNode = try await FarmBinary.run(
+                ["node", "--coordinator", "127.0.0.1:\(plain.nodePort)", "--exit-on-disconnect", "--no-calibrate",
+                 "--hardware", "off"],
+                environment: ["FARM_JOIN_TOKEN": Self.joinToken], timeout: 30)
+            #expect(tlsNode.status != 0)
+            #expect(tlsNode.stderr.contains("TLS handshake"), "\(tlsNode.stderr.suffix(1500))")
+            _ = try farm.node("plain-node", port: plain.nodePort, arguments: ["--insecure-plain-tcp"])
+            #expect(await FarmBinary.waitUntil(timeout: 20) { plain.text.contains("node joined") }, "\(plain.text.suffix(2000))")
+            #expect(readLog(farm.path("plain-node.log")).contains("plain TCP"))
+
+            // The embedded render over plain TCP, when asked for, still renders exactly.
+            let output = farm.path("plain.mp4")
+            let render = try await FarmBinary.run(
+                ["render", farm.clip, "-o", output, "--nodes", "1", "--preset", "ultrafast", "--hardware", "off",
+                 "--insecure-plain-tcp"], timeout: 90)
+            #expect(render.status == 0, "\(render.stderr.suffix(2000))")
+            #expect(try TestMedia.frameTimes(output).count == 25)
         }
-        tls.stop()
-        #expect(plainIntoTLS.isEmpty, "\(plainIntoTLS)")
-        #expect(tls.text.contains("node connection closed"), "\(tls.text.suffix(2000))")
-        #expect(!tls.text.contains("node joined"))
-
-        // A coordinator asked for plain TCP warns, refuses a TLS node quickly with a hint, and admits a plain one.
-        let plain = try farm.coordinator("plain.log", arguments: ["--insecure-plain-tcp"], environment: ["FARM_API_TOKEN": "t"])
-        defer { plain.stop() }
-        #expect(plain.text.contains("node port uses plain TCP"))
-        let tlsNode = try FarmBinary.run(
-            ["node", "--coordinator", "127.0.0.1:\(plain.nodePort)", "--exit-on-disconnect", "--no-calibrate",
-             "--hardware", "off"],
-            environment: ["FARM_JOIN_TOKEN": Self.joinToken], timeout: 30)
-        #expect(tlsNode.status != 0)
-        #expect(tlsNode.stderr.contains("TLS handshake"), "\(tlsNode.stderr.suffix(1500))")
-        let node = try farm.node("plain-node", port: plain.nodePort, arguments: ["--insecure-plain-tcp"])
-        defer { Self.stop(node) }
-        #expect(FarmBinary.waitUntil(timeout: 20) { plain.text.contains("node joined") }, "\(plain.text.suffix(2000))")
-        #expect(readLog(farm.path("plain-node.log")).contains("plain TCP"))
-
-        // The embedded render over plain TCP, when asked for, still renders exactly.
-        let output = farm.path("plain.mp4")
-        let render = try FarmBinary.run(
-            ["render", farm.clip, "-o", output, "--nodes", "1", "--preset", "ultrafast", "--hardware", "off",
-             "--insecure-plain-tcp"], timeout: 90)
-        #expect(render.status == 0, "\(render.stderr.suffix(2000))")
-        #expect(try TestMedia.frameTimes(output).count == 25)
     }
 
     // MARK: - Message rate
@@ -262,39 +262,40 @@ import Testing
     @Test func aFloodingNodeIsDisconnectedWhileARealNodeRenders() async throws {
         let farm = try Farm("farm-flood", seconds: 3)
         defer { farm.remove() }
-        let coordinator = try farm.coordinator("coordinator.log", environment: ["FARM_API_TOKEN": "flood-test"])
-        let node = try farm.node("steady", port: coordinator.nodePort)
-        defer { Self.stop(node, coordinator.process) }
-        #expect(FarmBinary.waitUntil(timeout: 20) { coordinator.text.contains("node joined") })
+        try await farm.stopping {
+            let coordinator = try await farm.coordinator("coordinator.log", environment: ["FARM_API_TOKEN": "flood-test"])
+            let node = try farm.node("steady", port: coordinator.nodePort)
+            #expect(await FarmBinary.waitUntil(timeout: 20) { coordinator.text.contains("node joined") })
 
-        let output = farm.path("out.mp4")
-        let base = coordinator.base
-        let clip = farm.clip
-        let submit = Task {
-            let result = try FarmBinary.run(
-                ["submit", "--remote", clip, "-o", output, "--server", base, "--crf", "30", "--preset",
-                 "ultrafast", "--segment-seconds", "1"],
-                environment: ["FARM_API_TOKEN": "flood-test"], timeout: 90)
-            return (status: result.status, stderr: result.stderr)
-        }
-        // Heartbeats as fast as the socket takes them, at most 200,000: far past 1000 a second.
-        let flood = try await FakeNode.join(port: coordinator.nodePort, tls: true, token: Self.joinToken, nodeID: "flooder") {
-            outbound in
-            let batch = [Message](repeating: .heartbeat(Heartbeat(activeTasks: [])), count: 1000)
-            for _ in 0..<200 { try await outbound.write(contentsOf: batch) }
-        }
-        #expect(flood.messages.first == "welcome")
-        #expect(flood.closedByPeer)
-        let log = coordinator.text
-        #expect(log.contains("node exceeded the message rate limit"), "\(log.suffix(2000))")
-        #expect(log.contains("node=flooder"))
+            let output = farm.path("out.mp4")
+            let base = coordinator.base
+            let clip = farm.clip
+            let submit = Task {
+                let result = try await FarmBinary.run(
+                    ["submit", "--remote", clip, "-o", output, "--server", base, "--crf", "30", "--preset",
+                     "ultrafast", "--segment-seconds", "1"],
+                    environment: ["FARM_API_TOKEN": "flood-test"], timeout: 90)
+                return (status: result.status, stderr: result.stderr)
+            }
+            // Heartbeats as fast as the socket takes them, at most 200,000: far past 1000 a second.
+            let flood = try await FakeNode.join(port: coordinator.nodePort, tls: true, token: Self.joinToken, nodeID: "flooder") {
+                outbound in
+                let batch = [Message](repeating: .heartbeat(Heartbeat(activeTasks: [])), count: 1000)
+                for _ in 0..<200 { try await outbound.write(contentsOf: batch) }
+            }
+            #expect(flood.messages.first == "welcome")
+            #expect(flood.closedByPeer)
+            let log = coordinator.text
+            #expect(log.contains("node exceeded the message rate limit"), "\(log.suffix(2000))")
+            #expect(log.contains("node=flooder"))
 
-        let result = try await submit.value
-        #expect(result.status == 0, "\(result.stderr) \(coordinator.text.suffix(2000))")
-        #expect(try TestMedia.frameTimes(output).count == 75)
-        // The real node stayed connected throughout.
-        let left = coordinator.text.split(separator: "\n").filter { $0.contains("node left") }
-        #expect(left.allSatisfy { $0.contains("node=flooder") }, "\(left)")
-        #expect(node.isRunning)
+            let result = try await submit.value
+            #expect(result.status == 0, "\(result.stderr) \(coordinator.text.suffix(2000))")
+            #expect(try TestMedia.frameTimes(output).count == 75)
+            // The real node stayed connected throughout.
+            let left = coordinator.text.split(separator: "\n").filter { $0.contains("node left") }
+            #expect(left.allSatisfy { $0.contains("node=flooder") }, "\(left)")
+            #expect(node.isRunning)
+        }
     }
 }

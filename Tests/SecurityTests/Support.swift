@@ -25,12 +25,12 @@ struct CoordinatorProcess {
 
     static func start(
         data: String, log: String, arguments: [String] = [], environment: [String: String]
-    ) throws -> CoordinatorProcess {
+    ) async throws -> CoordinatorProcess {
         let process = try FarmBinary.start(
             ["coordinator", "--node-listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", data] + arguments,
             environment: environment, log: log)
         var ports: (Int, Int)?
-        _ = FarmBinary.waitUntil(timeout: 30) {
+        _ = await FarmBinary.waitUntil(timeout: 30) {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             guard let node = port(in: text, after: "coordinator listening for nodes"),
                 let http = port(in: text, after: "http listening")
@@ -39,10 +39,7 @@ struct CoordinatorProcess {
             return true
         }
         guard let ports else {
-            if process.isRunning {
-                process.terminate()
-                process.waitUntilExit()
-            }
+            await process.stop()
             throw TestFailure("the coordinator did not start: \(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(2000))")
         }
         return CoordinatorProcess(process: process, log: log, nodePort: ports.0, httpPort: ports.1)
@@ -58,12 +55,7 @@ struct CoordinatorProcess {
 
     var text: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
 
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-    }
+    func stop() async { await process.stop() }
 }
 
 /// Certificates made by the tests themselves (a proxy's, or one handed to the coordinator as files).

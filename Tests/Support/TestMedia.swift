@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Test clips made on the spot with the ffmpeg command (a test-only tool, never used by farm itself),
 /// and ffprobe as the independent check of what farm wrote.
 public enum TestMedia {
@@ -127,44 +131,82 @@ public enum FarmBinary {
     }
 
     /// Runs `farm` with the arguments; kills it after `timeout` seconds (a hang is a failure, not a stuck suite).
-    public static func run(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 120) throws -> Result {
-        try execute(path, arguments, environment: environment, timeout: timeout)
+    public static func run(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 120) async throws -> Result {
+        try await execute(path, arguments, environment: environment, timeout: timeout)
     }
 
-    public static func execute(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double) throws -> Result {
+    /// Runs a program to completion with a time limit. It suspends while the program runs: Swift Testing runs the
+    /// tests in parallel on the concurrency pool, which is only as wide as the machine has cores, and a test that
+    /// blocked a thread of it for a whole render could starve every in-process test.
+    public static func execute(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double) async throws -> Result {
+        let output = Output()
+        defer { output.remove() }
+        let process = try launch(executable, arguments, environment: environment, output: output)
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { await pause(.milliseconds(20)) }
+        if process.isRunning {
+            process.terminate()
+            await waitForExit(process, timeout: 0.5)
+            throw TestFailure("\(executable) \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
+        }
+        process.waitUntilExit()
+        return output.result(of: process)
+    }
+
+    /// `execute` for code that cannot await (a static initializer, a `defer`). It blocks its thread, so it is only
+    /// for commands that take well under a second (`ip`, `mount`, a python import check).
+    public static func executeBlocking(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double) throws -> Result {
+        let output = Output()
+        defer { output.remove() }
+        let process = try launch(executable, arguments, environment: environment, output: output)
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            process.terminate()
+            usleep(500_000)
+            if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            throw TestFailure("\(executable) \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
+        }
+        process.waitUntilExit()
+        return output.result(of: process)
+    }
+
+    /// Standard output and error of a child in temporary files: a pipe nobody reads could fill up and stall it.
+    private struct Output {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("farm-out-\(UUID().uuidString)")
+        let err = FileManager.default.temporaryDirectory.appendingPathComponent("farm-err-\(UUID().uuidString)")
+
+        init() {
+            FileManager.default.createFile(atPath: out.path, contents: nil)
+            FileManager.default.createFile(atPath: err.path, contents: nil)
+        }
+
+        func result(of process: Process) -> Result {
+            Result(
+                status: process.terminationStatus,
+                stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
+                stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
+        }
+
+        func remove() {
+            try? FileManager.default.removeItem(at: out)
+            try? FileManager.default.removeItem(at: err)
+        }
+    }
+
+    private static func launch(_ executable: String, _ arguments: [String], environment: [String: String], output: Output) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
-        let dir = FileManager.default.temporaryDirectory
-        let outURL = dir.appendingPathComponent("farm-out-\(UUID().uuidString)")
-        let errURL = dir.appendingPathComponent("farm-err-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: outURL)
-            try? FileManager.default.removeItem(at: errURL)
-        }
-        process.standardOutput = try FileHandle(forWritingTo: outURL)
-        process.standardError = try FileHandle(forWritingTo: errURL)
+        process.standardOutput = try FileHandle(forWritingTo: output.out)
+        process.standardError = try FileHandle(forWritingTo: output.err)
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            process.terminate()
-            usleep(500_000)
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-            throw TestFailure("\(executable) \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
-        }
-        process.waitUntilExit()
-        return Result(
-            status: process.terminationStatus,
-            stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-            stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+        return process
     }
 
     /// Starts `farm` in the background (a coordinator or a node); the caller terminates it.
@@ -184,13 +226,91 @@ public enum FarmBinary {
         return process
     }
 
-    /// Waits until `condition` holds or `timeout` passes.
-    public static func waitUntil(timeout: Double, _ condition: () -> Bool) -> Bool {
+    /// Waits until `condition` holds or `timeout` passes, suspending between checks.
+    public static func waitUntil(timeout: Double, _ condition: () async -> Bool) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if condition() { return true }
-            usleep(50_000)
+            if await condition() { return true }
+            await pause(.milliseconds(50))
         }
-        return condition()
+        return await condition()
     }
+
+    /// Waits for `process` to exit, suspending between checks; sends SIGKILL if it still runs after `timeout`
+    /// seconds, and then waits for that. Returns whether it exited by itself.
+    @discardableResult
+    public static func waitForExit(_ process: Process, timeout: Double) async -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { await pause(.milliseconds(20)) }
+        let exited = !process.isRunning
+        if !exited { Glibc.kill(process.processIdentifier, SIGKILL) }
+        while process.isRunning { await pause(.milliseconds(20)) }
+        return exited
+    }
+
+    /// Sends SIGKILL to `process` as soon as `condition` holds, or when `timeout` seconds pass, and waits for it to
+    /// exit; returns whether `condition` held. For a kill that must land within a window (a run killed in the middle
+    /// of its job): a thread of its own watches and kills, since a suspended test may get no thread of the
+    /// concurrency pool back for seconds while other tests' synchronous work holds them all.
+    public static func kill(_ process: Process, when condition: @escaping @Sendable () -> Bool, timeout: Double) async -> Bool {
+        let held = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            Thread {
+                let deadline = Date().addingTimeInterval(timeout)
+                var held = condition()
+                while !held, Date() < deadline {
+                    usleep(50_000)
+                    held = condition()
+                }
+                Glibc.kill(process.processIdentifier, SIGKILL)
+                continuation.resume(returning: held)
+            }.start()
+        }
+        await waitForExit(process, timeout: 10)
+        return held
+    }
+
+    /// Ends processes a test started: SIGTERM to each that runs, then `waitForExit` for each (SIGKILL after
+    /// `timeout` seconds).
+    public static func stop(_ processes: [Process], timeout: Double = 30) async {
+        for process in processes where process.isRunning { process.terminate() }
+        for process in processes { await waitForExit(process, timeout: timeout) }
+    }
+
+    /// Suspends for `duration`, also in a cancelled task (a test past its time limit still has processes to stop):
+    /// a polling loop must neither spin nor hold a thread.
+    static func pause(_ duration: Duration) async {
+        if Task.isCancelled {
+            // A detached task is not cancelled with its caller.
+            await Task.detached { try? await Task.sleep(for: duration) }.value
+        } else {
+            try? await Task.sleep(for: duration)
+        }
+    }
+}
+
+/// Something a test starts that runs in processes of its own (a farm, a coordinator): `stopping(after:)` is the
+/// cleanup a `defer` cannot do, since stopping a process means waiting for it.
+public protocol ProcessFixture {
+    /// Ends every process the fixture started, suspending while it waits for them.
+    func stop() async
+}
+
+extension ProcessFixture {
+    /// Runs `body`, then awaits `stop()` whether `body` returned or threw.
+    public func stopping<T>(after body: () async throws -> T) async throws -> T {
+        let result: T
+        do {
+            result = try await body()
+        } catch {
+            await stop()
+            throw error
+        }
+        await stop()
+        return result
+    }
+}
+
+/// A process started by `FarmBinary.start`: `stopping(after:)` ends it (SIGTERM, SIGKILL after 30 s).
+extension Process: ProcessFixture {
+    public func stop() async { await FarmBinary.stop([self]) }
 }
