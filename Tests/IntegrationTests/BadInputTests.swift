@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// Bad input: one clear error line naming the input, a non-zero exit, no crash, no hang, no output.
-@Suite struct BadInputTests {
+@Suite(.heavy) struct BadInputTests {
     func expectCleanFailure(_ input: String, output: String, mentioning needle: String? = nil) async throws {
         let result = try await FarmBinary.run(["render", input, "-o", output, "--nodes", "2"], timeout: 60)
         #expect(result.status != 0)

@@ -8,7 +8,7 @@ import Testing
 
 /// `farm capacity --embedded` for real, kept short: tiny clips, a few seconds of load, the budget tier.
 /// The figures are not judged for speed (that is `make capacity`), only for being there and plausible.
-@Suite(.serialized) struct CapacityTests {
+@Suite(.serialized, .heavy) struct CapacityTests {
     /// Processes whose command line names a capacity run's data directory.
     static func capacityChildren() -> Set<String> {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []

@@ -8,7 +8,7 @@ import Testing
 
 /// The reliability suites (FaultTests, NetworkFaultTests, LoadTests) run one after another: each starts a farm
 /// of several processes, and together they would starve each other and the rest of the suite on 2 cores.
-@Suite(.serialized) enum Reliability {}
+@Suite(.serialized, .heavy) enum Reliability {}
 
 /// A `farm coordinator` and `farm node`s as real processes, for the fault and load tests: each node gets its
 /// own environment (the `FARM_TEST_` switches) and may run inside a network namespace; any process can be

@@ -10,7 +10,7 @@ import Testing
 /// `FARM_TEST_FAIL_TASKS`) is quarantined while a good node finishes the job exactly; a segment
 /// that fails on 3 different nodes fails its job with the reason; and the cleanup pass removes what
 /// finished jobs left, never what a running job uses.
-@Suite(.serialized) struct FleetRulesTests {
+@Suite(.serialized, .heavy) struct FleetRulesTests {
     /// The coordinator's API token (`FARM_API_TOKEN`), sent on every request.
     static let apiToken = "fleet-rules-api-token"
 

@@ -8,7 +8,7 @@ import Testing
 
 /// `farm coordinator` and `farm node` as separate processes: the join token, and hostile bytes
 /// on the node port that must close that connection only.
-@Suite(.serialized) struct FleetTests {
+@Suite(.serialized, .heavy) struct FleetTests {
     static func freePort() -> Int { Int.random(in: 20000...40000) }
 
     /// Opens a TCP connection to 127.0.0.1:port, sends `bytes`, and reports whether the peer closed it.

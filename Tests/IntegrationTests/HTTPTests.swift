@@ -9,7 +9,7 @@ import Testing
 /// `farm coordinator --http` and a `farm node` as real processes: a job submitted by path over
 /// HTTP, followed to the end, its output downloaded whole and by range and counted with ffprobe;
 /// and a running job cancelled over HTTP, which its node stops within 2 s.
-@Suite(.serialized) struct HTTPTests {
+@Suite(.serialized, .heavy) struct HTTPTests {
     struct Farm: ProcessFixture {
         let directory: URL
         let sources: String

@@ -4,7 +4,7 @@ import Testing
 
 /// `farm render` end to end: a coordinator and 2 real `farm node` processes over loopback TCP, clips
 /// made by the tests, outputs checked with ffprobe and a strict ffmpeg decode.
-@Suite(.serialized) struct RenderTests {
+@Suite(.serialized, .heavy) struct RenderTests {
     let dir: URL
 
     init() throws { dir = try TestMedia.temporaryDirectory("farm-render") }

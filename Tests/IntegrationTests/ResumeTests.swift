@@ -5,7 +5,7 @@ import Testing
 /// `kill -9` of the coordinator in the middle of a job, then the same command again with the same
 /// data directory: the job resumes, segments already encoded are not encoded again, and the output is
 /// frame-exact.
-@Suite struct ResumeTests {
+@Suite(.heavy) struct ResumeTests {
     static func count(_ needle: String, in path: String) -> Int {
         ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").components(separatedBy: needle).count - 1
     }

@@ -13,7 +13,7 @@ import Testing
 /// its size or time limit, a source over the picture limit, cancel during a download, a coordinator
 /// restarted mid-download continuing by range; a chunked upload broken and resumed by the test and by
 /// `farm submit` through a proxy that cuts the connection, over-limit and concurrent uploads refused.
-@Suite(.serialized) struct SourceTests {
+@Suite(.serialized, .heavy) struct SourceTests {
     struct Farm: ProcessFixture {
         let directory: URL
         let httpPort: Int
