@@ -87,8 +87,10 @@ import Testing
             #expect(apiToken.count == 64)
 
             // The node joined over TLS and saw the coordinator's certificate.
-            #expect(await FarmBinary.waitUntil(timeout: 20) { coordinator.text.contains("node joined") }, "\(coordinator.text.suffix(2000))")
+            // The coordinator logs the join before the node has read its welcome: wait for the node's own line.
             let nodeLog = farm.path("tls-node.log")
+            #expect(await FarmBinary.waitUntil(timeout: 20) { readLog(nodeLog).contains("joined the farm") }, "\(coordinator.text.suffix(2000))")
+            #expect(coordinator.text.contains("node joined"))
             #expect(Self.value("certificateSHA256", in: readLog(nodeLog), on: "joined the farm") == fingerprint, "\(readLog(nodeLog).suffix(2000))")
 
             // A render through the API, by a client that reads FARM_API_TOKEN; without it the client is refused.
@@ -114,8 +116,10 @@ import Testing
             #expect(listed == 200)
             // The node dials the new process's port only if it is the same one; a fresh node checks the certificate.
             _ = try farm.node("tls-node-2", port: coordinator.nodePort, arguments: ["--exit-on-disconnect"])
-            #expect(await FarmBinary.waitUntil(timeout: 20) { coordinator.text.contains("node joined") })
-            #expect(Self.value("certificateSHA256", in: readLog(farm.path("tls-node-2.log")), on: "joined the farm") == fingerprint)
+            let secondLog = farm.path("tls-node-2.log")
+            #expect(await FarmBinary.waitUntil(timeout: 20) { readLog(secondLog).contains("joined the farm") })
+            #expect(coordinator.text.contains("node joined"))
+            #expect(Self.value("certificateSHA256", in: readLog(secondLog), on: "joined the farm") == fingerprint)
         }
     }
 
