@@ -34,7 +34,7 @@ import Testing
 
         let result = try await FarmBinary.run(
             [
-                "capacity", "--tier", "budget", "--embedded", "--duration", "6", "--clip-seconds", "0.5", "--preset",
+                "capacity", "--tier", "budget", "--embedded", "--duration", "12", "--clip-seconds", "0.5", "--preset",
                 "ultrafast", "--json", json, "--html", html,
             ], timeout: 120)
         #expect(result.status == 0, "stderr: \(result.stderr.suffix(2000))")

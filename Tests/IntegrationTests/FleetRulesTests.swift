@@ -54,7 +54,7 @@ import Testing
                         log: directory.appendingPathComponent("\(node.id).log").path))
             }
             let log = coordinatorLog
-            let joined = await FarmBinary.waitUntil(timeout: 20) {
+            let joined = await FarmBinary.waitUntil(timeout: 60) {
                 let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
                 return text.contains("http listening") && text.components(separatedBy: "node joined").count - 1 == nodes.count
             }

@@ -45,7 +45,7 @@ import Testing
             let farm = Farm(
                 directory: directory, sources: sources, httpPort: httpPort, coordinator: coordinator, node: node,
                 coordinatorLog: coordinatorLog, nodeLog: nodeLog)
-            let ready = await FarmBinary.waitUntil(timeout: 20) {
+            let ready = await FarmBinary.waitUntil(timeout: 60) {
                 let log = farm.log(coordinatorLog)
                 return log.contains("http listening") && log.contains("node joined")
             }
@@ -151,10 +151,11 @@ import Testing
         defer { try? FileManager.default.removeItem(at: farm.directory) }
         try await farm.stopping {
             // One 750-frame segment at a slow preset: the node is still encoding when the cancel arrives.
-            // (It stops in about 0.6 s here. At veryslow one x264 call outlasts the 2 s: 2.1 s at 360p,
-            // 5.8 s at 720p, measured; the node polls cancellation between frames only.)
+            // Small frames keep each x264 call short, since the node polls cancellation between frames only: at
+            // veryslow one call outlasts the 2 s (2.1 s at 360p, 5.8 s at 720p, measured), and on a loaded
+            // machine 640x360 at slow took most of it.
             let clip = "\(farm.sources)/long.mp4"
-            try TestMedia.makeClip(at: clip, seconds: 30, size: "640x360", audio: false)
+            try TestMedia.makeClip(at: clip, seconds: 30, size: "320x240", audio: false)
             let (created, reply) = try await farm.object(
                 "POST", "/jobs", json: #"{"source": "\#(clip)", "preset": "slow", "segment_seconds": 30}"#)
             #expect(created == 201, "\(reply)")

@@ -28,7 +28,7 @@ import Testing
         #expect(result.stderr.contains("--hardware require"), "\(result.stderr)")
     }
 
-    @Test func hardwareFailingMidSegmentFallsBackAndTheOutputStaysExact() async throws {
+    @Test(.heavy) func hardwareFailingMidSegmentFallsBackAndTheOutputStaysExact() async throws {
         let dir = try TestMedia.temporaryDirectory("farm-hw")
         defer { try? FileManager.default.removeItem(at: dir) }
         let source = dir.appendingPathComponent("src.mp4").path

@@ -42,7 +42,7 @@ import Testing
                         environment: environment, log: directory.appendingPathComponent("node.log").path))
             }
             let farm = Farm(directory: directory, httpPort: httpPort, processes: processes, coordinatorLog: coordinatorLog)
-            let ready = await FarmBinary.waitUntil(timeout: 20) {
+            let ready = await FarmBinary.waitUntil(timeout: 60) {
                 let log = farm.log
                 return log.contains("http listening") && (!node || log.contains("node joined"))
             }

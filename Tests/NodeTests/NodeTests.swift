@@ -244,10 +244,10 @@ import Testing
             try await peer.send(.drain)
             let next = try await peer.next()
             #expect(next == .drain, "\(String(describing: next))")
-            // The encode had 14 s or more to go at veryslow: stopping within a few seconds shows it was
+            // The encode had 14 s or more to go at veryslow on an idle machine: stopping within 10 s shows it was
             // interrupted between frames. (The 2 s deadline of a cancelled job is held end to end by
             // HTTPTests.deleteStopsARunningJobOnItsNode; this suite shares 2 cores with the others.)
-            #expect(clock.now - cancelled < .seconds(5))
+            #expect(clock.now - cancelled < .seconds(10))
         }
         #expect(outcome.error == nil, "\(String(describing: outcome.error))")
         #expect(try FileManager.default.contentsOfDirectory(atPath: work).isEmpty)

@@ -87,10 +87,12 @@ import Testing
             #expect(apiToken.count == 64)
 
             // The node joined over TLS and saw the coordinator's certificate.
-            // The coordinator logs the join before the node has read its welcome: wait for the node's own line.
+            // Each side logs the join on its own: wait for both lines.
             let nodeLog = farm.path("tls-node.log")
-            #expect(await FarmBinary.waitUntil(timeout: 20) { readLog(nodeLog).contains("joined the farm") }, "\(coordinator.text.suffix(2000))")
-            #expect(coordinator.text.contains("node joined"))
+            #expect(
+                await FarmBinary.waitUntil(timeout: 20) {
+                    readLog(nodeLog).contains("joined the farm") && coordinator.text.contains("node joined")
+                }, "\(coordinator.text.suffix(2000))")
             #expect(Self.value("certificateSHA256", in: readLog(nodeLog), on: "joined the farm") == fingerprint, "\(readLog(nodeLog).suffix(2000))")
 
             // A render through the API, by a client that reads FARM_API_TOKEN; without it the client is refused.
@@ -117,8 +119,10 @@ import Testing
             // The node dials the new process's port only if it is the same one; a fresh node checks the certificate.
             _ = try farm.node("tls-node-2", port: coordinator.nodePort, arguments: ["--exit-on-disconnect"])
             let secondLog = farm.path("tls-node-2.log")
-            #expect(await FarmBinary.waitUntil(timeout: 20) { readLog(secondLog).contains("joined the farm") })
-            #expect(coordinator.text.contains("node joined"))
+            #expect(
+                await FarmBinary.waitUntil(timeout: 20) {
+                    readLog(secondLog).contains("joined the farm") && coordinator.text.contains("node joined")
+                })
             #expect(Self.value("certificateSHA256", in: readLog(secondLog), on: "joined the farm") == fingerprint)
         }
     }
@@ -192,8 +196,13 @@ import Testing
             #expect(downgraded.stderr.contains("join token"), "\(downgraded.stderr.suffix(1500))")
             await downgrade.stop()
 
+            // The coordinator logs a refusal once the refused connection has closed, which may be after the node left.
+            let refused = ["wrong-token", "wrong-binding", "unbound", "relayed", "real-relayed", "downgraded"]
+            _ = await FarmBinary.waitUntil(timeout: 10) {
+                refused.allSatisfy { coordinator.text.contains("node \($0) failed to prove the join token") }
+            }
             let log = coordinator.text
-            for id in ["wrong-token", "wrong-binding", "unbound", "relayed", "real-relayed", "downgraded"] {
+            for id in refused {
                 #expect(log.contains("node \(id) failed to prove the join token"), "\(id): \(log.suffix(3000))")
             }
             #expect(!log.contains("node joined"))
