@@ -17,9 +17,9 @@ extension JobStore {
     /// Call it after ``releaseAllLeases(at:)`` and before leasing: leased and pending segments are not checked,
     /// and a segment that changed between the check and the write is left as it is (and not reported).
     ///
-    /// - Parameter digest: the size and ``SegmentChecksum`` of a file, or nil when it does not exist. It reads whole files: run
-    ///   the reading off the cooperative pool (for example ``fileDigest(atPath:)`` on a thread of its own). An
-    ///   error it throws counts as a failed check.
+    /// - Parameter digest: the size and ``SegmentChecksum`` of a file, or nil when it does not exist. It reads whole
+    ///   files: run the reading off the cooperative pool (for example ``fileDigest(atPath:as:)`` on a thread of its
+    ///   own). An error it throws counts as a failed check.
     public func verifySegments(
         _ jobID: String, at time: Date = .now, digest: @Sendable (String) async throws -> FileDigest?
     ) async throws -> ResumeVerification {
@@ -146,6 +146,10 @@ extension JobStore {
         _ role: String, _ path: String, _ bytes: Int64, _ checksum: Data,
         _ digest: @Sendable (String) async throws -> FileDigest?
     ) async throws -> String? {
+        // Checked before reading the file: its checksum could not be compared anyway.
+        if checksum.count != SegmentChecksum.byteCount {
+            return "\(role) \(path) was recorded with a \(checksum.count)-byte checksum by a version before protocol 4"
+        }
         let found: FileDigest?
         do {
             found = try await digest(path)
@@ -156,9 +160,6 @@ extension JobStore {
         }
         guard let found else { return "\(role) \(path) is missing" }
         if found.bytes != bytes { return "\(role) \(path) has \(found.bytes) bytes, \(bytes) recorded" }
-        if checksum.count != SegmentChecksum.byteCount {
-            return "\(role) \(path) was recorded with an earlier version's SHA-256, which this version does not compute"
-        }
         if found.checksum != Array(checksum) { return "\(role) \(path) has another checksum than recorded" }
         return nil
     }

@@ -13,7 +13,7 @@ import NIOPosix
 ///
 /// Reads run on NIO's blocking thread pool, never on an event loop or the cooperative pool. Each read fills the
 /// caller's buffer in place when nothing else holds it, so a transfer that cycles a few buffers allocates no
-/// memory per chunk. The descriptor is owned by this value: call ``close()`` once, after the last read returned.
+/// chunk-sized buffer per chunk. The descriptor is owned by this value: call ``close()`` once, after the last read returned.
 public struct ChunkFile: Sendable {
     /// The file's path, for messages.
     public let path: String

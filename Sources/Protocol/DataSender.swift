@@ -9,9 +9,8 @@ public import NIOCore
 /// about a segment's size each time it sent one, so its peak grew with the input's length.
 ///
 /// This sender writes each chunk through the channel and keeps the write's future; before it reads another chunk
-/// it waits for the write `window` chunks back to reach the socket. At most `window` chunks (and the one being
-/// read) are held per transfer, whatever the segment's size; the next chunk is read while earlier ones are sent,
-/// so the connection stays busy.
+/// it waits for the write `window` chunks back to reach the socket. At most `window` chunks are held per transfer,
+/// whatever the segment's size; the next chunk is read while earlier ones are sent, so the connection stays busy.
 ///
 /// Writes go through the whole pipeline like the async outbound writer's. A message written with that writer
 /// before ``send(taskID:byteLength:over:window:mayContinue:read:)`` is called reaches the pipeline first: the
@@ -26,11 +25,10 @@ public enum DataSender {
     /// Cancelling the calling task closes the channel: a write that waits for a peer that stopped reading would
     /// otherwise never end, and the peer could not tell a transfer that stops halfway from a slow one.
     ///
-    /// - Parameters:
     /// Each chunk is read into one of `window` buffers that the transfer keeps: once a chunk's write has reached the
     /// socket the channel no longer holds its buffer, and the next chunk read into it reuses its memory. A fresh
     /// buffer for every chunk would cost a 1 MiB allocation each time, which the allocator maps and unmaps, and the
-    /// page faults of filling it: about a third of the CPU of a loopback transfer.
+    /// page faults of filling it: about a fifth of the CPU of a loopback transfer.
     ///
     /// - Parameters:
     ///   - mayContinue: Asked before each chunk; when it answers false the transfer stops.

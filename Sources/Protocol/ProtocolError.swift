@@ -39,7 +39,7 @@ public struct ProtocolError: Error, Sendable, CustomStringConvertible {
         /// The peer speaks a different protocol version.
         public static let versionMismatch = Code(.versionMismatch)
 
-        /// Transferred bytes do not match their announced length or SHA-256 checksum.
+        /// Transferred bytes do not match their announced length or their checksum (XXH3-128).
         public static let badChecksum = Code(.badChecksum)
 
         /// A join proof did not verify: the peers do not share the same join token.

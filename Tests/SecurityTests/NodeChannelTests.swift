@@ -7,7 +7,7 @@ import Testing
 
 /// The node channel as an attacker meets it: real `farm coordinator` and `farm node` processes over TLS on loopback,
 /// with fake nodes and a TLS-terminating relay written in the test.
-@Suite(.serialized, .heavy, .timeLimit(.minutes(3))) struct NodeChannelTests {
+@Suite(.serialized, .heavy, .timeLimit(.minutes(10))) struct NodeChannelTests {
     static let joinToken = "node-channel-test-token"
 
     /// A 2 s clip in a source root, and a coordinator on it; `stopping(after:)` stops every coordinator and node it

@@ -27,7 +27,12 @@ public struct HeavyTest: TestTrait, SuiteTrait, TestScoping {
             try await function()
             return
         }
-        await Self.semaphore.acquire()
+        // A test whose time limit ran out while it waited is cancelled: it gives the slot back and does not run.
+        try await Self.semaphore.acquire()
+        if Task.isCancelled {
+            await Self.semaphore.release()
+            throw CancellationError()
+        }
         do {
             try await Self.$holdsSlot.withValue(true) { try await function() }
         } catch {
@@ -40,26 +45,45 @@ public struct HeavyTest: TestTrait, SuiteTrait, TestScoping {
     @TaskLocal private static var holdsSlot = false
     private static let semaphore = Semaphore(slots)
 
-    /// A counting semaphore whose waiters suspend, first come first served.
+    /// A counting semaphore whose waiters suspend, first come first served; a cancelled waiter leaves the queue.
     private actor Semaphore {
         private var free: Int
-        private var waiters: [CheckedContinuation<Void, Never>] = []
+        private var waiters: [(id: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        private var nextID: UInt64 = 0
 
         init(_ count: Int) { free = count }
 
-        func acquire() async {
+        func acquire() async throws {
             if free > 0 {
                 free -= 1
                 return
             }
-            await withCheckedContinuation { waiters.append($0) }
+            nextID += 1
+            let id = nextID
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    if Task.isCancelled {
+                        continuation.resume(throwing: CancellationError())
+                    } else {
+                        waiters.append((id, continuation))
+                    }
+                }
+            } onCancel: {
+                Task { await self.cancel(id) }
+            }
+        }
+
+        /// Takes a waiter out of the queue; one already given the slot keeps it (its caller sees the cancellation).
+        private func cancel(_ id: UInt64) {
+            guard let index = waiters.firstIndex(where: { $0.id == id }) else { return }
+            waiters.remove(at: index).continuation.resume(throwing: CancellationError())
         }
 
         func release() {
             if waiters.isEmpty {
                 free += 1
             } else {
-                waiters.removeFirst().resume()
+                waiters.removeFirst().continuation.resume()
             }
         }
     }

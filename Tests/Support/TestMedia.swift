@@ -257,11 +257,12 @@ public enum FarmBinary {
             Thread {
                 let deadline = Date().addingTimeInterval(timeout)
                 var held = condition()
-                while !held, Date() < deadline {
+                while !held, process.isRunning, Date() < deadline {
                     usleep(50_000)
                     held = condition()
                 }
-                Glibc.kill(process.processIdentifier, SIGKILL)
+                // A process that already exited is not killed: its pid may belong to another one by now.
+                if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
                 continuation.resume(returning: held)
             }.start()
         }

@@ -2,6 +2,7 @@ internal import Foundation
 internal import Hummingbird
 internal import Logging
 internal import NIOCore
+internal import NIOPosix
 internal import ServiceLifecycle
 internal import Synchronization
 internal import _NIOFileSystem
@@ -104,22 +105,25 @@ final class Uploads: Service, Sendable {
         }
     }
 
-    /// Removes uploads whose jobs have ended, and old files no job names.
+    /// Removes uploads whose jobs have ended, and old files no job names. The listing and removing run on NIO's
+    /// blocking thread pool: unlinking a file of many GB can take a while.
     func sweep(now: Date = Date()) async {
         let jobs = await coordinator.listJobs()
-        var inUse: Set<String> = []
-        for job in jobs where !job.state.isFinished { inUse.insert(job.source) }
+        let inUse = Set(jobs.filter { !$0.state.isFinished }.map(\.source))
         let named = Set(jobs.map(\.source))
         let busy = pending.withLock { $0 }
-        guard let files = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
-        for file in files {
-            let path = "\(directory)/\(file)"
-            guard !busy.contains(path), !inUse.contains(path) else { continue }
-            if !named.contains(path) {
-                let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? now
-                guard now.timeIntervalSince(modified) > Self.orphanSeconds else { continue }
+        let directory = self.directory
+        try? await NIOThreadPool.singleton.runIfActive {
+            guard let files = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+            for file in files {
+                let path = "\(directory)/\(file)"
+                guard !busy.contains(path), !inUse.contains(path) else { continue }
+                if !named.contains(path) {
+                    let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? now
+                    guard now.timeIntervalSince(modified) > Self.orphanSeconds else { continue }
+                }
+                unlink(path)
             }
-            unlink(path)
         }
     }
 }
