@@ -196,14 +196,24 @@ public enum FarmBinary {
     }
 
     private static func launch(_ executable: String, _ arguments: [String], environment: [String: String], output: Output) throws -> Process {
+        try launch(
+            executable, arguments, environment: environment, standardOutput: try FileHandle(forWritingTo: output.out),
+            standardError: try FileHandle(forWritingTo: output.err))
+    }
+
+    /// Starts a program with the test process's environment plus `environment`, and no standard input.
+    private static func launch(
+        _ executable: String, _ arguments: [String], environment: [String: String], standardOutput: FileHandle,
+        standardError: FileHandle
+    ) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
-        process.standardOutput = try FileHandle(forWritingTo: output.out)
-        process.standardError = try FileHandle(forWritingTo: output.err)
+        process.standardOutput = standardOutput
+        process.standardError = standardError
         process.standardInput = FileHandle.nullDevice
         try process.run()
         return process
@@ -211,19 +221,9 @@ public enum FarmBinary {
 
     /// Starts `farm` in the background (a coordinator or a node); the caller terminates it.
     public static func start(_ arguments: [String], environment: [String: String] = [:], log: String) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        process.environment = env
         FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        return process
+        return try launch(path, arguments, environment: environment, standardOutput: handle, standardError: handle)
     }
 
     /// Waits until `condition` holds or `timeout` passes, suspending between checks.
