@@ -97,24 +97,11 @@ extension JobStore {
     public static func fileDigest<Checksum: StreamingChecksum>(
         atPath path: String, as kind: Checksum.Type = SegmentChecksum.self
     ) throws -> FileDigest? {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            if FileManager.default.fileExists(atPath: path) {
-                throw JobStoreError(.io, "\(path): cannot open for reading")
-            }
-            return nil
-        }
-        defer { try? handle.close() }
-        var checksum = Checksum()
-        var bytes: Int64 = 0
         do {
-            while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
-                chunk.withUnsafeBytes { checksum.update($0) }
-                bytes += Int64(chunk.count)
-            }
+            return try Checksum.ofFile(atPath: path).map { FileDigest(bytes: $0.bytes, checksum: $0.checksum) }
         } catch {
             throw JobStoreError(.io, "\(path): cannot read", cause: error)
         }
-        return FileDigest(bytes: bytes, checksum: checksum.finalize())
     }
 
     private struct Reset: Sendable {

@@ -19,7 +19,7 @@ public struct ChunkFile: Sendable {
     public let path: String
     private let descriptor: CInt
 
-    private init(path: String, descriptor: CInt) {
+    fileprivate init(path: String, descriptor: CInt) {
         self.path = path
         self.descriptor = descriptor
     }
@@ -79,6 +79,41 @@ public struct ChunkFile: Sendable {
     private final class BufferBox: @unchecked Sendable {
         var buffer: ByteBuffer
         init(_ buffer: ByteBuffer) { self.buffer = buffer }
+    }
+}
+
+extension StreamingChecksum {
+    /// The size and checksum of the file at `path`, or nil when there is no file there. Reads the whole file in
+    /// chunks on the calling thread: call it on a thread of its own, never on an event loop or the cooperative pool.
+    ///
+    /// - Throws: `IOError` naming the path when the file cannot be opened or read; `CancellationError` once
+    ///   `isCancelled` answers true (asked before each chunk).
+    public static func ofFile(
+        atPath path: String, isCancelled: () -> Bool = { false }
+    ) throws -> (bytes: Int64, checksum: [UInt8])? {
+        let descriptor = path.withCString { systemOpen($0, O_RDONLY | O_CLOEXEC) }
+        guard descriptor >= 0 else {
+            if errno == ENOENT { return nil }
+            throw IOError(errnoCode: errno, reason: "cannot open \(path)")
+        }
+        let file = ChunkFile(path: path, descriptor: descriptor)
+        defer { file.close() }
+        var checksum = Self()
+        var bytes: Int64 = 0
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FarmWire.dataChunkSize, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            if isCancelled() { throw CancellationError() }
+            let count = read(descriptor, buffer.baseAddress!, buffer.count)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw IOError(errnoCode: errno, reason: "cannot read \(path) at offset \(bytes)")
+            }
+            if count == 0 { break }
+            checksum.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            bytes += Int64(count)
+        }
+        return (bytes, checksum.finalize())
     }
 }
 

@@ -88,27 +88,16 @@ enum SegmentFiles {
 
     /// The size and ``SegmentChecksum`` of a file. Blocking: call it on a thread of its own (inside `Offload.run`).
     static func sizeAndChecksum(of path: String, isCancelled: () -> Bool) throws -> (size: UInt64, checksum: [UInt8]) {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else {
-            throw MediaError(.io, "cannot open \(path): \(errnoDescription())")
+        let file: (bytes: Int64, checksum: [UInt8])?
+        do {
+            file = try SegmentChecksum.ofFile(atPath: path, isCancelled: isCancelled)
+        } catch is CancellationError {
+            throw MediaError(.cancelled, "\(path): checksum cancelled")
+        } catch {
+            throw MediaError(.io, "\(error)")
         }
-        defer { _ = closeDescriptor(descriptor) }
-        var checksum = SegmentChecksum()
-        var size: UInt64 = 0
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FarmWire.dataChunkSize, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            if isCancelled() { throw MediaError(.cancelled, "\(path): checksum cancelled") }
-            let count = read(descriptor, buffer.baseAddress!, buffer.count)
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw MediaError(.io, "cannot read \(path): \(errnoDescription())")
-            }
-            if count == 0 { break }
-            checksum.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            size += UInt64(count)
-        }
-        return (size, checksum.finalize())
+        guard let file else { throw MediaError(.io, "cannot open \(path): no such file") }
+        return (UInt64(file.bytes), file.checksum)
     }
 
     /// The job's pinned settings as the encoder takes them.
