@@ -863,7 +863,8 @@ public actor Coordinator {
         if job.state.isFinished { eta = 0 }
         return JobStatus(
             id: job.id, state: job.state, phase: job.phase, source: job.request.source, output: job.request.output,
-            progress: Self.progress(job.state, framesDone: framesDone, totalFrames: job.totalFrames), framesDone: framesDone, totalFrames: job.totalFrames, fps: fps, etaSeconds: eta,
+            progress: Self.progress(job.state, framesDone: framesDone, totalFrames: job.totalFrames),
+            framesDone: framesDone, totalFrames: job.totalFrames, fps: fps, etaSeconds: eta,
             error: job.error, segments: segments, sourceSeconds: job.sourceSeconds,
             wallSeconds: (end - job.submitted).seconds, encodersByNode: job.encodersByNode, dropped: job.dropped,
             fallbacks: job.fallbacks, downloadedBytes: job.download?.snapshot.bytes,

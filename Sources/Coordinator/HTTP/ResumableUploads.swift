@@ -236,8 +236,7 @@ final class ResumableUploads: Sendable {
             }
             if let sha256, sha256.lowercased() != digest {
                 entries[id] = nil
-                unlink(entry.path)
-                unlink(recordPath(id))
+                removeFiles(of: entry)
                 throw APIError.badRequest("upload \(id) does not match its sha256: received \(digest), expected \(sha256.lowercased()); upload it again")
             }
             entries[id] = nil
@@ -251,8 +250,13 @@ final class ResumableUploads: Sendable {
             guard let entry = entries.removeValue(forKey: id) else { throw APIError.notFound("no upload \(id)") }
             return entry
         }
+        removeFiles(of: entry)
+    }
+
+    /// Removes an upload's part file and its record.
+    private func removeFiles(of entry: Entry) {
         unlink(entry.path)
-        unlink(recordPath(id))
+        unlink(recordPath(entry.id))
     }
 
     /// Removes uploads nobody has added to for `staleSeconds`, and stray part files.
@@ -262,10 +266,7 @@ final class ResumableUploads: Sendable {
             for entry in old { entries[entry.id] = nil }
             return old
         }
-        for entry in stale {
-            unlink(entry.path)
-            unlink(recordPath(entry.id))
-        }
+        for entry in stale { removeFiles(of: entry) }
         let known = entries.withLock { Set($0.values.flatMap { [$0.path, recordPath($0.id)] }) }
         for file in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
             let path = "\(directory)/\(file)"
