@@ -81,6 +81,26 @@ import Testing
             return try #require(reply?["id"] as? String, "\(String(decoding: data, as: UTF8.self))")
         }
 
+        /// Makes a clip of `seconds` among the sources and submits it in 1 s segments; returns its path and the job's id.
+        func submitClip(seconds: Double) async throws -> (clip: String, id: String) {
+            let clip = "\(sources)/clip.mp4"
+            try TestMedia.makeClip(at: clip, seconds: seconds)
+            let id = try await submit(#"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
+            return (clip, id)
+        }
+
+        /// What the coordinator has logged so far.
+        var coordinatorText: String { (try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "" }
+
+        /// Downloads the output of `id` and checks it against `clip`: the same frame times, a clean decode.
+        func expectOutput(of id: String, matches clip: String) async throws {
+            let output = directory.appendingPathComponent("out.mp4")
+            let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(base + "/jobs/\(id)/output"))
+            try data.write(to: output)
+            #expect(try TestMedia.frameTimes(output.path) == (try TestMedia.frameTimes(clip)))
+            try TestMedia.decodesCleanly(output.path)
+        }
+
         func waitForEnd(_ id: String, timeout: Double) async throws -> [String: Any] {
             let deadline = Date().addingTimeInterval(timeout)
             var job: [String: Any] = [:]
@@ -99,12 +119,9 @@ import Testing
             nodes: [("bad-node", ["FARM_TEST_FAIL_TASKS": "all"]), ("good-node", [:])])
         defer { try? FileManager.default.removeItem(at: fleet.directory) }
         try await fleet.stopping {
-            let clip = "\(fleet.sources)/clip.mp4"
-            try TestMedia.makeClip(at: clip, seconds: 8)
-            let id = try await fleet.submit(
-                #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
+            let (clip, id) = try await fleet.submitClip(seconds: 8)
             let job = try await fleet.waitForEnd(id, timeout: 60)
-            let log = (try? String(contentsOfFile: fleet.coordinatorLog, encoding: .utf8)) ?? ""
+            let log = fleet.coordinatorText
             #expect(job["state"] as? String == "done", "\(job) \(log.suffix(3000))")
 
             // Every segment ended on the good node; the bad node's failures made some take more attempts.
@@ -121,11 +138,7 @@ import Testing
             #expect((bad["quarantined_for_s"] as? Double ?? 0) > 0)
             #expect(log.contains("node quarantined"))
 
-            let output = fleet.directory.appendingPathComponent("out.mp4")
-            let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)/output"))
-            try data.write(to: output)
-            #expect(try TestMedia.frameTimes(output.path) == (try TestMedia.frameTimes(clip)))
-            try TestMedia.decodesCleanly(output.path)
+            try await fleet.expectOutput(of: id, matches: clip)
         }
     }
 
@@ -137,23 +150,16 @@ import Testing
             nodes: [("fast-node", [:]), ("slow-node", ["FARM_TEST_SLOW_NODE": "slow-node:40"])])
         defer { try? FileManager.default.removeItem(at: fleet.directory) }
         try await fleet.stopping {
-            let clip = "\(fleet.sources)/clip.mp4"
-            try TestMedia.makeClip(at: clip, seconds: 4)
-            let id = try await fleet.submit(
-                #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
+            let (clip, id) = try await fleet.submitClip(seconds: 4)
             let job = try await fleet.waitForEnd(id, timeout: 60)
-            let log = (try? String(contentsOfFile: fleet.coordinatorLog, encoding: .utf8)) ?? ""
+            let log = fleet.coordinatorText
             #expect(job["state"] as? String == "done", "\(job) \(log.suffix(3000))")
             #expect(log.contains("segment duplicated"), "\(log.suffix(3000))")
             #expect(log.contains("duplicate finished first"), "\(log.suffix(3000))")
             #expect(log.contains("slower copy cancelled"))
             let segments = try #require(job["segments"] as? [[String: Any]])
             #expect(segments.allSatisfy { $0["state"] as? String == "done" })
-            let output = fleet.directory.appendingPathComponent("out.mp4")
-            let (data, _) = try await URLSession.shared.data(for: FleetRulesTests.authorized(fleet.base + "/jobs/\(id)/output"))
-            try data.write(to: output)
-            #expect(try TestMedia.frameTimes(output.path) == (try TestMedia.frameTimes(clip)))
-            try TestMedia.decodesCleanly(output.path)
+            try await fleet.expectOutput(of: id, matches: clip)
         }
     }
 
@@ -164,10 +170,7 @@ import Testing
             coordinatorArguments: ["--quarantine-seconds", "0"])
         defer { try? FileManager.default.removeItem(at: fleet.directory) }
         try await fleet.stopping {
-            let clip = "\(fleet.sources)/clip.mp4"
-            try TestMedia.makeClip(at: clip, seconds: 2)
-            let id = try await fleet.submit(
-                #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
+            let (_, id) = try await fleet.submitClip(seconds: 2)
             let job = try await fleet.waitForEnd(id, timeout: 60)
             #expect(job["state"] as? String == "failed", "\(job)")
             let error = job["error"] as? String ?? ""
@@ -193,10 +196,7 @@ import Testing
             try FileManager.default.createDirectory(atPath: "\(data)/outputs", withIntermediateDirectories: true)
             FileManager.default.createFile(atPath: "\(data)/outputs/.x.farm-tmp-job-0999-deadbeef.mp4", contents: Data(count: 10))
 
-            let clip = "\(fleet.sources)/clip.mp4"
-            try TestMedia.makeClip(at: clip, seconds: 6)
-            let id = try await fleet.submit(
-                #"{"source": "\#(clip)", "crf": 30, "preset": "ultrafast", "segment_seconds": 1}"#)
+            let (_, id) = try await fleet.submitClip(seconds: 6)
             // While it runs, through many cleanup passes, its work files stay and the leftovers go.
             var sawWork = false
             let deadline = Date().addingTimeInterval(60)
@@ -211,7 +211,7 @@ import Testing
             #expect(sawWork)
             #expect(!FileManager.default.fileExists(atPath: "\(data)/jobs/job-0999-deadbeef"))
             #expect(!FileManager.default.fileExists(atPath: "\(data)/outputs/.x.farm-tmp-job-0999-deadbeef.mp4"))
-            let log = (try? String(contentsOfFile: fleet.coordinatorLog, encoding: .utf8)) ?? ""
+            let log = fleet.coordinatorText
             // The job ran to the end through the passes (a removed work file would have failed it).
             #expect(state == "done", "\(state) \(log.suffix(3000))")
             #expect(!log.contains("job failed"))

@@ -75,18 +75,10 @@ import Testing
 
         let outcome = try await scenario(reconnect: false, workDirectory: work) { _, peer in
             try await peer.handshake()
-            let assign = Assign(
-                taskID: 7, jobID: "job-1", segmentIndex: 0, attempt: 0, settings: settings(config), startPTS: Int64.min,
-                endPTS: nil, expectedFrames: UInt64(index.totalFrames), byteLength: UInt64(segment.count),
-                checksum: sha256(segment))
+            let assign = segmentAssign(taskID: 7, config: config, index: index, segment: segment)
             try await peer.send(.assign(assign))
             // Small chunks, so that the transfer takes several frames.
-            var offset = 0
-            while offset < segment.count {
-                let end = min(offset + 50_000, segment.count)
-                try await peer.send(.data(DataChunk(taskID: 7, bytes: ByteBuffer(bytes: segment[offset..<end]))))
-                offset = end
-            }
+            try await peer.sendData(segment, taskID: 7, chunkSize: 50_000)
             guard case .result(let result)? = try await peer.next() else {
                 Issue.record("expected a result")
                 return
@@ -106,7 +98,7 @@ import Testing
                 received.append(contentsOf: chunk.bytes.readableBytesView)
             }
             #expect(received.count == Int(result.byteLength))
-            #expect(sha256(received) == result.checksum)
+            #expect(checksum(received) == result.checksum)
             try received.write(to: URL(fileURLWithPath: resultPath))
             #expect(try PacketFileReader(path: resultPath).header.parameters.isVideo)
             // Heartbeats continue while the node is idle.
@@ -134,11 +126,9 @@ import Testing
             for taskID: UInt64 in [1, 2] {
                 try await peer.send(
                     .assign(
-                        Assign(
-                            taskID: taskID, jobID: "job-2", segmentIndex: UInt32(taskID), attempt: 1,
-                            settings: settings(config), startPTS: Int64.min, endPTS: nil,
-                            expectedFrames: UInt64(index.totalFrames), byteLength: UInt64(segment.count),
-                            checksum: sha256(segment))))
+                        segmentAssign(
+                            taskID: taskID, jobID: "job-2", segmentIndex: UInt32(taskID), attempt: 1, config: config,
+                            index: index, segment: segment)))
             }
             // Interleave the two transfers.
             var offset = 0
@@ -169,7 +159,7 @@ import Testing
                     #expect(results.keys.sorted() == [1, 2])
                     for (taskID, result) in results {
                         #expect(result.frames == UInt64(index.totalFrames))
-                        #expect(received[taskID].map(sha256) == result.checksum)
+                        #expect(received[taskID].map(checksum) == result.checksum)
                     }
                     #expect(try await peer.next() == nil)
                     return
@@ -189,7 +179,7 @@ import Testing
             // Bytes that are no packet file: the input is at fault, so no retry.
             let garbage = Data((0..<1000).map { UInt8($0 % 251) })
             var assign = dummyAssign(taskID: 1, byteLength: UInt64(garbage.count))
-            assign.checksum = sha256(garbage)
+            assign.checksum = checksum(garbage)
             try await peer.send(.assign(assign))
             try await peer.send(.data(DataChunk(taskID: 1, bytes: ByteBuffer(bytes: garbage))))
             guard case .failure(let failure)? = try await peer.next() else {
@@ -202,7 +192,7 @@ import Testing
             // A codec this build does not know.
             var unknown = dummyAssign(taskID: 2, byteLength: 0)
             unknown.settings.codec = "vp9"
-            unknown.checksum = sha256(Data())
+            unknown.checksum = checksum(Data())
             try await peer.send(.assign(unknown))
             guard case .failure(let second)? = try await peer.next() else {
                 Issue.record("expected a failure")
@@ -227,11 +217,7 @@ import Testing
         let outcome = try await scenario(reconnect: false, workDirectory: work) { _, peer in
             try await peer.handshake()
             try await peer.send(
-                .assign(
-                    Assign(
-                        taskID: 4, jobID: "job-4", segmentIndex: 0, attempt: 0, settings: settings(config),
-                        startPTS: Int64.min, endPTS: nil, expectedFrames: UInt64(index.totalFrames),
-                        byteLength: UInt64(segment.count), checksum: sha256(segment))))
+                .assign(segmentAssign(taskID: 4, jobID: "job-4", config: config, index: index, segment: segment)))
             try await peer.send(.data(DataChunk(taskID: 4, bytes: ByteBuffer(bytes: segment))))
             var progress: UInt64 = 0
             while progress == 0 {
@@ -297,17 +283,8 @@ import Testing
         config.crf = 0
         let outcome = try await scenario(reconnect: false, readsAhead: 2) { _, peer in
             try await peer.handshake()
-            let assign = Assign(
-                taskID: 11, jobID: "job-1", segmentIndex: 0, attempt: 0, settings: settings(config), startPTS: Int64.min,
-                endPTS: nil, expectedFrames: UInt64(index.totalFrames), byteLength: UInt64(segment.count),
-                checksum: sha256(segment))
-            try await peer.send(.assign(assign))
-            var offset = 0
-            while offset < segment.count {
-                let end = min(offset + FarmWire.dataChunkSize, segment.count)
-                try await peer.send(.data(DataChunk(taskID: 11, bytes: ByteBuffer(bytes: segment[offset..<end]))))
-                offset = end
-            }
+            try await peer.send(.assign(segmentAssign(taskID: 11, config: config, index: index, segment: segment)))
+            try await peer.sendData(segment, taskID: 11, chunkSize: FarmWire.dataChunkSize)
             guard case .result(let result)? = try await peer.next() else {
                 Issue.record("expected a result")
                 return
@@ -523,6 +500,16 @@ struct Peer {
         try await outbound.write(message)
     }
 
+    /// Sends `bytes` for `taskID` as data chunks of at most `chunkSize` bytes.
+    func sendData(_ bytes: Data, taskID: UInt64, chunkSize: Int) async throws {
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(offset + chunkSize, bytes.count)
+            try await send(.data(DataChunk(taskID: taskID, bytes: ByteBuffer(bytes: bytes[offset..<end]))))
+            offset = end
+        }
+    }
+
     /// The next message that is not a heartbeat; `nil` at the end of the connection.
     mutating func next() async throws -> Message? {
         while let message = try await iterator.next() {
@@ -590,10 +577,22 @@ func makeSegment(
     return (index, config, try Data(contentsOf: URL(fileURLWithPath: segmentPath)))
 }
 
-func sha256(_ data: Data) -> [UInt8] {
-    var checksum = SegmentChecksum()
-    data.withUnsafeBytes { checksum.update($0) }
-    return checksum.finalize()
+/// The ``SegmentChecksum`` of `data`.
+func checksum(_ data: Data) -> [UInt8] {
+    var sum = SegmentChecksum()
+    data.withUnsafeBytes { sum.update($0) }
+    return sum.finalize()
+}
+
+/// The assign of a whole segment made by ``makeSegment(in:seconds:size:videoArgs:)``.
+func segmentAssign(
+    taskID: UInt64, jobID: String = "job-1", segmentIndex: UInt32 = 0, attempt: UInt32 = 0, config: EncoderConfig,
+    index: SourceIndex, segment: Data
+) -> Assign {
+    Assign(
+        taskID: taskID, jobID: jobID, segmentIndex: segmentIndex, attempt: attempt, settings: settings(config),
+        startPTS: Int64.min, endPTS: nil, expectedFrames: UInt64(index.totalFrames), byteLength: UInt64(segment.count),
+        checksum: checksum(segment))
 }
 
 func dummyAssign(taskID: UInt64, byteLength: UInt64) -> Assign {
