@@ -123,6 +123,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "FarmBenchmarks",
+            dependencies: ["FarmCoordinator", "FarmMedia", "FarmProtocol"],
+            path: "bench/Simulation",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "farm-bench",
+            dependencies: [
+                "FarmBenchmarks",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "bench/Commands",
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "FarmTestSupport",
             path: "Tests/Support",
             swiftSettings: [.swiftLanguageMode(.v5)]
@@ -147,7 +162,7 @@ let package = Package(
         .testTarget(
             name: "CoordinatorTests",
             dependencies: [
-                "FarmCoordinator", "FarmMedia", "FarmProtocol", "FarmHWEncode", "FarmTestSupport",
+                "FarmCoordinator", "FarmMedia", "FarmProtocol", "FarmHWEncode", "FarmTestSupport", "FarmBenchmarks",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

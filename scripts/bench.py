@@ -119,7 +119,7 @@ def main():
                                env={"FARM_TEST_SLOW_NODE": "node-1:4"})
 
     print("scheduler simulation (50 nodes, 2 h jobs) ...", file=sys.stderr)
-    scheduler = json.loads(run([args.farm, "bench-scheduler", "--json"]).stdout)
+    scheduler = json.loads(run([os.path.join(os.path.dirname(args.farm), "farm-bench"), "scheduler", "--json"]).stdout)
 
     print("protocol throughput on loopback ...", file=sys.stderr)
     # The node channel is TLS unless --insecure-plain-tcp: measure both, the default first.

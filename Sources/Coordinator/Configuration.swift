@@ -29,6 +29,8 @@ public struct CoordinatorConfiguration: Sendable {
     public var maxNodeMessagesPerSecond: Int
     /// When a node that keeps failing is kept out of work.
     public var quarantine = QuarantinePolicy()
+    /// The most slots one node may claim in its hello; a claim of more gets this many.
+    public var maxNodeSlots = 64
     /// What the periodic cleanup removes, and how often it runs.
     public var cleanup = CleanupPolicy()
     /// How sources given as http(s) URLs are fetched (size, time, retries, which addresses).

@@ -23,6 +23,16 @@ extension JobStore {
         }
     }
 
+    /// Replaces a job's request (JSON text): the pipeline fixes what the submission left open (a URL
+    /// source's segment length, chosen once its duration is known), so a resume plans the same.
+    public func updateRequest(_ id: String, request: String) async throws {
+        try await write("update request of job \(id)") { db in
+            var job = try Self.fetchJob(db, id)
+            job.request = request
+            try job.update(db)
+        }
+    }
+
     /// Changes a job's state, phase or error, and returns the job as stored.
     ///
     /// Allowed state changes: queued → running, failed, cancelled; running → queued, done, failed, cancelled.

@@ -72,17 +72,8 @@ public struct StoredSegment: Sendable, Hashable, Codable, FetchableRecord, Persi
     /// The table of segments.
     public static let databaseTableName = "segments"
 
-    /// Where a segment is in its life.
-    public enum State: String, Sendable, Hashable, Codable, CaseIterable {
-        /// Planned; its source file is not written (or no longer trusted).
-        case pending
-        /// Its source file is written and checked; waiting for a slot.
-        case ready
-        /// A node slot holds it (`leasedTask`, `leasedNode`, `leaseExpiresAt`).
-        case leased
-        /// Its result is on disk (`resultPath`, `resultBytes`, `resultChecksum`, `frames`).
-        case done
-    }
+    /// Where a segment is in its life (see ``SegmentPhase``).
+    public typealias State = SegmentPhase
 
     /// The job the segment belongs to.
     public var jobID: String

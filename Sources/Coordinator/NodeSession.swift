@@ -211,7 +211,25 @@ struct NodeSession: Sendable {
                 guard receivers[result.taskID] == nil else {
                     throw ProtocolError(code: .unexpectedMessage, message: "second result for task \(result.taskID)")
                 }
-                let path = await coordinator.resultPath(session, taskID: result.taskID)
+                // Checked before anything is allocated: a result must stay within the bytes a
+                // segment may have (else the connection closes) and have the segment's frames (else
+                // it fails the task and its bytes are read and dropped). A result of a task the node
+                // no longer holds (cancelled while it was sent) is read and dropped too.
+                var path: String? = nil
+                if let expected = await coordinator.expectations(session, taskID: result.taskID) {
+                    if result.byteLength > UInt64(max(expected.maxBytes, 0)) {
+                        let reason = "result of \(result.byteLength) bytes exceeds the \(expected.maxBytes) bytes a segment may have"
+                        await coordinator.taskFailed(session, taskID: result.taskID, reason: reason, retryable: true, kind: .node)
+                        throw ProtocolError(code: .unexpectedMessage, message: "task \(result.taskID): \(reason)")
+                    }
+                    if result.frames != UInt64(max(expected.frames, 0)) {
+                        await coordinator.taskFailed(
+                            session, taskID: result.taskID,
+                            reason: "node encoded \(result.frames) frames, the segment has \(expected.frames)", retryable: true)
+                    } else {
+                        path = await coordinator.resultPath(session, taskID: result.taskID)
+                    }
+                }
                 var handle: WriteFileHandle? = nil
                 if let path {
                     handle = try await FileSystem.shared.openFile(
@@ -224,7 +242,7 @@ struct NodeSession: Sendable {
                     throw ProtocolError(code: .unexpectedMessage, message: "data for task \(chunk.taskID) without a result")
                 }
                 let count = Int64(chunk.bytes.readableBytes)
-                guard receiver.received + count <= Int64(receiver.result.byteLength) else {
+                guard UInt64(receiver.received + count) <= receiver.result.byteLength else {
                     throw ProtocolError(
                         code: .unexpectedMessage,
                         message: "task \(chunk.taskID) sent more than its announced \(receiver.result.byteLength) bytes")
@@ -235,7 +253,7 @@ struct NodeSession: Sendable {
                 }
                 receiver.received += count
                 receivers[chunk.taskID] = receiver
-                if receiver.received == Int64(receiver.result.byteLength) {
+                if UInt64(receiver.received) == receiver.result.byteLength {
                     try await complete(chunk.taskID, &receivers, session: session)
                 }
             case .failure(let failure):
@@ -267,15 +285,12 @@ struct NodeSession: Sendable {
             await coordinator.taskFailed(session, taskID: taskID, reason: "result checksum mismatch", retryable: true, kind: .node)
             throw ProtocolError(code: .badChecksum, message: "result of task \(taskID) failed its checksum")
         }
-        guard let expected = await coordinator.expectations(taskID: taskID) else {
+        guard await coordinator.expectations(session, taskID: taskID) != nil else {
             unlinkQuietly(path)
             return
         }
         do {
             let header = try await Offload.run("check result \(taskID)") { _ in try PacketFileReader(path: path).header }
-            guard Int(result.frames) == expected.frames else {
-                throw MediaError(.mismatch, "node encoded \(result.frames) frames, the segment has \(expected.frames)")
-            }
             await coordinator.taskCompleted(session, result, path: path, parameters: header.parameters)
         } catch {
             unlinkQuietly(path)

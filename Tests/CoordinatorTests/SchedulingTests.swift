@@ -1,4 +1,5 @@
 import FarmCoordinator
+import FarmBenchmarks
 import Testing
 
 /// The speed-aware scheduling policy and its simulation.

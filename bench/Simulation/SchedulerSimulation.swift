@@ -1,7 +1,11 @@
-/// A discrete-event simulation of a fleet encoding jobs, driven by the real `SchedulingPolicy` (or by
-/// the naive policy the coordinator used before it) the way the coordinator drives it: `decide` at
-/// every completion and every tick, speeds measured from finished segments and fed back as moving
-/// averages, the losing copy of a duplicated segment cancelled when the other one finishes.
+public import FarmCoordinator
+import FarmMedia
+import FarmProtocol
+
+/// A discrete-event simulation of a fleet encoding jobs, driven by the coordinator's own ``FarmState``
+/// (with its `SchedulingPolicy`, or with the naive policy the coordinator used before it swapped in
+/// for its decisions): the state leases at every completion and every tick, measures speeds from
+/// finished segments, duplicates stragglers and cancels the losing copy, as in the coordinator.
 public enum SchedulerSimulation {
     /// A fleet, its jobs and how far reality strays from the estimates.
     public struct Scenario: Sendable, Hashable, Codable {
@@ -264,7 +268,7 @@ public enum SchedulerSimulation {
 
     /// Runs `scenario` to its end under `policy`.
     public static func run(_ scenario: Scenario, policy: Policy) -> Outcome {
-        var world = World(scenario: scenario)
+        var world = World(scenario: scenario, policy: policy)
         return world.run(policy: policy)
     }
 
@@ -302,7 +306,9 @@ struct SplitMix64: RandomNumberGenerator {
     }
 }
 
-/// The simulated fleet and jobs while a run goes on.
+/// The simulated fleet while a run goes on: the coordinator's real ``FarmState`` takes every
+/// decision (leases, duplicates, cancels, predictions); the world only plays the nodes, finishing each
+/// task after its drawn duration and reporting progress once a second as a node's heartbeat does.
 private struct World {
     struct Task {
         var id: UInt64
@@ -311,39 +317,39 @@ private struct World {
         var node: Int
         var start: Double
         var end: Double
-        var isDuplicate: Bool
+        var frames: UInt64
     }
+
+    typealias Scenario = SchedulerSimulation.Scenario
+
+    /// Frames per simulated segment: enough that progress moves at every heartbeat.
+    static let framesPerSegment = 10_000
 
     let scenario: Scenario
     let names: [String]
     let jobIDs: [String]
+    let jobIndex: [String: Int]
     let lengths: [[Double]]
-    var estimates: SpeedEstimates
-    var busy: [Int]
-    var ready: [SchedulerSegment]
-    /// The job (index into `jobIDs`) of each element of `ready`.
-    var readyJob: [Int]
-    var tasks: [Task] = []
-    var done: [[Bool]]
+    var state: FarmState
+    var sessions: [UInt64] = []
+    var nodeOfSession: [UInt64: Int] = [:]
+    var tasks: [UInt64: Task] = [:]
     var copies: [[Int]]
-    var duplicated: [[Bool]]
     var doneSeconds: [Double]
     var finish: [Double?]
     var predicted: [[Double?]]
-    var nextTaskID: UInt64 = 1
     var duplicates = 0
     var duplicateWins = 0
     var finishedByNode: [Int]
     var wasted = 0.0
     var now = 0.0
 
-    typealias Scenario = SchedulerSimulation.Scenario
-
-    init(scenario: Scenario) {
+    init(scenario: Scenario, policy: SchedulerSimulation.Policy) {
         self.scenario = scenario
         let n = scenario.speeds.count
         names = (0..<n).map { "node-\($0 + 1)" }
         jobIDs = (0..<scenario.jobs).map { "job-\($0 + 1)" }
+        jobIndex = Dictionary(uniqueKeysWithValues: jobIDs.enumerated().map { ($0.element, $0.offset) })
         let seconds = scenario.videoHours * 3600
         lengths = (0..<scenario.jobs).map { j in
             SchedulerSimulation.segmentLengths(
@@ -352,47 +358,57 @@ private struct World {
                 variation: scenario.segmentVariation, tailSplit: scenario.tailSplit,
                 seed: scenario.seed &* 7919 &+ UInt64(j))
         }
-        var rng = SplitMix64(seed: scenario.seed ^ 0xCA1B)
-        estimates = SpeedEstimates(smoothing: scenario.speedSmoothing)
-        for (i, speed) in scenario.speeds.enumerated() {
-            let e = scenario.calibrationError
-            let error = e > 0 ? Double.random(in: -e...e, using: &rng) : 0
-            estimates.calibrate(node: names[i], codec: "", speed: speed * (1 + error))
+        var rules = FarmState.Rules()
+        rules.maxNodeSlots = max(scenario.slotsPerNode, 1)
+        state = FarmState(rules: rules)
+        state.speeds = SpeedEstimates(smoothing: scenario.speedSmoothing)
+        switch policy {
+        case .farm(let p): state.policy = p
+        case .naive: state.decide = { nodes, ready, _, _ in SchedulerSimulation.naiveDecide(nodes: nodes, ready: ready) }
         }
-        busy = Array(repeating: 0, count: n)
-        finishedByNode = Array(repeating: 0, count: n)
-        ready = lengths.enumerated().flatMap { j, segs in
-            segs.enumerated().map { SchedulerSegment(jobID: "job-\(j + 1)", index: $0.offset, seconds: $0.element) }
-        }
-        readyJob = lengths.enumerated().flatMap { j, segs in segs.map { _ in j } }
-        done = lengths.map { Array(repeating: false, count: $0.count) }
         copies = lengths.map { Array(repeating: 0, count: $0.count) }
-        duplicated = copies.map { $0.map { _ in false } }
         doneSeconds = Array(repeating: 0, count: scenario.jobs)
         finish = Array(repeating: nil, count: scenario.jobs)
         predicted = Array(repeating: [nil, nil], count: scenario.jobs)
-    }
-
-    var schedulerNodes: [SchedulerNode] {
-        names.indices.map { i in
-            SchedulerNode(
-                id: UInt64(i + 1), name: names[i], slots: scenario.slotsPerNode, busySlots: busy[i],
-                speeds: estimates.speeds(node: names[i]))
+        finishedByNode = Array(repeating: 0, count: n)
+        // The nodes join with a start-up calibration that misjudges their speed a little.
+        var rng = SplitMix64(seed: scenario.seed ^ 0xCA1B)
+        for (i, speed) in scenario.speeds.enumerated() {
+            let e = scenario.calibrationError
+            let error = e > 0 ? Double.random(in: -e...e, using: &rng) : 0
+            let fps = speed * (1 + error) * 25
+            let hello = Hello(
+                nodeID: names[i], proof: [], slots: UInt16(clamping: scenario.slotsPerNode), threads: 1,
+                capabilitiesJSON: #"{"calibration": {"h264": \#(fps)}}"#)
+            let (session, effects) = state.nodeJoined(hello, address: "sim", now: 0)
+            sessions.append(session)
+            nodeOfSession[session] = i
+            apply(effects)
+        }
+        // Every job is submitted at 0 and its segments are split at once.
+        let frames = Self.framesPerSegment
+        for (j, id) in jobIDs.enumerated() {
+            state.jobQueued(id: id, request: JobRequest(source: id, output: id), workDirectory: id, now: 0)
+            apply(state.jobStarted(id))
+            let plans = lengths[j].indices.map { i in
+                SegmentPlan(index: i, uniformFrames: frames)
+            }
+            apply(
+                state.jobPlanned(
+                    id, segments: plans.map { FarmState.Segment(plan: $0) }, segmentSeconds: lengths[j],
+                    settings: World.settings, parameters: nil, totalFrames: plans.count * frames,
+                    sourceSeconds: lengths[j].reduce(0, +), now: 0))
+            for i in plans.indices {
+                apply(state.segmentSplit(id, index: i, path: id, bytes: 1, checksum: [], now: 0))
+            }
         }
     }
 
-    var running: [SchedulerRunning] {
-        tasks.map { t in
-            // Progress as the last heartbeat (once a second) reported it.
-            let reported = (now - t.start).rounded(.down)
-            let progress = min(reported / (t.end - t.start), 1)
-            return SchedulerRunning(
-                taskID: t.id, jobID: jobIDs[t.job], index: t.index, node: UInt64(t.node + 1), startedAt: t.start,
-                seconds: lengths[t.job][t.index], progress: progress, progressTime: t.start + reported,
-                isDuplicate: t.isDuplicate,
-                hasBeenDuplicated: duplicated[t.job][t.index])
-        }
-    }
+    static let settings = EncodeSettings(
+        codec: "h264", encoder: "libx264", crf: 23, preset: "medium", pixelFormat: "yuv420p", width: 1280, height: 720,
+        timeBaseNum: 1, timeBaseDen: 25, frameRateNum: 25, frameRateDen: 1, sampleAspectNum: 1, sampleAspectDen: 1,
+        colorRange: 0, colorPrimaries: 2, colorTransfer: 2, colorSpace: 2, chromaLocation: 0, gopSize: 250,
+        threads: 1, options: [:])
 
     /// The task's true duration: the same draw for the same segment and copy under every policy.
     func actualDuration(job: Int, index: Int, copy: Int, node: Int) -> Double {
@@ -406,95 +422,96 @@ private struct World {
         return lengths[job][index] / scenario.speeds[node] * factor
     }
 
-    mutating func start(job: Int, index: Int, node: Int, isDuplicate: Bool) {
-        let duration = actualDuration(job: job, index: index, copy: copies[job][index], node: node)
-        tasks.append(
-            Task(id: nextTaskID, job: job, index: index, node: node, start: now, end: now + duration, isDuplicate: isDuplicate))
-        nextTaskID += 1
-        copies[job][index] += 1
-        busy[node] += 1
-    }
-
-    mutating func apply(_ decisions: [SchedulingDecision]) {
-        var taken = false
-        for decision in decisions {
-            guard let job = jobIDs.firstIndex(of: decision.jobID) else { preconditionFailure("unknown job") }
-            let node = Int(decision.node) - 1
-            precondition(busy[node] < scenario.slotsPerNode, "decision for a busy slot")
-            switch decision {
-            case .assign:
-                precondition(copies[job][decision.index] == 0 && !done[job][decision.index], "segment leased twice")
-                taken = true
-                start(job: job, index: decision.index, node: node, isDuplicate: false)
-            case .duplicate:
-                precondition(!duplicated[job][decision.index], "second duplicate")
-                duplicated[job][decision.index] = true
-                duplicates += 1
-                start(job: job, index: decision.index, node: node, isDuplicate: true)
+    /// Plays the nodes' side of what the state decided.
+    mutating func apply(_ effects: [FarmEffect]) {
+        for effect in effects {
+            switch effect {
+            case .sendSegment(let session, let assign, _):
+                guard let node = nodeOfSession[session], let job = jobIndex[assign.jobID] else {
+                    preconditionFailure("an assignment to an unknown node or job")
+                }
+                let index = Int(assign.segmentIndex)
+                precondition(tasks.values.filter { $0.node == node }.count < scenario.slotsPerNode, "a busy slot leased")
+                if state.tasks[assign.taskID]?.isDuplicate == true { duplicates += 1 }
+                let duration = actualDuration(job: job, index: index, copy: copies[job][index], node: node)
+                copies[job][index] += 1
+                tasks[assign.taskID] = Task(
+                    id: assign.taskID, job: job, index: index, node: node, start: now, end: now + duration,
+                    frames: assign.expectedFrames)
+            case .send(_, .cancel(let taskID)):
+                if let loser = tasks.removeValue(forKey: taskID) { wasted += now - loser.start }
+            case .segmentsDone(let id):
+                if let j = jobIndex[id] { finish[j] = now }
+            default:
+                break
             }
         }
-        if taken {
-            // A leased segment has a copy now.
-            var kept = 0
-            for i in ready.indices where copies[readyJob[i]][ready[i].index] == 0 {
-                ready[kept] = ready[i]
-                readyJob[kept] = readyJob[i]
-                kept += 1
-            }
-            ready.removeLast(ready.count - kept)
-            readyJob.removeLast(readyJob.count - kept)
+    }
+
+    /// Each node's heartbeat: its tasks' frames done by now.
+    mutating func heartbeats() {
+        var progress: [Int: [TaskProgress]] = [:]
+        for task in tasks.values {
+            let share = min(max((now - task.start) / max(task.end - task.start, 1e-9), 0), 1)
+            progress[task.node, default: []].append(
+                TaskProgress(taskID: task.id, framesDone: UInt64(share * Double(task.frames))))
+        }
+        for (i, session) in sessions.enumerated() {
+            apply(state.heartbeat(session, Heartbeat(activeTasks: progress[i] ?? []), now: now))
         }
     }
 
     /// Finishes every task that ends by `now`, in order of their ends.
     mutating func complete() {
-        while let i = tasks.indices.filter({ tasks[$0].end <= now + 1e-9 }).min(by: { (tasks[$0].end, tasks[$0].id) < (tasks[$1].end, tasks[$1].id) }) {
-            let task = tasks.remove(at: i)
-            busy[task.node] -= 1
-            done[task.job][task.index] = true
+        let clock = now
+        while let task = tasks.values.filter({ $0.end <= clock + 1e-9 }).min(by: { ($0.end, $0.id) < ($1.end, $1.id) }) {
+            tasks[task.id] = nil
+            now = task.end
+            if state.tasks[task.id]?.isDuplicate == true { duplicateWins += 1 }
             finishedByNode[task.node] += 1
-            if task.isDuplicate { duplicateWins += 1 }
-            let seconds = lengths[task.job][task.index]
-            estimates.record(node: names[task.node], codec: "", sourceSeconds: seconds, wallSeconds: task.end - task.start)
-            // The other copy, if any, is cancelled now.
-            for loser in tasks.filter({ $0.job == task.job && $0.index == task.index }) {
-                wasted += task.end - loser.start
-                busy[loser.node] -= 1
-            }
-            tasks.removeAll { $0.job == task.job && $0.index == task.index }
-            doneSeconds[task.job] += seconds
-            if done[task.job].allSatisfy({ $0 }) { finish[task.job] = task.end }
+            doneSeconds[task.job] += lengths[task.job][task.index]
+            let result = TaskResult(
+                taskID: task.id, encoder: "libx264", frames: task.frames, byteLength: 1, checksum: [],
+                decodeSeconds: 0, encodeSeconds: task.end - task.start)
+            apply(state.taskCompleted(sessions[task.node], result, path: "", parameters: World.parameters, now: now))
         }
+        now = clock
     }
 
-    /// Records each job's predicted finish when it passes 10% and 50% of its source seconds.
-    mutating func predict(_ policy: SchedulingPolicy) {
+    static let parameters: CodecParameters = {
+        var bytes: [UInt8] = []
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
+        for v: UInt32 in [0, 27, 0, 0, 0, 0, 0, 8, 100, 31, 1280, 720, 1, 1, 0, 0, 2, 2, 2, 0, 0, 0] { u32(v) }
+        return try! CodecParameters(serialized: bytes)
+    }()
+
+    /// Records each job's predicted finish (the state's own) when it passes 10% and 50% of its
+    /// source seconds.
+    mutating func predict() {
         let total = lengths.map { $0.reduce(0, +) }
-        var forecast: [String: Double]?
+        var refreshed = false
         for j in jobIDs.indices {
             for (k, threshold) in [0.1, 0.5].enumerated() where predicted[j][k] == nil && doneSeconds[j] >= threshold * total[j] {
-                if forecast == nil {
-                    forecast = policy.expectedFinish(nodes: schedulerNodes, remaining: ready, running: running, now: now)
+                if !refreshed {
+                    state.refreshPredictions(now: now)
+                    refreshed = true
                 }
-                predicted[j][k] = forecast?[jobIDs[j]] ?? now
+                predicted[j][k] = state.predictedFinish[jobIDs[j]] ?? now
             }
         }
     }
 
+    var freeSlotsExist: Bool { state.nodes.values.contains { $0.inFlight.count < $0.slots } }
+
     mutating func run(policy: SchedulerSimulation.Policy) -> SchedulerSimulation.Outcome {
-        let freeSlotsExist = { (w: World) in w.busy.contains { $0 < w.scenario.slotsPerNode } }
         while finish.contains(where: { $0 == nil }) {
-            let decisions: [SchedulingDecision]
-            switch policy {
-            case .farm(let p): decisions = p.decide(nodes: schedulerNodes, ready: ready, running: running, now: now)
-            case .naive: decisions = SchedulerSimulation.naiveDecide(nodes: schedulerNodes, ready: ready)
-            }
-            apply(decisions)
-            guard var next = tasks.map(\.end).min() else { break }  // nothing runs and nothing starts: no fleet
-            if case .farm = policy, freeSlotsExist(self) { next = min(next, now + scenario.tickSeconds) }
+            guard var next = tasks.values.map(\.end).min() else { break }  // nothing runs and nothing starts: no fleet
+            if freeSlotsExist { next = min(next, now + scenario.tickSeconds) }
             now = next
             complete()
-            if case .farm(let p) = policy { predict(p) }
+            heartbeats()
+            apply(state.tick(now: now))
+            if case .farm = policy { predict() }
         }
         let makespan = finish.compactMap { $0 }.max() ?? .infinity
         let work = lengths.joined().reduce(0, +)

@@ -1,14 +1,13 @@
 import ArgumentParser
-import FarmCoordinator
+import FarmBenchmarks
 import Foundation
 
-/// `farm bench-scheduler`: the scheduling policy against the naive one on simulated fleets of
-/// unequal nodes (see `SchedulerSimulation`). No nodes, no video: it runs in a few seconds.
+/// `farm-bench scheduler`: the coordinator's state and scheduling policy against the naive policy on
+/// simulated fleets of unequal nodes (see `SchedulerSimulation`). No nodes, no video.
 struct BenchScheduler: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench-scheduler",
-        abstract: "Simulate the scheduler on fleets of 1x to 8x nodes and compare it with the naive policy.",
-        shouldDisplay: false)
+        commandName: "scheduler",
+        abstract: "Simulate the scheduler on fleets of 1x to 8x nodes and compare it with the naive policy.")
 
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false

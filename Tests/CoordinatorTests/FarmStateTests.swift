@@ -1,0 +1,310 @@
+@testable import FarmCoordinator
+import FarmMedia
+import FarmProtocol
+import Testing
+
+/// The coordinator's decisions, driven directly with a fake clock: no processes, no sockets.
+@Suite struct FarmStateTests {
+    /// A fleet and jobs on a clock that only moves when the test says so.
+    struct Farm {
+        var state: FarmState
+        var now = 0.0
+        /// Every effect so far, in order.
+        var effects: [FarmEffect] = []
+
+        init(rules: FarmState.Rules = FarmState.Rules()) { state = FarmState(rules: rules) }
+
+        mutating func take(_ new: [FarmEffect]) { effects += new }
+
+        @discardableResult
+        mutating func join(_ name: String, slots: UInt16 = 1) -> UInt64 {
+            let hello = Hello(nodeID: name, proof: [], slots: slots, threads: 1, capabilitiesJSON: "{}")
+            let (session, new) = state.nodeJoined(hello, address: "10.0.0.1:1", now: now)
+            take(new)
+            return session
+        }
+
+        /// A running job of `segments` ready segments of `seconds` each, `frames` frames each.
+        mutating func job(_ id: String, segments: Int, seconds: Double = 4, frames: Int = 100) {
+            state.jobQueued(
+                id: id, request: JobRequest(source: "/in/\(id).mp4", output: "/out/\(id).mp4"),
+                workDirectory: "/work/\(id)", now: now)
+            take(state.jobStarted(id))
+            let plans = (0..<segments).map {
+                SegmentPlan(index: $0, uniformFrames: frames)
+            }
+            take(
+                state.jobPlanned(
+                    id, segments: plans.map { FarmState.Segment(plan: $0) },
+                    segmentSeconds: Array(repeating: seconds, count: segments), settings: FarmStateTests.settings,
+                    parameters: nil, totalFrames: segments * frames, sourceSeconds: Double(segments) * seconds, now: now))
+            for i in 0..<segments {
+                take(state.segmentSplit(id, index: i, path: "/work/\(id)/src-\(i).pkt", bytes: 1000, checksum: [1], now: now))
+            }
+        }
+
+        mutating func tick(to time: Double) {
+            now = time
+            take(state.tick(now: now))
+        }
+
+        /// The tasks sent to a session so far (by the assign effects), in order.
+        func assigned(to session: UInt64) -> [Assign] {
+            effects.compactMap {
+                if case .sendSegment(session, let assign, _) = $0 { assign } else { nil }
+            }
+        }
+
+        func cancels(to session: UInt64) -> [UInt64] {
+            effects.compactMap { if case .send(session, .cancel(let id)) = $0 { id } else { nil } }
+        }
+
+        func closes(_ session: UInt64) -> Bool {
+            effects.contains { if case .close(session, _) = $0 { true } else { false } }
+        }
+
+        var endedJobs: [String] { effects.compactMap { if case .jobEnded(let id) = $0 { id } else { nil } } }
+
+        var segmentsDone: [String] { effects.compactMap { if case .segmentsDone(let id) = $0 { id } else { nil } } }
+
+        /// The node finishes a task with the right frames.
+        mutating func complete(_ session: UInt64, _ assign: Assign) {
+            let result = TaskResult(
+                taskID: assign.taskID, encoder: "libx264", frames: assign.expectedFrames, byteLength: 10, checksum: [2],
+                decodeSeconds: 0.1, encodeSeconds: 1)
+            take(state.taskCompleted(session, result, path: "/work/enc-\(assign.taskID).pkt", parameters: FarmStateTests.parameters, now: now))
+        }
+
+        func segment(_ job: String, _ index: Int) -> FarmState.Segment { state.jobs[job]!.segments[index] }
+    }
+
+    static let settings = EncodeSettings(
+        codec: "h264", encoder: "libx264", crf: 23, preset: "medium", pixelFormat: "yuv420p", width: 320, height: 240,
+        timeBaseNum: 1, timeBaseDen: 25, frameRateNum: 25, frameRateDen: 1, sampleAspectNum: 1, sampleAspectDen: 1,
+        colorRange: 0, colorPrimaries: 2, colorTransfer: 2, colorSpace: 2, chromaLocation: 0, gopSize: 250,
+        threads: 1, options: [:])
+
+    /// An h264 stream header, as a packet file would carry it.
+    static let parameters: CodecParameters = {
+        var bytes: [UInt8] = []
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
+        u32(0); u32(27); u32(0); u32(0)  // video, h264, tag, format
+        u32(0); u32(0)  // bit rate (8 bytes)
+        for v: UInt32 in [0, 8, 100, 30, 320, 240, 1, 1, 0, 0, 2, 2, 2, 0, 0] { u32(v) }
+        u32(0)  // no extradata
+        return try! CodecParameters(serialized: bytes)
+    }()
+
+    @Test func aJoiningNodeGetsOneSegmentPerSlotAndTheLeasesArePersisted() {
+        var farm = Farm()
+        farm.job("a", segments: 3)
+        let node = farm.join("n1", slots: 2)
+        #expect(farm.assigned(to: node).map(\.segmentIndex) == [0, 1])
+        let leases = farm.effects.filter { if case .persist(.lease) = $0 { true } else { false } }
+        #expect(leases.count == 2)
+        #expect(farm.segment("a", 0).phase == .leased)
+        #expect(farm.segment("a", 2).phase == .ready)
+    }
+
+    @Test func claimedSlotsAreCapped() {
+        var rules = FarmState.Rules()
+        rules.maxNodeSlots = 4
+        var farm = Farm(rules: rules)
+        farm.job("a", segments: 10)
+        let node = farm.join("greedy", slots: 60_000)
+        #expect(farm.state.nodes[node]?.slots == 4)
+        #expect(farm.assigned(to: node).count == 4)
+    }
+
+    @Test func hostileProgressIsIgnoredAndHonestProgressExtendsTheLease() throws {
+        var farm = Farm()
+        farm.job("a", segments: 1)
+        let node = farm.join("n1")
+        let task = try #require(farm.assigned(to: node).first)
+        let deadline = try #require(farm.state.tasks[task.taskID]?.deadline)
+        // Frames beyond the segment's, and for a task it does not hold: ignored, nothing traps.
+        farm.take(farm.state.heartbeat(node, Heartbeat(activeTasks: [TaskProgress(taskID: task.taskID, framesDone: .max)]), now: 1))
+        farm.take(farm.state.heartbeat(node, Heartbeat(activeTasks: [TaskProgress(taskID: 999, framesDone: 5)]), now: 1))
+        #expect(farm.state.tasks[task.taskID]?.framesDone == 0)
+        farm.take(farm.state.heartbeat(node, Heartbeat(activeTasks: [TaskProgress(taskID: task.taskID, framesDone: 50)]), now: 100))
+        #expect(farm.state.tasks[task.taskID]?.framesDone == 50)
+        #expect(try #require(farm.state.tasks[task.taskID]?.deadline) > deadline)
+        #expect(farm.effects.contains { if case .persist(.renewLease) = $0 { true } else { false } })
+    }
+
+    @Test func aLeaseWithoutProgressExpiresAndTheSegmentGoesToAnotherNode() throws {
+        var farm = Farm()
+        farm.state.policy = SchedulingPolicy(allowsDuplicates: false)
+        farm.job("a", segments: 1)
+        let stuck = farm.join("stuck")
+        let task = try #require(farm.assigned(to: stuck).first)
+        let deadline = try #require(farm.state.tasks[task.taskID]?.deadline)
+        let other = farm.join("other")
+        #expect(farm.assigned(to: other).isEmpty)
+        // Heartbeats keep the connection alive, but no frame gets done.
+        var time = 0.0
+        while time <= deadline {
+            time += 10
+            farm.take(farm.state.heartbeat(stuck, Heartbeat(activeTasks: []), now: time))
+            farm.take(farm.state.heartbeat(other, Heartbeat(activeTasks: []), now: time))
+            farm.tick(to: time)
+        }
+        #expect(farm.cancels(to: stuck) == [task.taskID])
+        #expect(!farm.closes(stuck))
+        // After its backoff the segment goes to the node that did not let it expire.
+        farm.tick(to: time + 1)
+        #expect(farm.assigned(to: other).map(\.segmentIndex) == [0])
+        #expect(farm.state.jobs["a"]?.state == .running)
+        #expect(farm.segment("a", 0).avoidedNodes == ["stuck"])
+    }
+
+    @Test func aSilentNodeIsClosedByTheClock() {
+        var farm = Farm()
+        let node = farm.join("quiet")
+        farm.tick(to: 29)
+        #expect(!farm.closes(node))
+        farm.tick(to: 31)
+        #expect(farm.closes(node))
+    }
+
+    @Test func aNodeThatLeavesGivesItsSegmentsBackAfterABackoff() throws {
+        var farm = Farm()
+        farm.job("a", segments: 2)
+        let first = farm.join("n1", slots: 2)
+        #expect(farm.assigned(to: first).count == 2)
+        farm.take(farm.state.nodeLeft(first, reason: "gone", now: 1))
+        #expect(farm.segment("a", 0).phase == .ready)
+        #expect(farm.effects.contains { if case .persist(.release(_, 0, _, nil)) = $0 { true } else { false } })
+        let second = farm.join("n2", slots: 2)
+        #expect(farm.assigned(to: second).isEmpty, "the backoff holds the segments back")
+        farm.tick(to: 1.6)
+        #expect(farm.assigned(to: second).count == 2)
+    }
+
+    @Test func aSegmentThatFailsOnEveryNodeFailsItsJobWithTheReason() throws {
+        var farm = Farm()
+        farm.job("a", segments: 1)
+        let nodes = (1...3).map { farm.join("n\($0)") }
+        for round in 0..<3 {
+            let holder = try #require(nodes.first { farm.state.nodes[$0]!.inFlight.count == 1 })
+            let task = try #require(farm.state.nodes[holder]!.inFlight.first)
+            farm.take(farm.state.taskFailed(holder, taskID: task, reason: "decoder error \(round)", retryable: true, now: farm.now))
+            farm.tick(to: farm.now + 40)
+        }
+        #expect(farm.state.jobs["a"]?.state == .failed)
+        let error = try #require(farm.state.jobs["a"]?.error)
+        #expect(error.contains("segment 0 failed 3 times on 3 nodes"))
+        #expect(error.contains("decoder error 2"))
+        #expect(farm.endedJobs == ["a"])
+    }
+
+    @Test func aNodeThatKeepsFailingIsQuarantined() throws {
+        var farm = Farm()
+        farm.job("a", segments: 3)
+        let bad = farm.join("bad")
+        for _ in 0..<3 {
+            let task = try #require(farm.state.nodes[bad]!.inFlight.first)
+            farm.take(farm.state.taskFailed(bad, taskID: task, reason: "disk full", retryable: true, kind: .node, now: farm.now))
+            farm.tick(to: farm.now + 31)
+            farm.take(farm.state.heartbeat(bad, Heartbeat(activeTasks: []), now: farm.now))
+        }
+        #expect(farm.state.quarantined["bad"] != nil)
+        #expect(farm.state.nodes[bad]!.inFlight.isEmpty)
+        #expect(farm.effects.contains { if case .persist(.quarantineNode(id: "bad", _, _)) = $0 { true } else { false } })
+        let good = farm.join("good")
+        #expect(farm.assigned(to: good).count == 1)
+        #expect(farm.state.nodeStatuses(now: farm.now).first?.quarantineReason?.contains("disk full") == true)
+    }
+
+    @Test func aRefusalCountsAgainstNothing() throws {
+        var farm = Farm()
+        farm.job("a", segments: 1)
+        let node = farm.join("n1")
+        let task = try #require(farm.assigned(to: node).first)
+        farm.take(farm.state.taskFailed(node, taskID: task.taskID, reason: "draining", retryable: false, kind: .refused, now: 0))
+        // Leased again at once (no backoff), and the refused lease is not counted as an attempt.
+        #expect(farm.assigned(to: node).count == 2)
+        #expect(farm.segment("a", 0).attempts == 1)
+        #expect(farm.segment("a", 0).avoidedNodes.isEmpty)
+        #expect(farm.segment("a", 0).failures.isEmpty)
+        #expect(farm.state.jobs["a"]?.state == .running)
+    }
+
+    @Test func resultsCountOnlyFromTheNodeThatHoldsTheTask() throws {
+        var farm = Farm()
+        farm.job("a", segments: 2)
+        let holder = farm.join("holder", slots: 2)
+        let impostor = farm.join("impostor")
+        let tasks = farm.assigned(to: holder)
+        #expect(tasks.count == 2)
+        farm.complete(impostor, tasks[0])
+        #expect(farm.segment("a", 0).phase == .leased)
+        farm.complete(holder, tasks[0])
+        #expect(farm.segment("a", 0).phase == .done)
+        #expect(farm.segmentsDone.isEmpty)
+        farm.complete(holder, tasks[1])
+        #expect(farm.segmentsDone == ["a"])
+        #expect(farm.state.jobs["a"]?.encodersByNode == ["holder": "libx264"])
+        // A second result for a task already done changes nothing.
+        farm.complete(holder, tasks[1])
+        #expect(farm.segmentsDone == ["a"])
+    }
+
+    @Test func aStragglerIsDuplicatedAndTheFirstResultWins() throws {
+        var farm = Farm()
+        farm.job("a", segments: 2)
+        let slow = farm.join("slow")
+        let fast = farm.join("fast")
+        let slowTask = try #require(farm.assigned(to: slow).first)
+        let fastTask = try #require(farm.assigned(to: fast).first)
+        // The fast node finishes at once; the slow one reports little progress for a long time.
+        farm.now = 2
+        farm.complete(fast, fastTask)
+        for time in stride(from: 3.0, through: 60, by: 1) {
+            farm.take(farm.state.heartbeat(slow, Heartbeat(activeTasks: [TaskProgress(taskID: slowTask.taskID, framesDone: 1)]), now: time))
+            farm.take(farm.state.heartbeat(fast, Heartbeat(activeTasks: []), now: time))
+            farm.tick(to: time)
+        }
+        let copies = farm.assigned(to: fast).filter { $0.segmentIndex == slowTask.segmentIndex }
+        #expect(copies.count == 1, "one duplicate of the straggling segment on the idle node")
+        let copy = try #require(copies.first)
+        farm.complete(fast, copy)
+        #expect(farm.segment("a", Int(slowTask.segmentIndex)).phase == .done)
+        #expect(farm.cancels(to: slow) == [slowTask.taskID])
+        #expect(farm.effects.contains { if case .persist(.moveLease) = $0 { true } else { false } })
+        #expect(farm.segmentsDone == ["a"])
+    }
+
+    @Test func drainingNodesTakeNoNewWork() {
+        var farm = Farm()
+        let node = farm.join("n1")
+        farm.take(farm.state.nodeDraining(node))
+        farm.job("a", segments: 1)
+        #expect(farm.assigned(to: node).isEmpty)
+        let other = farm.join("n2")
+        #expect(farm.assigned(to: other).count == 1)
+        farm.take(farm.state.drainAll())
+        #expect(farm.effects.contains { if case .send(other, .drain) = $0 { true } else { false } })
+    }
+
+    @Test func cancellingAJobCancelsItsTasksOnTheirNodes() throws {
+        var farm = Farm()
+        farm.job("a", segments: 2)
+        let node = farm.join("n1", slots: 2)
+        let tasks = farm.assigned(to: node).map(\.taskID)
+        farm.take(farm.state.end("a", reason: "cancelled", state: .cancelled, now: 1))
+        #expect(farm.cancels(to: node).sorted() == tasks.sorted())
+        #expect(farm.state.tasks.isEmpty)
+        #expect(farm.state.nodes[node]?.inFlight.isEmpty == true)
+        #expect(farm.endedJobs == ["a"])
+        // Its results, if they still come, are not wanted.
+        #expect(farm.state.resultArriving(node, taskID: tasks[0], now: 2) == nil)
+        #expect(farm.state.expectations(node, taskID: tasks[0]) == nil)
+    }
+
+    @Test func theResultByteLimitFollowsTheSegmentAndCannotOverflow() {
+        #expect(ResultExpectations.byteLimit(sourceBytes: 0) == 256 << 20)
+        #expect(ResultExpectations.byteLimit(sourceBytes: 1 << 30) == 16 << 30)
+        #expect(ResultExpectations.byteLimit(sourceBytes: .max) == .max)
+    }
+}
