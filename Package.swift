@@ -124,14 +124,20 @@ let package = Package(
         ),
         .target(
             name: "FarmBenchmarks",
-            dependencies: ["FarmCoordinator", "FarmMedia", "FarmProtocol"],
-            path: "bench/Simulation",
+            dependencies: [
+                "FarmCoordinator", "FarmMedia", "FarmProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "bench/Benchmarks",
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "farm-bench",
             dependencies: [
-                "FarmBenchmarks",
+                "FarmBenchmarks", "FarmMedia",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/Commands",

@@ -123,8 +123,8 @@ def main():
 
     print("protocol throughput on loopback ...", file=sys.stderr)
     # The node channel is TLS unless --insecure-plain-tcp: measure both, the default first.
-    wire = json.loads(run([args.farm, "bench-wire", "--bytes", str(2 << 30), "--directory", WORK]).stdout)
-    wire_plain = json.loads(run([args.farm, "bench-wire", "--bytes", str(2 << 30), "--directory", WORK,
+    wire = json.loads(run([os.path.join(os.path.dirname(args.farm), "farm-bench"), "wire", "--bytes", str(2 << 30), "--directory", WORK]).stdout)
+    wire_plain = json.loads(run([os.path.join(os.path.dirname(args.farm), "farm-bench"), "wire", "--bytes", str(2 << 30), "--directory", WORK,
                                  "--insecure-plain-tcp"]).stdout)
 
     minutes = farm_summary["status"]["sourceSeconds"] / 60

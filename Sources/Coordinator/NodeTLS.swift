@@ -2,7 +2,7 @@ internal import Crypto
 internal import FarmProtocol
 internal import Foundation
 internal import Logging
-internal import NIOSSL
+package import NIOSSL
 internal import SwiftASN1
 internal import X509
 
@@ -26,6 +26,13 @@ public enum NodeChannelSecurity: Sendable {
     case tlsEphemeralCertificate
     /// Plain TCP: no encryption, and a join proof bound to nothing. Only when explicitly asked for.
     case insecurePlainTCP
+}
+
+/// A server TLS context with a certificate made in memory, as the embedded farm's coordinator uses
+/// (for the wire benchmark).
+package func ephemeralNodeTLSContext(subject: String) throws -> NIOSSLContext {
+    try NodeTLSIdentity.make(.tlsEphemeralCertificate, dataDirectory: "", subject: subject, logger: Logger(label: "farm.tls"))!
+        .context
 }
 
 /// The certificate and key the coordinator presents to nodes, with the TLS context made from them.

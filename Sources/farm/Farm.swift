@@ -10,7 +10,7 @@ struct Farm: AsyncParsableCommand {
         commandName: "farm",
         abstract: "A render farm: split long videos at keyframes, encode the segments on nodes, join them exactly.",
         subcommands: [Render.self, CoordinatorCommand.self, NodeCommand.self, Probe.self, Tiers.self, Submit.self, Jobs.self, Nodes.self, Cancel.self,
-            BenchWire.self, Capacity.self,
+            Capacity.self,
         ])
 }
 

@@ -1,3 +1,4 @@
+internal import FarmCoordinator
 internal import FarmMedia
 internal import FarmProtocol
 internal import Foundation
@@ -20,11 +21,7 @@ public enum WireBenchmark {
     }
 
     public static func run(bytes: Int64, directory: String, tls: Bool = true) async throws -> Result {
-        let serverTLS =
-            tls
-            ? try NodeTLSIdentity.make(
-                .tlsEphemeralCertificate, dataDirectory: directory, subject: "bench", logger: Logger(label: "farm.bench")
-            )?.context : nil
+        let serverTLS = tls ? try ephemeralNodeTLSContext(subject: "bench") : nil
         let clientTLS: NIOSSLContext? =
             tls
             ? try {
