@@ -211,6 +211,37 @@ import Testing
         _ = cooldown
     }
 
+    /// Encoder settings come from an assignment: integers out of range fail the attempt with one
+    /// line instead of trapping in a conversion.
+    @Test(arguments: [("thread count", 1 << 40), ("GOP size", -1), ("width", Int(Int32.max) + 1)])
+    func encoderSettingsOutOfRangeFailWithOneLine(field: String, value: Int) throws {
+        let dir = try TestMedia.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("src.mp4").path
+        try TestMedia.makeClip(at: source, seconds: 1, size: "64x48", audio: false)
+        let index = try SourceIndex.scan(path: source)
+        let input = dir.appendingPathComponent("seg0.pkt").path
+        try SegmentSplitter.split(
+            path: source, index: index,
+            payloads: [SegmentPayload(index: 0, packets: 0..<index.packetCount, path: input)], observer: { _ in nil },
+            written: { _, _ in })
+        var config = try EncoderCatalog.configuration(
+            for: index, codec: .h264, encoder: "libx264", crf: nil, preset: "ultrafast", threads: 1)
+        switch field {
+        case "thread count": config.threads = value
+        case "GOP size": config.gopSize = value
+        default: config.width = value
+        }
+        let request = SegmentEncodeRequest(
+            input: input, output: dir.appendingPathComponent("enc0.pkt").path, config: config, startPTS: nil, endPTS: nil,
+            expectedFrames: index.totalFrames)
+        let error = #expect(throws: MediaError.self) {
+            try SegmentEncoder.encode(
+                request, attempts: [EncodeAttempt(config: config, isHardware: false, fault: nil)], cooldown: EncoderCooldown())
+        }
+        #expect(error?.message.contains("encoder \(field) \(value) is outside") == true, "\(String(describing: error))")
+    }
+
     @Test func cooldownKeepsAFailedEncoderOutForItsPeriod() {
         let cooldown = EncoderCooldown(period: .seconds(60))
         let now = ContinuousClock.now
