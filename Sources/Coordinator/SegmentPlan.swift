@@ -52,15 +52,19 @@ public enum SegmentPlanner {
     /// broken ones.
     public static func plan(index: SourceIndex, segmentSeconds: Double) -> [SegmentPlan] {
         let tb = index.timeBase
-        let target = max(Int64((segmentSeconds * Double(tb.den) / Double(max(tb.num, 1))).rounded()), 1)
+        // Every conversion from a Double is bounded first: a length from a request, times from a file.
+        let ticks = segmentSeconds * Double(tb.den) / Double(max(tb.num, 1))
+        let target = ticks.isNaN ? 1 : Int64(min(max(ticks.rounded(), 1), Double(Int64.max / 8)))
         let keyframes = index.keyframes
+        guard !keyframes.isEmpty else { return [] }
         let origin = keyframes.first?.pts ?? index.firstPTS
-        let total = max(index.endPTS - origin, 1)
-        let count = max(Int((Double(total) / Double(target)).rounded()), 1)
+        let total = max(span(from: origin, to: index.endPTS), 1)
+        // Never more segments than keyframes to cut at, whatever the times claim.
+        let count = max(Int(min(Double(total) / Double(target), Double(keyframes.count)).rounded()), 1)
         let step = Double(total) / Double(count)
         var cuts = [0]
         for k in 1..<max(count, 1) {
-            let ideal = origin + Int64(step * Double(k))
+            let ideal = origin.addingSaturating(Int64(min(step * Double(k), Double(Int64.max / 2))))
             let last = cuts.last!
             // The first keyframe at or after the ideal time, and the one before it: the nearer wins.
             var after = last + 1
@@ -71,14 +75,15 @@ public enum SegmentPlanner {
             }
             var choice = after
             if after - 1 > last,
-                after == keyframes.count || ideal - keyframes[after - 1].pts <= keyframes[after].pts - ideal
+                after == keyframes.count
+                    || span(from: keyframes[after - 1].pts, to: ideal) <= span(from: ideal, to: keyframes[after].pts)
             {
                 choice = after - 1
             }
             guard choice < keyframes.count else { break }
             if !keyframes[choice].isClean {
                 var j = choice + 1
-                while j < keyframes.count, keyframes[j].pts < ideal + target / 4 {
+                while j < keyframes.count, keyframes[j].pts < ideal.addingSaturating(target / 4) {
                     if keyframes[j].isClean {
                         choice = j
                         break
@@ -86,10 +91,10 @@ public enum SegmentPlanner {
                     j += 1
                 }
             }
-            guard keyframes[choice].pts - keyframes[last].pts >= target / 3 else { continue }
+            guard span(from: keyframes[last].pts, to: keyframes[choice].pts) >= target / 3 else { continue }
             cuts.append(choice)
         }
-        if cuts.count > 1, index.endPTS - keyframes[cuts.last!].pts < target / 3 {
+        if cuts.count > 1, span(from: keyframes[cuts.last!].pts, to: index.endPTS) < target / 3 {
             cuts.removeLast()
         }
         cuts.append(keyframes.count)
@@ -102,7 +107,21 @@ public enum SegmentPlanner {
                 index: k, startKeyframe: start, endKeyframe: end, startPTS: startPTS, endPTS: endPTS,
                 packets: index.payloadPackets(startKeyframe: start, endKeyframe: end),
                 expectedFrames: index.frames(fromKeyframe: start, toKeyframe: end),
-                durationTicks: (endPTS ?? index.endPTS) - (startPTS ?? index.firstPTS))
+                durationTicks: span(from: startPTS ?? index.firstPTS, to: endPTS ?? index.endPTS))
         }
+    }
+
+    /// `to - from`, saturating at the ends of Int64 instead of trapping (a source index from a hostile
+    /// file keeps its times within ±2^61, but a plan never relies on it).
+    static func span(from: Int64, to: Int64) -> Int64 {
+        let (difference, overflow) = to.subtractingReportingOverflow(from)
+        return overflow ? (to > from ? .max : .min) : difference
+    }
+}
+
+extension Int64 {
+    fileprivate func addingSaturating(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : sum
     }
 }

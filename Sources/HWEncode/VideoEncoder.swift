@@ -15,6 +15,13 @@ final class VideoEncoder {
         guard format != AV_PIX_FMT_NONE else {
             throw MediaError(.unsupported, "unknown pixel format \(config.pixelFormat)")
         }
+        // Settings arrive over the wire: every integer is range-checked before it becomes an Int32.
+        for (name, value, range) in [
+            ("width", config.width, 1...65_536), ("height", config.height, 1...65_536), ("GOP size", config.gopSize, 0...100_000),
+            ("thread count", config.threads, 0...1024),
+        ] where !range.contains(value) {
+            throw MediaError(.invalidInput, "encoder \(name) \(value) is outside \(range.lowerBound)...\(range.upperBound)")
+        }
         guard let ctx = avcodec_alloc_context3(codec) else { throw MediaError(.ffmpeg, "avcodec_alloc_context3 failed") }
         context = ctx
         ctx.pointee.width = Int32(config.width)

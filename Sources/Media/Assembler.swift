@@ -50,16 +50,22 @@ public enum Assembler {
     public static func assemble(_ request: AssemblyRequest, isCancelled: () -> Bool = { false }) throws -> AssemblyReport {
         guard !request.segmentFiles.isEmpty else { throw MediaError(.invalidInput, "no segments to join") }
         let source = try InputFile(path: request.sourcePath)
-        var readers = try request.segmentFiles.map { try PacketFileReader(path: $0) }
-        let first = readers[0].header
-        for (i, reader) in readers.enumerated() {
-            if let difference = ParameterSets.compatible(first.parameters, reader.header.parameters) {
-                throw MediaError(.mismatch, "segment \(i) cannot share a track with segment 0: \(difference)")
-            }
+        // One segment file open at a time: a first walk over every segment's record headers (times,
+        // reordering depth, stream header), then the packets themselves, segment after segment.
+        var segments: [SegmentTimes] = []
+        segments.reserveCapacity(request.segmentFiles.count)
+        var firstHeader: PacketStreamHeader?
+        for (i, path) in request.segmentFiles.enumerated() {
+            if isCancelled() { throw MediaError(.cancelled, "\(request.outputPath): assembly cancelled") }
+            let (times, header) = try SegmentTimes.scan(path: path, number: i, first: firstHeader)
+            if firstHeader == nil { firstHeader = header }
+            segments.append(times)
         }
+        let first = firstHeader!
+        var decodeTimes = try DecodeTimes(segments)
         // Segments from one encoder configuration share one stream header; otherwise each segment
         // carries its own parameter sets in band (see docs/encoding.md).
-        let inBand = readers.contains { $0.header.parameters != first.parameters }
+        let inBand = segments.contains { !$0.sameHeader }
         let output = try OutputFile(path: request.outputPath, format: request.container)
 
         var mapping: [Int: Int] = [:]
@@ -67,8 +73,6 @@ public enum Assembler {
         var videoOut = -1
         for i in 0..<source.streamCount {
             let inStream = source.stream(i)
-            let par = inStream.pointee.codecpar.pointee
-            let name = "stream \(i) (\(String(cString: avcodec_get_name(par.codec_id))))"
             if i == request.videoStreamIndex {
                 let st = try output.addStream(parameters: first.parameters, timeBase: first.timeBase)
                 copyStreamProperties(from: inStream, to: st)
@@ -85,19 +89,12 @@ public enum Assembler {
                 mapping[i] = videoOut
                 continue
             }
-            let supported = avformat_query_codec(output.context.pointee.oformat, par.codec_id, FF_COMPLIANCE_NORMAL) == 1
-            switch par.codec_type {
-            case AVMEDIA_TYPE_AUDIO, AVMEDIA_TYPE_SUBTITLE, AVMEDIA_TYPE_VIDEO:
-                guard supported else {
-                    throw MediaError(
-                        .unsupported,
-                        "\(request.sourcePath): \(name) cannot be stored in \(request.container); write .mkv to keep it")
-                }
-            default:
-                guard supported else {
-                    dropped.append("\(name): not supported by \(request.container)")
+            if let problem = AssemblyRequest.storageProblem(inStream, index: i, format: output.context.pointee.oformat, container: request.container) {
+                guard problem.isRequired else {
+                    dropped.append(problem.message)
                     continue
                 }
+                throw MediaError(.unsupported, "\(request.sourcePath): \(problem.message)")
             }
             let st = try output.addStream(copying: inStream.pointee.codecpar, timeBase: Rational(inStream.pointee.time_base))
             st.pointee.codecpar.pointee.codec_tag = 0
@@ -110,29 +107,34 @@ public enum Assembler {
         try output.writeHeader()
 
         var counts: [Int: Int] = [:]
-        var segmentPackets = Array(repeating: 0, count: readers.count)
-        var segment = 0
-        var lastVideoDTS = Int64.min
+        var segmentPackets = Array(repeating: 0, count: segments.count)
+        var segment = -1
+        var reader: PacketFileReader?
         let videoPacket = Packet()
         let otherPacket = Packet()
         let videoStream = output.stream(videoOut)
 
-        var startOfSegment = true
         func nextVideo() throws -> Bool {
-            while segment < readers.count {
-                if try readers[segment].read(into: videoPacket) {
-                    if inBand, startOfSegment {
+            while true {
+                if let current = reader, try current.read(into: videoPacket) {
+                    let times = segments[segment]
+                    guard segmentPackets[segment] < times.packets, videoPacket.pts >= times.firstPTS, videoPacket.pts <= times.lastPTS
+                    else { throw MediaError(.mismatch, "segment \(segment) changed while it was being joined") }
+                    if inBand, segmentPackets[segment] == 0 {
                         try ParameterSets.prepend(
-                            ParameterSets.prefix(for: readers[segment].header.parameters, firstPacket: videoPacket.data),
-                            to: videoPacket)
+                            ParameterSets.prefix(for: current.header.parameters, firstPacket: videoPacket.data), to: videoPacket)
                     }
-                    startOfSegment = false
+                    videoPacket.dts = try decodeTimes.next(pts: videoPacket.pts)
                     return true
                 }
+                if segment >= 0, segmentPackets[segment] != segments[segment].packets {
+                    throw MediaError(.mismatch, "segment \(segment) changed while it was being joined")
+                }
+                reader = nil
                 segment += 1
-                startOfSegment = true
+                guard segment < segments.count else { return false }
+                reader = try PacketFileReader(path: request.segmentFiles[segment])
             }
-            return false
         }
         func nextOther() throws -> Bool {
             while try source.read(into: otherPacket) {
@@ -154,14 +156,6 @@ public enum Assembler {
                     || av_compare_ts(videoPacket.dts, first.timeBase.av, otherTime, inStream.pointee.time_base) <= 0
             }
             if takeVideo {
-                // Each segment's encoder starts its decode times below its first presentation time;
-                // at a join they must still increase strictly, and never pass the presentation time.
-                if videoPacket.dts <= lastVideoDTS { videoPacket.dts = lastVideoDTS + 1 }
-                guard videoPacket.dts <= videoPacket.pts else {
-                    throw MediaError(
-                        .mismatch, "segment \(segment): no room for a decode time between \(lastVideoDTS) and \(videoPacket.pts)")
-                }
-                lastVideoDTS = videoPacket.dts
                 videoPacket.streamIndex = videoOut
                 av_packet_rescale_ts(videoPacket.pointer, first.timeBase.av, videoStream.pointee.time_base)
                 try output.write(videoPacket)
@@ -180,7 +174,6 @@ public enum Assembler {
             }
         }
         try output.finish()
-        readers.removeAll()
         return AssemblyReport(
             videoPackets: counts[videoOut] ?? 0, packetsPerStream: counts, dropped: dropped, videoOutputIndex: videoOut,
             inBandParameterSets: inBand, segmentPackets: segmentPackets)

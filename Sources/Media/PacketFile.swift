@@ -130,14 +130,19 @@ public final class PacketFileReader {
     private var start = 0
     private var end = 0
     private var atEOF = false
+    private var fileSize: Int64 = 0
 
-    public init(path: String) throws {
+    /// Opens the file and reads its header; `bufferSize` is what it reads at a time (1 MiB for
+    /// reading packets, a few KiB for walking timestamps with `nextTimes`).
+    public init(path: String, bufferSize: Int = 1 << 20) throws {
         self.path = path
         fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw MediaError(.io, "cannot open \(path): \(String(cString: strerror(errno)))")
         }
-        buffer = [UInt8](repeating: 0, count: PacketFileFormat.bufferSize)
+        var st = stat()
+        if fstat(fd, &st) == 0 { fileSize = Int64(st.st_size) }
+        buffer = [UInt8](repeating: 0, count: max(bufferSize, PacketFileFormat.recordHeaderSize))
         // Temporarily placeholder; replaced below once the header is parsed.
         header = PacketStreamHeader(
             parameters: CodecParameters(empty: ()), timeBase: Rational(0, 1), frameRate: Rational(0, 1))
@@ -191,20 +196,46 @@ public final class PacketFileReader {
         return Array(buffer[start..<start + n])
     }
 
-    /// Reads the next packet into `packet`; false at the end of the file.
-    package func read(into packet: Packet) throws -> Bool {
-        packet.unref()
-        guard try fill(PacketFileFormat.recordHeaderSize) else { return false }
+    /// One record's header: the packet's size, times and flags.
+    private struct Record {
+        var size: Int
+        var pts: Int64
+        var dts: Int64
+        var duration: Int64
+        var flags: Int32
+    }
+
+    private func nextRecord() throws -> Record? {
+        guard try fill(PacketFileFormat.recordHeaderSize) else { return nil }
         var r = ByteReader(Array(buffer[start..<start + PacketFileFormat.recordHeaderSize]))
         start += PacketFileFormat.recordHeaderSize
         let size = Int(try r.uint32())
         guard size <= PacketFileFormat.maxPacketSize else {
             throw MediaError(.invalidInput, "\(path): packet of \(size) bytes is over the limit")
         }
-        let pts = try r.int64()
-        let dts = try r.int64()
-        let duration = try r.int64()
-        let flags = try r.int32()
+        return Record(size: size, pts: try r.int64(), dts: try r.int64(), duration: try r.int64(), flags: try r.int32())
+    }
+
+    /// The next packet's presentation time and duration, skipping its bytes; nil at the end of the file.
+    package func nextTimes() throws -> (pts: Int64, duration: Int64)? {
+        guard let record = try nextRecord() else { return nil }
+        let buffered = min(record.size, end - start)
+        start += buffered
+        let rest = record.size - buffered
+        if rest > 0 {
+            start = 0
+            end = 0
+            let offset = lseek(fd, off_t(rest), SEEK_CUR)
+            guard offset >= 0, Int64(offset) <= fileSize else { throw MediaError(.invalidInput, "\(path) is truncated") }
+        }
+        return (record.pts, record.duration)
+    }
+
+    /// Reads the next packet into `packet`; false at the end of the file.
+    package func read(into packet: Packet) throws -> Bool {
+        packet.unref()
+        guard let record = try nextRecord() else { return false }
+        let (size, pts, dts, duration, flags) = (record.size, record.pts, record.dts, record.duration, record.flags)
         try check(av_new_packet(packet.pointer, Int32(size)), "allocating a packet of \(size) bytes")
         guard try fill(size) || size == 0 else { throw MediaError(.invalidInput, "\(path) is truncated") }
         if size > 0 {

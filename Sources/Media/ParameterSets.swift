@@ -109,8 +109,9 @@ enum ParameterSets {
         return out
     }
 
-    /// Whether an AV1 temporal unit contains a sequence header OBU (type 1).
-    private static func hasSequenceHeader(_ data: UnsafeRawBufferPointer) -> Bool {
+    /// Whether an AV1 temporal unit contains a sequence header OBU (type 1). The bytes come from a
+    /// node: every size is read as at most 8 LEB128 bytes and checked against what is left.
+    static func hasSequenceHeader(_ data: UnsafeRawBufferPointer) -> Bool {
         var i = 0
         while i < data.count {
             let header = data[i]
@@ -120,16 +121,19 @@ enum ParameterSets {
             let hasSize = header & 0x02 != 0
             i += hasExtension ? 2 : 1
             guard hasSize else { return false }
-            var size = 0
-            var shift = 0
-            while i < data.count {
+            var size: UInt64 = 0
+            var complete = false
+            for byteIndex in 0..<8 where i < data.count {
                 let byte = data[i]
                 i += 1
-                size |= Int(byte & 0x7F) << shift
-                shift += 7
-                if byte & 0x80 == 0 { break }
+                size |= UInt64(byte & 0x7F) << (7 * UInt64(byteIndex))
+                if byte & 0x80 == 0 {
+                    complete = true
+                    break
+                }
             }
-            i += size
+            guard complete, i <= data.count, size <= UInt64(data.count - i) else { return false }
+            i += Int(size)
         }
         return false
     }

@@ -31,17 +31,40 @@ public struct SourceIndex: Sendable {
     public var endPTS: Int64
     public var parameters: CodecParameters
 
-    /// Scans the video stream of `path`. `isCancelled` is polled between packets.
-    public static func scan(path: String, isCancelled: () -> Bool = { false }) throws -> SourceIndex {
+    /// The most keyframes an index holds (some 48 bytes each): a day of all-intra video at 50 fps.
+    public static let maxKeyframes = 4_320_000
+    /// The largest magnitude a timestamp or duration may have, so that every sum and difference of
+    /// two of them fits in 64 bits (FFmpeg's own times are unbounded).
+    public static let timestampLimit: Int64 = 1 << 61
+
+    /// Scans the video stream of `path`. `isCancelled` is polled between packets; reading stops with
+    /// one line after `seconds` or at `maxKeyframes`, and so do timestamps past `timestampLimit`.
+    public static func scan(
+        path: String, seconds: Double? = 3600, maxKeyframes: Int = maxKeyframes, isCancelled: () -> Bool = { false }
+    ) throws -> SourceIndex {
         try checkRegularFile(path)
         let input = try InputFile(path: path)
+        // Every field of the demuxer's stream is read while `input` (which frees it) is alive.
+        return try withExtendedLifetime(input) {
+            try scan(input, seconds: seconds, maxKeyframes: maxKeyframes, isCancelled: isCancelled)
+        }
+    }
+
+    private static func scan(
+        _ input: InputFile, seconds: Double?, maxKeyframes: Int, isCancelled: () -> Bool
+    ) throws -> SourceIndex {
+        let path = input.path
         guard let video = input.bestVideoStream() else {
             throw MediaError(.noVideoStream, "\(path): has no video stream")
         }
         input.discardStreams { $0 == video }
+        input.limitReading(toSeconds: seconds)
         let stream = input.stream(video)
         let parameters = CodecParameters(stream.pointee.codecpar)
         let codecID = stream.pointee.codecpar.pointee.codec_id
+        let timeBase = Rational(stream.pointee.time_base)
+        let frameRate = Rational(stream.pointee.avg_frame_rate.num > 0 ? stream.pointee.avg_frame_rate : stream.pointee.r_frame_rate)
+        guard timeBase.isValid else { throw MediaError(.invalidInput, "\(path): video time base \(timeBase) is not positive") }
         var keyframes: [Keyframe] = []
         var counts: [Int] = []
         var before = 0
@@ -58,7 +81,16 @@ public struct SourceIndex: Sendable {
             guard let pts = presentationTime(packet) else {
                 throw MediaError(.unsupported, "\(path): video packet \(packetIndex) has no timestamp")
             }
+            let duration = max(packet.duration, 0)
+            for (name, value) in [("time", pts), ("decode time", packet.dts), ("duration", duration)]
+            where value != noTimestamp && value.magnitude > timestampLimit.magnitude {
+                throw MediaError(
+                    .invalidInput, "\(path): video packet \(packetIndex) has the \(name) \(value), beyond ±2^61 ticks")
+            }
             if packet.isKeyframe, pts > (keyframes.last?.pts ?? Int64.min) {
+                guard keyframes.count < maxKeyframes else {
+                    throw MediaError(.unsupported, "\(path): has more than \(maxKeyframes) keyframes")
+                }
                 keyframes.append(
                     Keyframe(
                         packetIndex: packetIndex, pts: pts, dts: packet.dts, position: packet.position,
@@ -69,7 +101,8 @@ public struct SourceIndex: Sendable {
             total += 1
             firstPTS = min(firstPTS, pts)
             lastPTS = max(lastPTS, pts)
-            endPTS = max(endPTS, pts + max(packet.duration, 0))
+            // Both terms are within ±2^61: the sum fits.
+            endPTS = max(endPTS, pts + duration)
             if let bin = bin(of: pts, in: keyframes) { counts[bin] += 1 } else { before += 1 }
         }
         guard !keyframes.isEmpty, total > 0 else {
@@ -77,8 +110,7 @@ public struct SourceIndex: Sendable {
         }
         counts[0] += before
         return SourceIndex(
-            videoStreamIndex: video, timeBase: Rational(stream.pointee.time_base),
-            frameRate: Rational(stream.pointee.avg_frame_rate.num > 0 ? stream.pointee.avg_frame_rate : stream.pointee.r_frame_rate),
+            videoStreamIndex: video, timeBase: timeBase, frameRate: frameRate,
             keyframes: keyframes, frameCounts: counts, packetCount: packetIndex, totalFrames: total,
             firstPTS: firstPTS, lastPTS: lastPTS, endPTS: endPTS, parameters: parameters)
     }

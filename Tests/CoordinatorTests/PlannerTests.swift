@@ -122,6 +122,27 @@ import Testing
             durationSeconds: 7200, totalSlots: 50, slotSpeeds: Array(repeating: 3, count: 50))
         #expect(even == 36)
     }
+
+    /// Times and lengths at the ends of Int64 and Double (a hostile file's index, a request's length):
+    /// the plan still tiles the source, never with more segments than keyframes, and nothing traps.
+    @Test(arguments: [4.0, 1e-300, 1e300, .infinity, -.infinity, .nan, -5])
+    func extremeTimesAndLengthsStillGiveATiling(segmentSeconds: Double) throws {
+        let (scanned, dir) = try self.index(
+            "extreme.mp4", seconds: 4, videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "0"])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var index = scanned
+        #expect(index.keyframes.count == 4)
+        // The first keyframe far below zero, the others far above, the end at Int64.max.
+        index.keyframes[0].pts = Int64.min + 1
+        index.firstPTS = Int64.min + 1
+        for k in 1..<4 { index.keyframes[k].pts = Int64.max / 4 * Int64(k) }
+        index.endPTS = Int64.max
+        index.lastPTS = Int64.max - 1
+        let plans = SegmentPlanner.plan(index: index, segmentSeconds: segmentSeconds)
+        #expect((1...4).contains(plans.count))
+        expectTiling(plans, index)
+        #expect(plans.allSatisfy { $0.durationTicks > 0 })
+    }
 }
 
 /// Admission under a low-disk watermark, with a running coordinator and no nodes.

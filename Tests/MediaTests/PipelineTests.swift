@@ -104,6 +104,45 @@ import Testing
         }
     }
 
+    /// A hardware segment without B-frames beside software ones with them (libx264 bframes=0 and
+    /// bframes=3, nothing else different), on a source whose time base is one tick a frame: no tick is
+    /// left between the segments' own decode times, which the assembler therefore chooses itself.
+    @Test(arguments: ["mp4", "mkv"])
+    func segmentsOfDifferentReorderDepthJoinFrameExact(container: String) throws {
+        let dir = try TestMedia.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("src.mp4").path
+        try TestMedia.makeClip(
+            at: source, seconds: 4, size: "160x120",
+            videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "2"], extra: ["-video_track_timescale", "25"])
+        #expect(try TestMedia.streamInfo(source, stream: "v:0", entries: "time_base")["time_base"] == "1/25")
+        let output = dir.appendingPathComponent("joined.\(container)").path
+        let (index, report) = try render(
+            source: source, codec: .h264, keyframesPerSegment: 1, output: output,
+            attempts: { i, config in
+                var depth = config
+                depth.options = ["x264-params": i % 2 == 0 ? "bframes=0" : "bframes=3"]
+                return [EncodeAttempt(config: depth, isHardware: i % 2 == 0, fault: nil)]
+            })
+        #expect(report.segmentPackets.count == 4)
+        #expect(report.videoPackets == index.totalFrames)
+        // Matroska moves every stream by the AAC priming (see above); MP4 keeps the times as they are.
+        if container == "mp4" {
+            #expect(try TestMedia.frameSeconds(output) == TestMedia.frameSeconds(source))
+        } else {
+            #expect(try TestMedia.relativeFrameTimes(output) == TestMedia.relativeFrameTimes(source))
+        }
+        if container == "mp4" {
+            // Matroska stores presentation times only; MP4 stores decode times, which must increase.
+            let decodeTimes = try TestMedia.run(
+                "ffprobe", ["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=dts", "-of", "csv=p=0", output]
+            ).split(whereSeparator: \.isNewline).map { Int64($0.trimmingCharacters(in: CharacterSet(charactersIn: ", "))) }
+            #expect(decodeTimes.count == 100 && decodeTimes.allSatisfy { $0 != nil })
+            #expect(zip(decodeTimes, decodeTimes.dropFirst()).allSatisfy { $0! < $1! }, "\(decodeTimes)")
+        }
+        try TestMedia.decodesCleanly(output)
+    }
+
     @Test func segmentCheckRejectsDamageTheDecoderWouldConceal() throws {
         let dir = try TestMedia.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -170,6 +209,37 @@ import Testing
         #expect(try TestMedia.frameSeconds(output) == TestMedia.frameSeconds(source))
         try TestMedia.decodesCleanly(output)
         _ = cooldown
+    }
+
+    /// Encoder settings come from an assignment: integers out of range fail the attempt with one
+    /// line instead of trapping in a conversion.
+    @Test(arguments: [("thread count", 1 << 40), ("GOP size", -1), ("width", Int(Int32.max) + 1)])
+    func encoderSettingsOutOfRangeFailWithOneLine(field: String, value: Int) throws {
+        let dir = try TestMedia.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("src.mp4").path
+        try TestMedia.makeClip(at: source, seconds: 1, size: "64x48", audio: false)
+        let index = try SourceIndex.scan(path: source)
+        let input = dir.appendingPathComponent("seg0.pkt").path
+        try SegmentSplitter.split(
+            path: source, index: index,
+            payloads: [SegmentPayload(index: 0, packets: 0..<index.packetCount, path: input)], observer: { _ in nil },
+            written: { _, _ in })
+        var config = try EncoderCatalog.configuration(
+            for: index, codec: .h264, encoder: "libx264", crf: nil, preset: "ultrafast", threads: 1)
+        switch field {
+        case "thread count": config.threads = value
+        case "GOP size": config.gopSize = value
+        default: config.width = value
+        }
+        let request = SegmentEncodeRequest(
+            input: input, output: dir.appendingPathComponent("enc0.pkt").path, config: config, startPTS: nil, endPTS: nil,
+            expectedFrames: index.totalFrames)
+        let error = #expect(throws: MediaError.self) {
+            try SegmentEncoder.encode(
+                request, attempts: [EncodeAttempt(config: config, isHardware: false, fault: nil)], cooldown: EncoderCooldown())
+        }
+        #expect(error?.message.contains("encoder \(field) \(value) is outside") == true, "\(String(describing: error))")
     }
 
     @Test func cooldownKeepsAFailedEncoderOutForItsPeriod() {
