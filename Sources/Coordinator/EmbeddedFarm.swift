@@ -1,7 +1,7 @@
 internal import FarmChildProcess
-public import FarmHWEncode
+internal import FarmHWEncode
 internal import FarmMedia
-public import Foundation
+internal import Foundation
 public import Logging
 
 /// The embedded default: a coordinator in this process and N `farm node` child processes that

@@ -74,7 +74,7 @@ struct Render: AsyncParsableCommand {
             var arguments = [input, "--server", "http://\(host.contains(":") ? "[\(host)]" : host):\(port)", "-o", output, "--codec", codec.rawValue, "--preset", preset]
             if let crf { arguments += ["--crf", String(crf)] }
             if let segmentSeconds { arguments += ["--segment-seconds", String(segmentSeconds)] }
-            var submit = try Submit.parse(arguments)
+            let submit = try Submit.parse(arguments)
             try await submit.run()
             return
         }
