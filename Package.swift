@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        // Child processes: an awaitable exit (pidfd on Linux 5.4 and later) and signals through the pidfd.
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", exact: "1.0.2"),
     ],
     targets: [
         .systemLibrary(
@@ -54,6 +56,12 @@ let package = Package(
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
         .target(
+            name: "FarmChildProcess",
+            dependencies: [.product(name: "Subprocess", package: "swift-subprocess")],
+            path: "Sources/ChildProcess",
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "FarmMedia",
             dependencies: ["CFFmpeg"],
             path: "Sources/Media",
@@ -79,7 +87,7 @@ let package = Package(
         .target(
             name: "FarmCoordinator",
             dependencies: [
-                "FarmProtocol", "FarmMedia", "FarmHWEncode", "CCurl",
+                "FarmProtocol", "FarmMedia", "FarmHWEncode", "FarmChildProcess", "CCurl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
@@ -110,10 +118,16 @@ let package = Package(
             path: "Sources/RenderNode",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "FarmCapacity",
+            dependencies: ["FarmCoordinator", "FarmMedia", "FarmProtocol", "FarmChildProcess"],
+            path: "Sources/Capacity",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "farm",
             dependencies: [
-                "FarmCoordinator", "FarmNode", "FarmHWEncode", "FarmMedia", "FarmProtocol",
+                "FarmCoordinator", "FarmNode", "FarmHWEncode", "FarmMedia", "FarmProtocol", "FarmChildProcess", "FarmCapacity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -145,8 +159,21 @@ let package = Package(
         ),
         .target(
             name: "FarmTestSupport",
+            dependencies: ["FarmChildProcess"],
             path: "Tests/Support",
             swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+        .testTarget(
+            name: "ChildProcessTests",
+            dependencies: ["FarmChildProcess"],
+            path: "Tests/ChildProcessTests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CapacityUnitTests",
+            dependencies: ["FarmCapacity", "FarmProtocol"],
+            path: "Tests/CapacityUnitTests",
+            swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "ProtocolTests",
@@ -190,14 +217,14 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["FarmMedia", "FarmTestSupport"],
+            dependencies: ["FarmMedia", "FarmTestSupport", "FarmChildProcess"],
             path: "Tests/IntegrationTests",
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "SecurityTests",
             dependencies: [
-                "FarmProtocol", "FarmTestSupport",
+                "FarmProtocol", "FarmTestSupport", "FarmChildProcess",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -367,6 +367,13 @@ public actor Coordinator {
                 throw CoordinatorError(.invalidRequest, "\(source): has no video stream")
             }
             try configuration.sourceLimits.check(info, source: source)
+            // A stream the output container cannot hold is refused now, not after all the encoding.
+            let container = AssemblyRequest.container(forOutput: request.output)
+            do {
+                try await Offload.run("streams") { _ in try AssemblyRequest.checkStreams(sourcePath: source, container: container) }
+            } catch {
+                throw CoordinatorError(.invalidRequest, "\(error)")
+            }
             if request.segmentSeconds == nil {
                 request.segmentSeconds = defaultSegmentSeconds(info.durationSeconds, request)
             }

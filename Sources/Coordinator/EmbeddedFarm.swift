@@ -1,6 +1,7 @@
-public import FarmHWEncode
+internal import FarmChildProcess
+internal import FarmHWEncode
 internal import FarmMedia
-public import Foundation
+internal import Foundation
 public import Logging
 
 /// The embedded default: a coordinator in this process and N `farm node` child processes that
@@ -88,61 +89,57 @@ public struct EmbeddedFarm: Sendable {
         } else {
             id = try await coordinator.submit(request)
         }
-        let processes = try startNodes(port: listener.port, token: token, dataDirectory: dataDirectory)
+        let nodes = try await startNodes(port: listener.port, token: token, dataDirectory: dataDirectory)
 
-        let status: JobStatus = try await withThrowingTaskGroup(of: JobStatus?.self) { group in
-            group.addTask {
-                try await coordinator.run(listener)
-                return nil
-            }
-            group.addTask {
-                while !Task.isCancelled {
-                    if let status = await coordinator.status(id) {
-                        progress(status)
-                        if status.state.isFinished { break }
-                    }
-                    try? await Task.sleep(for: .milliseconds(500))
+        let status: JobStatus
+        do {
+            status = try await withThrowingTaskGroup(of: JobStatus?.self) { group in
+                group.addTask {
+                    try await coordinator.run(listener)
+                    return nil
                 }
-                return nil
-            }
-            group.addTask {
-                // Every node exiting before the job ends means nothing can finish it.
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(250))
-                    if processes.allSatisfy({ !$0.isRunning }) {
-                        try? await coordinator.cancel(id, reason: "every render node exited (see the node logs in the data directory)")
+                group.addTask {
+                    while !Task.isCancelled {
+                        if let status = await coordinator.status(id) {
+                            progress(status)
+                            if status.state.isFinished { break }
+                        }
+                        try? await Task.sleep(for: .milliseconds(500))
+                    }
+                    return nil
+                }
+                group.addTask {
+                    // Every node exiting before the job ends means nothing can finish it: the nodes' own reasons
+                    // become the job's, since their logs go with a temporary data directory.
+                    for node in nodes { guard await node.exitUnlessCancelled() != nil else { return nil } }
+                    try? await coordinator.cancel(id, reason: Self.exitReason(nodes))
+                    return nil
+                }
+                group.addTask {
+                    // On interruption the coordinator stops without ending the job: with a data directory
+                    // of its own, running the same command again resumes it.
+                    try await coordinator.waitForCompletion(id)
+                }
+                var final: JobStatus?
+                while let next = try await group.next() {
+                    if let next {
+                        final = next
                         break
                     }
                 }
-                return nil
+                await coordinator.drainNodes()
+                await Self.waitForExit(nodes, timeout: .seconds(10))
+                group.cancelAll()
+                return final!
             }
-            group.addTask {
-                // On interruption the coordinator stops without ending the job: with a data directory
-                // of its own, running the same command again resumes it.
-                try await coordinator.waitForCompletion(id)
-            }
-            var final: JobStatus?
-            while let next = try await group.next() {
-                if let next {
-                    final = next
-                    break
-                }
-            }
-            await coordinator.drainNodes()
-            await Self.waitForExit(processes, timeout: .seconds(10))
-            group.cancelAll()
-            return final!
+        } catch {
+            await Self.waitForExit(nodes, timeout: .seconds(0))
+            throw error
         }
         progress(status)
         let wall = (ContinuousClock.now - started)
         let wallSeconds = wall.seconds
         guard status.state == .done else {
-            let logs = (0..<options.nodes).compactMap { i -> String? in
-                let path = "\(dataDirectory)/node-\(i).log"
-                guard let text = try? String(contentsOfFile: path, encoding: .utf8), !text.isEmpty else { return nil }
-                return "node-\(i): " + (text.split(separator: "\n").suffix(3).joined(separator: " | "))
-            }
-            if !logs.isEmpty { options.logger.debug("node logs", metadata: ["tail": "\(logs.joined(separator: "; "))"]) }
             throw CoordinatorError(.jobFailed, status.error ?? "job \(status.state.rawValue)")
         }
         var usage = rusage()
@@ -156,43 +153,70 @@ public struct EmbeddedFarm: Sendable {
             coordinatorPeakRSSMB: Double(usage.ru_maxrss) / 1024)
     }
 
-    private func startNodes(port: Int, token: String, dataDirectory: String) throws -> [Process] {
-        var environment = ProcessInfo.processInfo.environment
+    private func startNodes(port: Int, token: String, dataDirectory: String) async throws -> [ChildProcess] {
+        var environment: [String: String?] = options.nodeEnvironment
         environment["FARM_JOIN_TOKEN"] = token
-        for (key, value) in options.nodeEnvironment { environment[key] = value }
-        return try (0..<options.nodes).map { i in
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: options.nodeExecutable)
-            process.arguments = [
-                "node", "--coordinator", "127.0.0.1:\(port)", "--slots", String(options.slotsPerNode), "--threads",
-                String(options.threadsPerNode), "--node-id", "node-\(i)", "--work-dir", "\(dataDirectory)/node-\(i)",
-                "--exit-on-disconnect",
-                // Local nodes share one machine: a calibration encode would only delay the start.
-                "--no-calibrate",
-            ] + (options.insecurePlainTCP ? ["--insecure-plain-tcp"] : []) + options.nodeArguments
-            process.environment = environment
-            let logPath = "\(dataDirectory)/node-\(i).log"
-            FileManager.default.createFile(atPath: logPath, contents: nil)
-            let log = FileHandle(forWritingAtPath: logPath)
-            process.standardOutput = log
-            process.standardError = log
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-            return process
+        var nodes: [ChildProcess] = []
+        do {
+            for i in 0..<options.nodes {
+                let arguments =
+                    [
+                        "node", "--coordinator", "127.0.0.1:\(port)", "--slots", String(options.slotsPerNode),
+                        "--threads", String(options.threadsPerNode), "--node-id", "node-\(i)", "--work-dir",
+                        "\(dataDirectory)/node-\(i)", "--exit-on-disconnect",
+                        // Local nodes share one machine: a calibration encode would only delay the start.
+                        "--no-calibrate",
+                    ] + (options.insecurePlainTCP ? ["--insecure-plain-tcp"] : []) + options.nodeArguments
+                nodes.append(
+                    try await ChildProcess.start(
+                        name: "node-\(i)", executable: options.nodeExecutable, arguments: arguments,
+                        environment: environment, log: "\(dataDirectory)/node-\(i).log", grace: .seconds(3)))
+            }
+        } catch {
+            await nodes.stopAll(grace: .seconds(3))
+            throw error
+        }
+        return nodes
+    }
+
+    /// Waits up to `timeout` for the nodes to exit by themselves (they were asked to drain), then stops the rest:
+    /// SIGTERM, 3 s, SIGKILL.
+    private static func waitForExit(_ nodes: [ChildProcess], timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            for node in nodes {
+                group.addTask {
+                    if await node.wait(timeout: timeout) == nil { await node.stop(grace: .seconds(3)) }
+                }
+            }
         }
     }
 
-    private static func waitForExit(_ processes: [Process], timeout: Duration) async {
-        let deadline = ContinuousClock.now + timeout
-        while processes.contains(where: \.isRunning), ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(50))
+    /// Why every node exited, from what each wrote last: "node-0 exited with status 1: REASON", one line per
+    /// distinct reason, followed by the indented lines the node printed under it (for `--hardware require`,
+    /// the encoders it tried and why each is unavailable).
+    static func exitReason(_ nodes: [ChildProcess]) -> String {
+        var order: [String] = []
+        var names: [String: [String]] = [:]
+        for node in nodes {
+            let reason = "\(node.exit?.description ?? "exited"): " + lastError(node.lastLines())
+            if names[reason] == nil { order.append(reason) }
+            names[reason, default: []].append(node.name)
         }
-        for process in processes where process.isRunning { process.terminate() }
-        let killDeadline = ContinuousClock.now + .seconds(3)
-        while processes.contains(where: \.isRunning), ContinuousClock.now < killDeadline {
-            try? await Task.sleep(for: .milliseconds(50))
+        let lines = order.map { reason in
+            let who = names[reason, default: []].joined(separator: ", ")
+            return "\(who) \(reason)"
         }
-        for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        return "every render node exited: " + lines.joined(separator: "\n")
+    }
+
+    /// The last line of `lines` that reports an error (without the "farm: error: " prefix), with the indented
+    /// lines after it; the last line when none says "error"; "no output" when there is none.
+    static func lastError(_ lines: [String]) -> String {
+        guard let index = lines.lastIndex(where: { $0.contains("error") }) else { return lines.last ?? "no output" }
+        var line = Substring(lines[index])
+        if let range = line.range(of: "error: ") { line = line[range.upperBound...] }
+        let details = lines[(index + 1)...].prefix { $0.hasPrefix(" ") }
+        return ([String(line)] + details).joined(separator: "\n")
     }
 
     /// 32 random bytes in hex: a join or API token made for one run.

@@ -51,9 +51,11 @@ extension Coordinator {
             apply(state.setPhase(id, "indexing"))
             let limits = configuration.sourceLimits
             let original = request.source
+            let container = AssemblyRequest.container(forOutput: request.output)
             let (info, index) = try await Offload.run("index \(id)") { threadFlag in
                 let info = try MediaInfo.probe(path: source)
                 try limits.check(info, source: original)
+                try AssemblyRequest.checkStreams(sourcePath: source, container: container)
                 let index = try SourceIndex.scan(path: source) { threadFlag.isCancelled || flag.isCancelled }
                 return (info, index)
             }

@@ -24,7 +24,7 @@ struct CommonOptions: ParsableArguments {
 
     func bootstrap(default level: Logger.Level) {
         let chosen = logLevel.flatMap(Logger.Level.init(rawValue:))
-            ?? ProcessInfo.processInfo.environment["FARM_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? level
+            ?? FarmEnvironment.current.logLevel.flatMap(Logger.Level.init(rawValue:)) ?? level
         let json = jsonLogs
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler =
@@ -37,8 +37,8 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
-/// Reads a shared secret from the environment or a file, never from the command line.
-func readSecret(environment name: String, file: String?) throws -> String? {
+/// Reads a shared secret from a file, else from the environment's value, never from the command line.
+func readSecret(environment value: String?, file: String?) throws -> String? {
     if let file {
         guard let data = FileManager.default.contents(atPath: file) else {
             throw ValidationError("cannot read \(file)")
@@ -47,8 +47,7 @@ func readSecret(environment name: String, file: String?) throws -> String? {
         guard !token.isEmpty else { throw ValidationError("\(file) is empty") }
         return token
     }
-    if let value = ProcessInfo.processInfo.environment[name], !value.isEmpty { return value }
-    return nil
+    return value
 }
 
 /// Splits "HOST:PORT" (IPv6 as "[::1]:PORT").

@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmTestSupport
 import Foundation
 import Testing
@@ -18,17 +19,18 @@ final class FaultFarm: ProcessFixture, @unchecked Sendable {
     /// The only source root: clips for path submissions go here.
     let sources: String
     let data: String
-    private(set) var httpPort: Int
-    private(set) var nodePort: Int
+    /// The ports the system chose at the first start; a restart keeps them (the nodes dial the same one).
+    private(set) var httpPort = 0
+    private(set) var nodePort = 0
     /// The address the coordinator listens on for nodes (loopback unless a test gives a namespace's address).
     let nodeHost: String
     let coordinatorArguments: [String]
     let token = "fault-test-token"
     /// `FARM_API_TOKEN` of the coordinator, sent as a bearer token by `call`.
     let apiToken: String?
-    private(set) var coordinator: Process?
+    private(set) var coordinator: ChildProcess?
     private(set) var coordinatorRuns = 0
-    private(set) var nodes: [String: Process] = [:]
+    private(set) var nodes: [String: ChildProcess] = [:]
     let session: URLSession
 
     var base: String { "http://127.0.0.1:\(httpPort)" }
@@ -39,7 +41,6 @@ final class FaultFarm: ProcessFixture, @unchecked Sendable {
         data = directory.appendingPathComponent("data").path
         try FileManager.default.createDirectory(atPath: sources, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-        (httpPort, nodePort) = Self.randomPorts()
         self.nodeHost = nodeHost
         self.coordinatorArguments = coordinatorArguments
         self.apiToken = apiToken
@@ -56,69 +57,26 @@ final class FaultFarm: ProcessFixture, @unchecked Sendable {
     /// Each node's own work directory: node names repeat across tests that run at once.
     func workDirectory(_ id: String) -> String { directory.appendingPathComponent("work-\(id)").path }
 
-    /// Two ports below Linux's ephemeral range (32768 and up), so no outgoing connection holds them.
-    static func randomPorts() -> (Int, Int) {
-        let http = Int.random(in: 20000...26000)
-        return (http, http + Int.random(in: 1...6000))
-    }
-
-    /// Starts (or restarts) the coordinator and waits until its HTTP API and node port listen. A first start
-    /// that finds a port taken tries other ports; a restart keeps them (the nodes dial the same one).
+    /// Starts (or restarts) the coordinator and waits until its HTTP API and node port listen: the first time on
+    /// ports the system chooses, afterwards on the same ones.
     func startCoordinator() async throws {
-        for attempt in 1...3 {
-            do {
-                try await startCoordinatorOnce()
-                return
-            } catch {
-                let taken = Self.read(coordinatorLog()).contains("Address already in use")
-                guard taken, coordinatorRuns == 1, attempt < 3 else { throw error }
-                coordinatorRuns = 0
-                (httpPort, nodePort) = Self.randomPorts()
-            }
-        }
-    }
-
-    private func startCoordinatorOnce() async throws {
         coordinatorRuns += 1
-        let log = coordinatorLog()
         var environment = ["FARM_JOIN_TOKEN": token]
         if let apiToken { environment["FARM_API_TOKEN"] = apiToken }
-        coordinator = try FarmBinary.start(
-            [
-                "coordinator", "--http", "127.0.0.1:\(httpPort)", "--node-listen", "\(nodeHost):\(nodePort)",
-                "--data-dir", data, "--source-root", sources, "--min-free-gib", "0", "--log-level", "info",
-            ] + coordinatorArguments, environment: environment, log: log)
-        let up = await FarmBinary.waitUntil(timeout: 30) {
-            let text = Self.read(log)
-            return (text.contains("http listening") && text.contains("coordinator listening for nodes"))
-                || text.contains("farm: error:")
-        }
-        guard up, !Self.read(log).contains("farm: error:") else {
-            throw TestFailure("the coordinator did not start: \(Self.read(log).suffix(2000))")
-        }
+        let started = try await TestCoordinator.start(
+            data: data, log: coordinatorLog(), httpPort: httpPort, nodeHost: nodeHost, nodePort: nodePort,
+            arguments: ["--source-root", sources, "--min-free-gib", "0", "--log-level", "info"] + coordinatorArguments,
+            environment: environment)
+        coordinator = started.process
+        (httpPort, nodePort) = (started.httpPort, started.nodePort)
     }
 
     /// Starts a node; `prefix` runs it through another command (`ip netns exec NAME`).
-    func startNode(_ id: String, environment: [String: String] = [:], prefix: [String] = [], arguments: [String] = []) throws {
-        let log = nodeLog(id)
-        var env = ProcessInfo.processInfo.environment
-        env["FARM_JOIN_TOKEN"] = token
-        for (key, value) in environment { env[key] = value }
-        let process = Process()
-        let command = prefix + [FarmBinary.path, "node", "--coordinator", "\(nodeHost):\(nodePort)", "--node-id", id, "--log-level", "info", "--no-calibrate",
-            "--work-dir", workDirectory(id)] + arguments
-        process.executableURL = URL(fileURLWithPath: command[0])
-        process.arguments = Array(command.dropFirst())
-        process.environment = env
-        // Appending: a node started again under the same name keeps one log.
-        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        handle.seekToEndOfFile()
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        nodes[id] = process
+    func startNode(_ id: String, environment: [String: String] = [:], prefix: [String] = [], arguments: [String] = []) async throws {
+        nodes[id] = try await TestNode.start(
+            coordinator: "\(nodeHost):\(nodePort)", id: id, log: nodeLog(id),
+            arguments: ["--log-level", "info", "--no-calibrate", "--work-dir", workDirectory(id)] + arguments,
+            environment: ["FARM_JOIN_TOKEN": token].merging(environment) { $1 }, prefix: prefix)
     }
 
     /// Waits until `count` nodes have joined the current coordinator run.

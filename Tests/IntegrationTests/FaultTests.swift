@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmTestSupport
 import Foundation
 import Testing
@@ -28,8 +29,8 @@ extension Reliability {
                 try await farm.startCoordinator()
                 // node-a holds each segment 40 times as long as its encode takes (FARM_TEST_SLOW_NODE sleeps, it does not
                 // burn CPU): it is certainly still holding its first segment when it is killed.
-                try farm.startNode("node-a", environment: ["FARM_TEST_SLOW_NODE": "node-a:40"])
-                try farm.startNode("node-b")
+                try await farm.startNode("node-a", environment: ["FARM_TEST_SLOW_NODE": "node-a:40"])
+                try await farm.startNode("node-b")
                 try await farm.waitForNodes(2)
                 let clip = "\(farm.sources)/clip.mp4"
                 try TestMedia.makeClip(at: clip, seconds: 6)
@@ -61,8 +62,8 @@ extension Reliability {
             defer { farm.remove() }
             try await farm.stopping {
                 try await farm.startCoordinator()
-                try farm.startNode("node-a", environment: ["FARM_TEST_CORRUPT_RESULT": "1"])
-                try farm.startNode("node-b")
+                try await farm.startNode("node-a", environment: ["FARM_TEST_CORRUPT_RESULT": "1"])
+                try await farm.startNode("node-b")
                 try await farm.waitForNodes(2)
                 let clip = "\(farm.sources)/clip.mp4"
                 try TestMedia.makeClip(at: clip, seconds: 6)
@@ -92,7 +93,7 @@ extension Reliability {
             defer { farm.remove() }
             try await farm.stopping {
                 try await farm.startCoordinator()
-                try farm.startNode("node-a", environment: ["FARM_TEST_STALL": "1"])
+                try await farm.startNode("node-a", environment: ["FARM_TEST_STALL": "1"])
                 try await farm.waitForNodes(1)
                 let clip = "\(farm.sources)/clip.mp4"
                 try TestMedia.makeClip(at: clip, seconds: 3)
@@ -121,7 +122,7 @@ extension Reliability {
             defer { farm.remove() }
             try await farm.stopping {
                 try await farm.startCoordinator()
-                try farm.startNode("node-a")
+                try await farm.startNode("node-a")
                 try await farm.waitForNodes(1)
                 let second = try await FarmBinary.run(
                     ["node", "--coordinator", "127.0.0.1:\(farm.nodePort)", "--node-id", "node-a", "--no-calibrate",
@@ -148,7 +149,7 @@ extension Reliability {
             try await farm.stopping {
                 try await farm.startCoordinator()
                 // One slot that holds each segment 4 times its encode (sleeping): the job is far from done at the kill.
-                try farm.startNode("node-a", environment: ["FARM_TEST_SLOW_NODE": "node-a:4"])
+                try await farm.startNode("node-a", environment: ["FARM_TEST_SLOW_NODE": "node-a:4"])
                 try await farm.waitForNodes(1)
                 let clip = "\(farm.sources)/clip.mp4"
                 try TestMedia.makeClip(at: clip, seconds: 8)
@@ -243,8 +244,8 @@ extension Reliability {
             }
             try await farm.stopping {
                 try await farm.startCoordinator()
-                try farm.startNode("node-a")
-                try farm.startNode("node-b")
+                try await farm.startNode("node-a")
+                try await farm.startNode("node-b")
                 try await farm.waitForNodes(2)
 
                 // Small output, long encode: still encoding when the big one fails.

@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmTestSupport
 import Foundation
 import Testing
@@ -26,7 +27,7 @@ import Testing
         let sources: String
         let base: String
         let coordinatorLog: String
-        var processes: [Process] = []
+        var processes: [ChildProcess] = []
 
         init(_ name: String, nodes: [(id: String, environment: [String: String])], coordinatorArguments: [String] = [])
             async throws
@@ -34,29 +35,29 @@ import Testing
             directory = try TestMedia.temporaryDirectory(name)
             sources = directory.appendingPathComponent("sources").path
             try FileManager.default.createDirectory(atPath: sources, withIntermediateDirectories: true)
-            let httpPort = Int.random(in: 20000...30000)
-            let nodePort = Int.random(in: 30001...40000)
-            base = "http://127.0.0.1:\(httpPort)"
             coordinatorLog = directory.appendingPathComponent("coordinator.log").path
             let token = ["FARM_JOIN_TOKEN": "fleet-rules-token", "FARM_API_TOKEN": FleetRulesTests.apiToken]
-            processes.append(
-                try FarmBinary.start(
-                    [
-                        "coordinator", "--http", "127.0.0.1:\(httpPort)", "--node-listen", "127.0.0.1:\(nodePort)",
-                        "--data-dir", directory.appendingPathComponent("data").path, "--source-root", sources,
-                        "--log-level", "debug",
-                    ] + coordinatorArguments, environment: token, log: coordinatorLog))
-            for node in nodes {
-                processes.append(
-                    try FarmBinary.start(
-                        ["node", "--coordinator", "127.0.0.1:\(nodePort)", "--node-id", node.id, "--no-calibrate"],
-                        environment: token.merging(node.environment) { $1 },
-                        log: directory.appendingPathComponent("\(node.id).log").path))
+            let coordinator = try await TestCoordinator.start(
+                data: directory.appendingPathComponent("data").path, log: coordinatorLog,
+                arguments: ["--source-root", sources, "--log-level", "debug"] + coordinatorArguments, environment: token)
+            base = coordinator.base
+            processes.append(coordinator.process)
+            do {
+                for node in nodes {
+                    processes.append(
+                        try await TestNode.start(
+                            coordinator: coordinator.nodeAddress, id: node.id,
+                            log: directory.appendingPathComponent("\(node.id).log").path, arguments: ["--no-calibrate"],
+                            environment: token.merging(node.environment) { $1 }))
+                }
+            } catch {
+                await stop()
+                throw error
             }
             let log = coordinatorLog
             let joined = await FarmBinary.waitUntil(timeout: 60) {
                 let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-                return text.contains("http listening") && text.components(separatedBy: "node joined").count - 1 == nodes.count
+                return text.components(separatedBy: "node joined").count - 1 == nodes.count
             }
             guard joined else {
                 await stop()

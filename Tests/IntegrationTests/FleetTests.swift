@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmTestSupport
 import Foundation
 import Testing
@@ -9,8 +10,6 @@ import Testing
 /// `farm coordinator` and `farm node` as separate processes: the join token, and hostile bytes
 /// on the node port that must close that connection only.
 @Suite(.serialized, .heavy) struct FleetTests {
-    static func freePort() -> Int { Int.random(in: 20000...40000) }
-
     /// Opens a TCP connection to 127.0.0.1:port, sends `bytes`, and reports whether the peer closed it.
     static func sendRaw(_ bytes: [UInt8], port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -39,15 +38,12 @@ import Testing
     @Test func wrongTokenIsRefusedAndMalformedFramesCloseOnlyTheirConnection() async throws {
         let dir = try TestMedia.temporaryDirectory("farm-fleet")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let port = Self.freePort()
         let coordinatorLog = dir.appendingPathComponent("coordinator.log").path
-        let coordinator = try FarmBinary.start(
-            ["coordinator", "--node-listen", "127.0.0.1:\(port)", "--http", "127.0.0.1:0", "--data-dir", dir.appendingPathComponent("data").path],
-            environment: ["FARM_JOIN_TOKEN": "right-token"], log: coordinatorLog)
+        let coordinator = try await TestCoordinator.start(
+            data: dir.appendingPathComponent("data").path, log: coordinatorLog,
+            environment: ["FARM_JOIN_TOKEN": "right-token"])
+        let port = coordinator.nodePort
         try await coordinator.stopping {
-            #expect(await FarmBinary.waitUntil(timeout: 20) {
-                ((try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? "").contains("listening")
-            })
 
             // Bytes that are no TLS handshake (the node port speaks TLS; SecurityTests sends the same frames inside TLS):
             // a frame claiming 100 MiB, an unknown frame type, and a hello with garbage. Each connection is closed.
@@ -65,11 +61,11 @@ import Testing
 
             // A node with the right token joins the same, still running coordinator.
             let nodeLog = dir.appendingPathComponent("node.log").path
-            let node = try FarmBinary.start(
+            let node = try await TestNode.start(
                 // A work directory of its own: FleetRulesTests runs a "good-node" too, and the default directory is per ID.
-                ["node", "--coordinator", "127.0.0.1:\(port)", "--node-id", "good-node", "--no-calibrate", "--work-dir",
-                 dir.appendingPathComponent("good-node").path],
-                environment: ["FARM_JOIN_TOKEN": "right-token"], log: nodeLog)
+                coordinator: coordinator.nodeAddress, id: "good-node", log: nodeLog,
+                arguments: ["--no-calibrate", "--work-dir", dir.appendingPathComponent("good-node").path],
+                environment: ["FARM_JOIN_TOKEN": "right-token"])
             try await node.stopping {
                 #expect(
                     await FarmBinary.waitUntil(timeout: 20) {

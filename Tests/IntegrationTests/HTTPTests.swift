@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmTestSupport
 import Foundation
 import Testing
@@ -14,8 +15,8 @@ import Testing
         let directory: URL
         let sources: String
         let httpPort: Int
-        let coordinator: Process
-        let node: Process
+        let coordinator: ChildProcess
+        let node: ChildProcess
         let coordinatorLog: String
         let nodeLog: String
 
@@ -28,26 +29,28 @@ import Testing
             let directory = try TestMedia.temporaryDirectory(name)
             let sources = directory.appendingPathComponent("sources").path
             try FileManager.default.createDirectory(atPath: sources, withIntermediateDirectories: true)
-            let httpPort = Int.random(in: 20000...30000)
-            let nodePort = Int.random(in: 30001...40000)
             // The coordinator wants FARM_API_TOKEN on every request but /health and /ready; clients read it too.
             let environment = ["FARM_JOIN_TOKEN": "http-test-token", "FARM_API_TOKEN": Farm.apiToken]
             let coordinatorLog = directory.appendingPathComponent("coordinator.log").path
-            let coordinator = try FarmBinary.start(
-                [
-                    "coordinator", "--http", "127.0.0.1:\(httpPort)", "--node-listen", "127.0.0.1:\(nodePort)",
-                    "--data-dir", directory.appendingPathComponent("data").path, "--source-root", sources,
-                ], environment: environment, log: coordinatorLog)
+            let coordinator = try await TestCoordinator.start(
+                data: directory.appendingPathComponent("data").path, log: coordinatorLog,
+                arguments: ["--source-root", sources], environment: environment)
             let nodeLog = directory.appendingPathComponent("node.log").path
-            let node = try FarmBinary.start(
-                ["node", "--coordinator", "127.0.0.1:\(nodePort)", "--node-id", "http-node", "--log-level", "debug"],
-                environment: environment, log: nodeLog)
+            let node: ChildProcess
+            do {
+                node = try await TestNode.start(
+                    coordinator: coordinator.nodeAddress, id: "http-node", log: nodeLog, arguments: ["--log-level", "debug"],
+                    environment: environment)
+            } catch {
+                await coordinator.stop()
+                throw error
+            }
             let farm = Farm(
-                directory: directory, sources: sources, httpPort: httpPort, coordinator: coordinator, node: node,
+                directory: directory, sources: sources, httpPort: coordinator.httpPort, coordinator: coordinator.process, node: node,
                 coordinatorLog: coordinatorLog, nodeLog: nodeLog)
             let ready = await FarmBinary.waitUntil(timeout: 60) {
                 let log = farm.log(coordinatorLog)
-                return log.contains("http listening") && log.contains("node joined")
+                return log.contains("node joined")
             }
             guard ready else {
                 await farm.stop()

@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmTestSupport
 import Foundation
 import Testing
@@ -90,7 +91,7 @@ extension Reliability {
                 try await farm.startCoordinator()
                 // The node holds each segment 8 times its encode (sleeping): the job renders through the whole load
                 // without taking the CPU the server needs.
-                try farm.startNode("node-a", environment: ["FARM_TEST_SLOW_NODE": "node-a:8"])
+                try await farm.startNode("node-a", environment: ["FARM_TEST_SLOW_NODE": "node-a:8"])
                 try await farm.waitForNodes(1)
                 let clip = "\(farm.sources)/clip.mp4"
                 try TestMedia.makeClip(at: clip, seconds: 6)

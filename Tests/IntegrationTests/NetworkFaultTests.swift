@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmTestSupport
 import Foundation
 import Testing
@@ -150,8 +151,8 @@ extension Reliability {
             try await farm.stopping {
                 try await farm.startCoordinator()
                 let prefix = [NetworkLab.ip ?? "ip", "netns", "exec", lab.namespace]
-                try farm.startNode("node-a", prefix: prefix)
-                try farm.startNode("node-b", prefix: prefix)
+                try await farm.startNode("node-a", prefix: prefix)
+                try await farm.startNode("node-b", prefix: prefix)
                 try await farm.waitForNodes(2, timeout: 60)
                 let clip = "\(farm.sources)/clip.mp4"
                 try TestMedia.makeClip(at: clip, seconds: 6, size: "640x360")

@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmTestSupport
 import Foundation
 import Testing
@@ -24,7 +25,7 @@ import Testing
             "--data-dir", data, "--log-level", "info",
         ]
         let firstLog = dir.appendingPathComponent("first.log").path
-        let first = try FarmBinary.start(arguments, log: firstLog)
+        let first = try await FarmBinary.start(arguments, log: firstLog)
         let reached = await FarmBinary.kill(first, when: { Self.count("segment done", in: firstLog) >= 3 }, timeout: 60)
         #expect(reached, "the first run never finished 3 segments")
         let doneBefore = Self.count("segment done", in: firstLog)

@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmTestSupport
 import Foundation
 import Synchronization
@@ -17,35 +18,33 @@ import Testing
     struct Farm: ProcessFixture {
         let directory: URL
         let httpPort: Int
-        let processes: [Process]
+        let processes: [ChildProcess]
         let coordinatorLog: String
         var data: String { directory.appendingPathComponent("data").path }
         var base: String { "http://127.0.0.1:\(httpPort)" }
 
         static func start(_ name: String, node: Bool, options: [String]) async throws -> Farm {
             let directory = try TestMedia.temporaryDirectory(name)
-            let httpPort = Int.random(in: 20000...30000)
-            let nodePort = Int.random(in: 30001...40000)
             let environment = ["FARM_JOIN_TOKEN": "source-test-token", "FARM_API_TOKEN": "source-api-token"]
             let coordinatorLog = directory.appendingPathComponent("coordinator.log").path
-            var processes = [
-                try FarmBinary.start(
-                    [
-                        "coordinator", "--http", "127.0.0.1:\(httpPort)", "--node-listen", "127.0.0.1:\(nodePort)",
-                        "--data-dir", directory.appendingPathComponent("data").path, "--min-free-gib", "0",
-                    ] + options, environment: environment, log: coordinatorLog)
-            ]
+            let coordinator = try await TestCoordinator.start(
+                data: directory.appendingPathComponent("data").path, log: coordinatorLog,
+                arguments: ["--min-free-gib", "0"] + options, environment: environment)
+            var processes = [coordinator.process]
             if node {
-                processes.append(
-                    try FarmBinary.start(
-                        ["node", "--coordinator", "127.0.0.1:\(nodePort)", "--node-id", "source-node", "--no-calibrate"],
-                        environment: environment, log: directory.appendingPathComponent("node.log").path))
+                do {
+                    processes.append(
+                        try await TestNode.start(
+                            coordinator: coordinator.nodeAddress, id: "source-node",
+                            log: directory.appendingPathComponent("node.log").path, arguments: ["--no-calibrate"],
+                            environment: environment))
+                } catch {
+                    await coordinator.stop()
+                    throw error
+                }
             }
-            let farm = Farm(directory: directory, httpPort: httpPort, processes: processes, coordinatorLog: coordinatorLog)
-            let ready = await FarmBinary.waitUntil(timeout: 60) {
-                let log = farm.log
-                return log.contains("http listening") && (!node || log.contains("node joined"))
-            }
+            let farm = Farm(directory: directory, httpPort: coordinator.httpPort, processes: processes, coordinatorLog: coordinatorLog)
+            let ready = await FarmBinary.waitUntil(timeout: 60) { !node || farm.log.contains("node joined") }
             guard ready else {
                 await farm.stop()
                 throw TestFailure("the farm did not start: \(farm.log.suffix(2000))")

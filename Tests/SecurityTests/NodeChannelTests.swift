@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmProtocol
 import FarmTestSupport
 import Foundation
@@ -16,7 +17,7 @@ import Testing
         let directory: URL
         let sources: String
         let clip: String
-        private var processes: [Process] = []
+        private var processes: [ChildProcess] = []
         var data: String { directory.appendingPathComponent("data").path }
 
         init(_ name: String, seconds: Double = 2) throws {
@@ -31,19 +32,19 @@ import Testing
 
         func coordinator(
             _ log: String, arguments: [String] = [], environment: [String: String] = [:]
-        ) async throws -> CoordinatorProcess {
-            let coordinator = try await CoordinatorProcess.start(
+        ) async throws -> TestCoordinator {
+            let coordinator = try await TestCoordinator.start(
                 data: data, log: path(log), arguments: ["--source-root", sources] + arguments,
                 environment: ["FARM_JOIN_TOKEN": NodeChannelTests.joinToken].merging(environment) { $1 })
             processes.append(coordinator.process)
             return coordinator
         }
 
-        func node(_ id: String, port: Int, arguments: [String] = []) throws -> Process {
-            let node = try FarmBinary.start(
-                ["node", "--coordinator", "127.0.0.1:\(port)", "--node-id", id, "--no-calibrate", "--hardware", "off"]
-                    + arguments,
-                environment: ["FARM_JOIN_TOKEN": NodeChannelTests.joinToken], log: path("\(id).log"))
+        func node(_ id: String, port: Int, arguments: [String] = []) async throws -> ChildProcess {
+            let node = try await TestNode.start(
+                coordinator: "127.0.0.1:\(port)", id: id, log: path("\(id).log"),
+                arguments: ["--no-calibrate", "--hardware", "off"] + arguments,
+                environment: ["FARM_JOIN_TOKEN": NodeChannelTests.joinToken])
             processes.append(node)
             return node
         }
@@ -68,7 +69,7 @@ import Testing
         defer { farm.remove() }
         try await farm.stopping {
             var coordinator = try await farm.coordinator("coordinator-1.log")
-            _ = try farm.node("tls-node", port: coordinator.nodePort)
+            _ = try await farm.node("tls-node", port: coordinator.nodePort)
 
             // The certificate and key were generated in the data directory; the key is its owner's only.
             let certificate = "\(farm.data)/tls/node-cert.pem"
@@ -117,7 +118,7 @@ import Testing
             let (listed, _) = try await http("GET", "\(coordinator.base)/jobs", token: apiToken)
             #expect(listed == 200)
             // The node dials the new process's port only if it is the same one; a fresh node checks the certificate.
-            _ = try farm.node("tls-node-2", port: coordinator.nodePort, arguments: ["--exit-on-disconnect"])
+            _ = try await farm.node("tls-node-2", port: coordinator.nodePort, arguments: ["--exit-on-disconnect"])
             let secondLog = farm.path("tls-node-2.log")
             #expect(
                 await FarmBinary.waitUntil(timeout: 20) {
@@ -256,7 +257,7 @@ import Testing
                 environment: ["FARM_JOIN_TOKEN": Self.joinToken], timeout: 30)
             #expect(tlsNode.status != 0)
             #expect(tlsNode.stderr.contains("TLS handshake"), "\(tlsNode.stderr.suffix(1500))")
-            _ = try farm.node("plain-node", port: plain.nodePort, arguments: ["--insecure-plain-tcp"])
+            _ = try await farm.node("plain-node", port: plain.nodePort, arguments: ["--insecure-plain-tcp"])
             #expect(await FarmBinary.waitUntil(timeout: 20) { plain.text.contains("node joined") }, "\(plain.text.suffix(2000))")
             #expect(readLog(farm.path("plain-node.log")).contains("plain TCP"))
 
@@ -277,7 +278,7 @@ import Testing
         defer { farm.remove() }
         try await farm.stopping {
             let coordinator = try await farm.coordinator("coordinator.log", environment: ["FARM_API_TOKEN": "flood-test"])
-            let node = try farm.node("steady", port: coordinator.nodePort)
+            let node = try await farm.node("steady", port: coordinator.nodePort)
             #expect(await FarmBinary.waitUntil(timeout: 20) { coordinator.text.contains("node joined") })
 
             let output = farm.path("out.mp4")

@@ -14,50 +14,6 @@ import X509
     import FoundationNetworking
 #endif
 
-/// A `farm coordinator` process on loopback ports the system chose, read back from its log.
-struct CoordinatorProcess {
-    let process: Process
-    let log: String
-    let nodePort: Int
-    let httpPort: Int
-
-    var base: String { "http://127.0.0.1:\(httpPort)" }
-
-    static func start(
-        data: String, log: String, arguments: [String] = [], environment: [String: String]
-    ) async throws -> CoordinatorProcess {
-        let process = try FarmBinary.start(
-            ["coordinator", "--node-listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", data] + arguments,
-            environment: environment, log: log)
-        var ports: (Int, Int)?
-        _ = await FarmBinary.waitUntil(timeout: 30) {
-            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            guard let node = port(in: text, after: "coordinator listening for nodes"),
-                let http = port(in: text, after: "http listening")
-            else { return !process.isRunning }
-            ports = (node, http)
-            return true
-        }
-        guard let ports else {
-            await process.stop()
-            throw TestFailure("the coordinator did not start: \(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(2000))")
-        }
-        return CoordinatorProcess(process: process, log: log, nodePort: ports.0, httpPort: ports.1)
-    }
-
-    /// The port in `address=HOST:PORT` on the log line that says `message`.
-    static func port(in text: String, after message: String) -> Int? {
-        guard let line = text.split(separator: "\n").first(where: { $0.contains(message) }),
-            let range = line.range(of: #"address=[^ ]*:(\d+)"#, options: .regularExpression)
-        else { return nil }
-        return Int(line[range].split(separator: ":").last ?? "")
-    }
-
-    var text: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
-
-    func stop() async { await process.stop() }
-}
-
 /// Certificates made by the tests themselves (a proxy's, or one handed to the coordinator as files).
 enum TestCertificate {
     /// A self-signed P-256 certificate and key, both PEM, and the SHA-256 of the certificate's DER bytes in hex.

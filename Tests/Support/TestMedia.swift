@@ -1,3 +1,4 @@
+import FarmChildProcess
 import Foundation
 
 #if canImport(Glibc)
@@ -15,30 +16,18 @@ public enum TestMedia {
     }
 
     /// Runs a program to completion and returns its standard output; throws with its standard error on failure.
+    /// A name without a slash is looked up on PATH.
     @discardableResult
-    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
-        process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
-        if let environment { process.environment = environment }
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Read both pipes to the end before waiting, so a chatty child cannot block on a full pipe.
-        nonisolated(unsafe) var errData = Data()
-        let errThread = Thread { errData = err.fileHandleForReading.readDataToEndOfFile() }
-        errThread.start()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        while errThread.isExecuting || !errThread.isFinished { usleep(1000) }
-        let stdout = String(decoding: outData, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
+        let absolute = executable.hasPrefix("/")
+        let result = try FarmBinary.executeBlocking(
+            absolute ? executable : "/usr/bin/env", absolute ? arguments : [executable] + arguments,
+            environment: environment, timeout: 900)
+        guard result.status == 0 else {
             throw TestFailure(
-                "\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: errData, as: UTF8.self).suffix(2000))")
+                "\(executable) \(arguments.joined(separator: " ")) exited \(result.status): \(result.stderr.suffix(2000))")
         }
-        return stdout
+        return result.stdout
     }
 
     /// Makes a clip with ffmpeg from libavfilter sources. `videoArgs` are the encoder arguments.
@@ -135,95 +124,65 @@ public enum FarmBinary {
         try await execute(path, arguments, environment: environment, timeout: timeout)
     }
 
-    /// Runs a program to completion with a time limit. It suspends while the program runs: Swift Testing runs the
-    /// tests in parallel on the concurrency pool, which is only as wide as the machine has cores, and a test that
-    /// blocked a thread of it for a whole render could starve every in-process test.
+    /// Runs a program to completion with a time limit (then SIGTERM, half a second, SIGKILL). It suspends while the
+    /// program runs: Swift Testing runs the tests in parallel on the concurrency pool, which is only as wide as the
+    /// machine has cores, and a test that blocked a thread of it for a whole render could starve every in-process test.
     public static func execute(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double) async throws -> Result {
-        let output = Output()
-        defer { output.remove() }
-        let process = try launch(executable, arguments, environment: environment, output: output)
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { await pause(.milliseconds(20)) }
-        if process.isRunning {
-            process.terminate()
-            await waitForExit(process, timeout: 0.5)
-            throw TestFailure("\(executable) \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
+        do {
+            let completed = try await ChildProcess.run(
+                executable: executable, arguments: arguments, environment: environment, timeout: .seconds(timeout))
+            return Result(status: completed.exit.status, stdout: completed.stdout, stderr: completed.stderr)
+        } catch let error as ChildProcessError {
+            throw TestFailure(error.description)
         }
-        process.waitUntilExit()
-        return output.result(of: process)
     }
 
-    /// `execute` for code that cannot await (a static initializer, a `defer`). It blocks its thread, so it is only
-    /// for commands that take well under a second (`ip`, `mount`, a python import check).
+    /// `execute` for code that cannot await (a static initializer, a `defer`, a synchronous ffmpeg call). It blocks
+    /// its thread, so it is for commands that take well under a second (`ip`, `mount`, a python import check) and
+    /// for the test media tools.
     public static func executeBlocking(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Double) throws -> Result {
-        let output = Output()
-        defer { output.remove() }
-        let process = try launch(executable, arguments, environment: environment, output: output)
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            process.terminate()
-            usleep(500_000)
-            if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-            throw TestFailure("\(executable) \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
-        }
-        process.waitUntilExit()
-        return output.result(of: process)
-    }
-
-    /// Standard output and error of a child in temporary files: a pipe nobody reads could fill up and stall it.
-    private struct Output {
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("farm-out-\(UUID().uuidString)")
-        let err = FileManager.default.temporaryDirectory.appendingPathComponent("farm-err-\(UUID().uuidString)")
-
-        init() {
-            FileManager.default.createFile(atPath: out.path, contents: nil)
-            FileManager.default.createFile(atPath: err.path, contents: nil)
-        }
-
-        func result(of process: Process) -> Result {
-            Result(
-                status: process.terminationStatus,
-                stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
-                stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
-        }
-
-        func remove() {
-            try? FileManager.default.removeItem(at: out)
-            try? FileManager.default.removeItem(at: err)
-        }
-    }
-
-    private static func launch(_ executable: String, _ arguments: [String], environment: [String: String], output: Output) throws -> Process {
-        try launch(
-            executable, arguments, environment: environment, standardOutput: try FileHandle(forWritingTo: output.out),
-            standardError: try FileHandle(forWritingTo: output.err))
-    }
-
-    /// Starts a program with the test process's environment plus `environment`, and no standard input.
-    private static func launch(
-        _ executable: String, _ arguments: [String], environment: [String: String], standardOutput: FileHandle,
-        standardError: FileHandle
-    ) throws -> Process {
+        let out = Pipe()
+        let err = Pipe()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        process.environment = env
-        process.standardOutput = standardOutput
-        process.standardError = standardError
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = out
+        process.standardError = err
         process.standardInput = FileHandle.nullDevice
+        let exited = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in exited.signal() }
         try process.run()
-        return process
+        // Both pipes are read to the end on threads of their own, so a chatty child cannot block on a full pipe.
+        nonisolated(unsafe) var outData = Data()
+        nonisolated(unsafe) var errData = Data()
+        let read = DispatchGroup()
+        for (pipe, isOut) in [(out, true), (err, false)] {
+            read.enter()
+            Thread {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                if isOut { outData = data } else { errData = data }
+                read.leave()
+            }.start()
+        }
+        if exited.wait(timeout: .now() + timeout) == .timedOut {
+            process.terminate()
+            if exited.wait(timeout: .now() + 0.5) == .timedOut {
+                Glibc.kill(process.processIdentifier, SIGKILL)
+                exited.wait()
+            }
+            throw TestFailure("\(executable) \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
+        }
+        read.wait()
+        return Result(
+            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self))
     }
 
-    /// Starts `farm` in the background (a coordinator or a node); the caller terminates it.
-    public static func start(_ arguments: [String], environment: [String: String] = [:], log: String) throws -> Process {
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        return try launch(path, arguments, environment: environment, standardOutput: handle, standardError: handle)
+    /// Starts `farm` in the background (a coordinator or a node), its output in `log`; the caller stops it.
+    public static func start(_ arguments: [String], environment: [String: String] = [:], log: String, name: String = "farm") async throws -> ChildProcess {
+        try await ChildProcess.start(
+            name: name, executable: path, arguments: arguments, environment: environment, log: log, grace: .seconds(30))
     }
 
     /// Waits until `condition` holds or `timeout` passes, suspending between checks.
@@ -236,33 +195,31 @@ public enum FarmBinary {
         return await condition()
     }
 
-    /// Waits for `process` to exit, suspending between checks; sends SIGKILL if it still runs after `timeout`
-    /// seconds, and then waits for that. Returns whether it exited by itself.
+    /// Waits for `process` to exit; sends SIGKILL if it still runs after `timeout` seconds, and then waits for that.
+    /// Returns whether it exited by itself.
     @discardableResult
-    public static func waitForExit(_ process: Process, timeout: Double) async -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { await pause(.milliseconds(20)) }
-        let exited = !process.isRunning
-        if !exited { Glibc.kill(process.processIdentifier, SIGKILL) }
-        while process.isRunning { await pause(.milliseconds(20)) }
-        return exited
+    public static func waitForExit(_ process: ChildProcess, timeout: Double) async -> Bool {
+        if await process.wait(timeout: .seconds(timeout)) != nil { return true }
+        process.send(SIGKILL)
+        _ = await process.wait()
+        return false
     }
 
     /// Sends SIGKILL to `process` as soon as `condition` holds, or when `timeout` seconds pass, and waits for it to
     /// exit; returns whether `condition` held. For a kill that must land within a window (a run killed in the middle
     /// of its job): a thread of its own watches and kills, since a suspended test may get no thread of the
     /// concurrency pool back for seconds while other tests' synchronous work holds them all.
-    public static func kill(_ process: Process, when condition: @escaping @Sendable () -> Bool, timeout: Double) async -> Bool {
+    public static func kill(_ process: ChildProcess, when condition: @escaping @Sendable () -> Bool, timeout: Double) async -> Bool {
         let held = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             Thread {
                 let deadline = Date().addingTimeInterval(timeout)
                 var held = condition()
                 while !held, process.isRunning, Date() < deadline {
-                    usleep(50_000)
+                    Thread.sleep(forTimeInterval: 0.05)
                     held = condition()
                 }
-                // A process that already exited is not killed: its pid may belong to another one by now.
-                if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+                // A process whose exit was seen is not killed: its pid may belong to another one by now.
+                process.send(SIGKILL)
                 continuation.resume(returning: held)
             }.start()
         }
@@ -270,11 +227,10 @@ public enum FarmBinary {
         return held
     }
 
-    /// Ends processes a test started: SIGTERM to each that runs, then `waitForExit` for each (SIGKILL after
-    /// `timeout` seconds).
-    public static func stop(_ processes: [Process], timeout: Double = 30) async {
-        for process in processes where process.isRunning { process.terminate() }
-        for process in processes { await waitForExit(process, timeout: timeout) }
+    /// Ends processes a test started: SIGTERM to each that runs, then SIGKILL to any still running after `timeout`
+    /// seconds; returns when all have exited.
+    public static func stop(_ processes: [ChildProcess], timeout: Double = 30) async {
+        await processes.stopAll(grace: .seconds(timeout))
     }
 
     /// Suspends for `duration`, also in a cancelled task (a test past its time limit still has processes to stop):
@@ -312,6 +268,6 @@ extension ProcessFixture {
 }
 
 /// A process started by `FarmBinary.start`: `stopping(after:)` ends it (SIGTERM, SIGKILL after 30 s).
-extension Process: ProcessFixture {
+extension ChildProcess: ProcessFixture {
     public func stop() async { await FarmBinary.stop([self]) }
 }

@@ -2,8 +2,8 @@ import Foundation
 
 /// The `--html` report: one self-contained page (inline CSS and SVG, no scripts, nothing fetched) with
 /// throughput and queue depth over time, the latency distribution, and memory and CPU over time.
-enum CapacityHTML {
-    static func render(_ report: CapacityReport) -> String {
+public enum CapacityHTML {
+    public static func render(_ report: CapacityReport) -> String {
         let end = max(report.elapsedSeconds, report.timeline.last?.t ?? 0, 1)
         let marker = report.scaleUp.map { ($0.atSeconds, "scale-up") }
 

@@ -1,3 +1,4 @@
+import FarmChildProcess
 import FarmCoordinator
 import FarmMedia
 import FarmProtocol
@@ -18,24 +19,23 @@ import Foundation
 final class CapacityFarm: @unchecked Sendable {
     struct Child {
         var name: String
-        var process: Process
+        var process: ChildProcess
         var cores: [Int]
         var log: String
     }
 
     let directory: URL
     let sourceRoot: String
-    let httpPort: Int
+    private(set) var httpPort = 0
     /// The API token the embedded coordinator requires (it is made for the run).
     let apiToken = EmbeddedFarm.randomToken()
     private(set) var children: [Child] = []
     let confinement: CapacityReport.Confinement
     private var lastCPU: [String: (Double, ContinuousClock.Instant)] = [:]
 
-    private init(directory: URL, sourceRoot: String, httpPort: Int, confinement: CapacityReport.Confinement) {
+    private init(directory: URL, sourceRoot: String, confinement: CapacityReport.Confinement) {
         self.directory = directory
         self.sourceRoot = sourceRoot
-        self.httpPort = httpPort
         self.confinement = confinement
     }
 
@@ -67,21 +67,25 @@ final class CapacityFarm: @unchecked Sendable {
             tierCPU: tier.cpu, machineCPUs: allowed.count, nodeCores: nodeCores, coordinatorCores: coordinatorCores,
             confined: confined, notes: notes)
 
-        let httpPort = try freePort()
-        let nodePort = try freePort()
-        let farm = CapacityFarm(directory: directory, sourceRoot: sourceRoot, httpPort: httpPort, confinement: confinement)
-        var environment = ProcessInfo.processInfo.environment
-        environment["FARM_JOIN_TOKEN"] = EmbeddedFarm.randomToken()
-        environment["FARM_API_TOKEN"] = farm.apiToken
+        let farm = CapacityFarm(directory: directory, sourceRoot: sourceRoot, confinement: confinement)
+        let environment = ["FARM_JOIN_TOKEN": EmbeddedFarm.randomToken(), "FARM_API_TOKEN": farm.apiToken]
         let data = directory.appendingPathComponent("data").path
-        try farm.launch(
-            "coordinator", executable: executable,
-            arguments: [
-                "coordinator", "--tier", tier.rawValue, "--http", "127.0.0.1:\(httpPort)",
-                "--node-listen", "127.0.0.1:\(nodePort)", "--data-dir", data, "--source-root", sourceRoot,
-            ], environment: environment, cores: coordinatorCores)
         do {
-            try farm.launch(
+            // Both ports are the system's choice, read back from the coordinator's log lines.
+            let coordinator = try await farm.launch(
+                "coordinator", executable: executable,
+                arguments: [
+                    "coordinator", "--tier", tier.rawValue, "--http", "127.0.0.1:0", "--node-listen", "127.0.0.1:0",
+                    "--data-dir", data, "--source-root", sourceRoot,
+                ], environment: environment, cores: coordinatorCores)
+            async let nodeLine = coordinator.line(containing: "coordinator listening for nodes", timeout: .seconds(60))
+            async let httpLine = coordinator.line(containing: "http listening", timeout: .seconds(60))
+            guard let nodePort = await nodeLine.flatMap(Self.port(in:)), let httpPort = await httpLine.flatMap(Self.port(in:))
+            else {
+                throw CapacityError("the coordinator did not start: \(farm.logTail("coordinator"))")
+            }
+            farm.httpPort = httpPort
+            _ = try await farm.launch(
                 "node-0", executable: executable,
                 arguments: [
                     "node", "--tier", tier.rawValue, "--coordinator", "127.0.0.1:\(nodePort)", "--node-id", "node-0",
@@ -94,28 +98,27 @@ final class CapacityFarm: @unchecked Sendable {
         return farm
     }
 
-    private func launch(_ name: String, executable: String, arguments: [String], environment: [String: String], cores: [Int]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = environment
+    /// The port in `address=HOST:PORT` on a log line.
+    static func port(in line: String) -> Int? {
+        guard let range = line.range(of: #"address=[^ ]*:(\d+)"#, options: .regularExpression) else { return nil }
+        return Int(line[range].split(separator: ":").last ?? "")
+    }
+
+    private func launch(_ name: String, executable: String, arguments: [String], environment: [String: String], cores: [Int])
+        async throws -> ChildProcess
+    {
         let log = directory.appendingPathComponent("\(name).log").path
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = FileHandle(forWritingAtPath: log)
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        let process = try await ChildProcess.start(
+            name: name, executable: executable, arguments: arguments, environment: environment, log: log)
         children.append(Child(name: name, process: process, cores: cores, log: log))
-        CPUAffinity.confine(pid: process.processIdentifier, to: cores)
+        CPUAffinity.confine(pid: process.pid, to: cores)
+        return process
     }
 
     /// The last lines of a child's log, for an error message.
     func logTail(_ name: String) -> String {
-        guard let child = children.first(where: { $0.name == name }),
-            let text = try? String(contentsOfFile: child.log, encoding: .utf8)
-        else { return "" }
-        return text.split(separator: "\n").suffix(3).joined(separator: " | ")
+        guard let child = children.first(where: { $0.name == name }) else { return "" }
+        return child.process.lastLines(3).joined(separator: " | ")
     }
 
     /// The first child that is no longer running, if any.
@@ -124,7 +127,7 @@ final class CapacityFarm: @unchecked Sendable {
     /// Re-applies affinity to every thread of every child (threads started since the last call included).
     func reconfine() {
         for child in children where child.process.isRunning {
-            CPUAffinity.confine(pid: child.process.processIdentifier, to: child.cores)
+            CPUAffinity.confine(pid: child.process.pid, to: child.cores)
         }
     }
 
@@ -134,7 +137,7 @@ final class CapacityFarm: @unchecked Sendable {
         var result: [String: ProcessSample] = [:]
         let now = ContinuousClock.now
         for child in children {
-            guard let sample = ProcessSample.read(pid: child.process.processIdentifier) else { continue }
+            guard child.process.isRunning, let sample = ProcessSample.read(pid: child.process.pid) else { continue }
             var s = sample
             if let (cpu, then) = lastCPU[child.name] {
                 let elapsed = (now - then).seconds
@@ -146,40 +149,10 @@ final class CapacityFarm: @unchecked Sendable {
         return result
     }
 
-    /// Asks the children to stop (SIGTERM: the node drains, the coordinator shuts down), waits up to
-    /// `timeout`, then kills what is left.
+    /// Asks the children to stop (SIGTERM: the node drains, the coordinator shuts down), the node first, waits up
+    /// to `timeout` for each, then kills what is left.
     func stop(timeout: Duration = .seconds(10)) async {
-        for child in children.reversed() where child.process.isRunning {
-            kill(child.process.processIdentifier, SIGTERM)
-        }
-        let deadline = ContinuousClock.now + timeout
-        while children.contains(where: { $0.process.isRunning }), ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        for child in children where child.process.isRunning {
-            kill(child.process.processIdentifier, SIGKILL)
-        }
-        for child in children { child.process.waitUntilExit() }
-    }
-
-    /// A TCP port nothing listens on now (bound to port 0 and released).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw CapacityError("cannot open a socket: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0 else { throw CapacityError("cannot bind a loopback port: \(String(cString: strerror(errno)))") }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
+        await children.reversed().map(\.process).stopAll(grace: timeout)
     }
 }
 
@@ -261,7 +234,7 @@ enum CPUAffinity {
 }
 
 /// A capacity run that cannot go on: one line naming what went wrong.
-struct CapacityError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+public struct CapacityError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -1,7 +1,7 @@
-import Foundation
+public import Foundation
 
 /// What `farm capacity` measured, as `--json` writes it (snake_case keys; absent figures are null).
-struct CapacityReport: Encodable {
+public struct CapacityReport: Encodable, Sendable {
     /// How the embedded farm was pinned to cores.
     struct Confinement: Encodable {
         var tierCPU: Int
@@ -212,7 +212,7 @@ struct CapacityReport: Encodable {
     }
 
     // Absent figures are written as null so that every key is always present.
-    func encode(to encoder: any Encoder) throws {
+    public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(tier, forKey: .tier)
         try c.encode(mode, forKey: .mode)
@@ -258,14 +258,14 @@ struct CapacityReport: Encodable {
     }
 
     /// The report as pretty-printed JSON with sorted keys.
-    func json() throws -> Data {
+    public func json() throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return try encoder.encode(self)
     }
 
     /// A short human summary for the terminal.
-    func summary() -> String {
+    public func summary() -> String {
         func value(_ v: Double?, _ unit: String, _ format: String = "%.1f") -> String {
             v.map { String(format: format, $0) + unit } ?? "unknown"
         }
@@ -304,7 +304,7 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double? {
 }
 
 /// Writes `data` to `path` through a temporary file renamed into place.
-func writeAtomically(_ data: Data, to path: String) throws {
+public func writeAtomically(_ data: Data, to path: String) throws {
     let url = URL(fileURLWithPath: path)
     let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString.prefix(8)).part")
     do {

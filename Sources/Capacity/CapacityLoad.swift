@@ -28,7 +28,7 @@ struct CapacityLoad {
         case upload
     }
 
-    var client: APIClient
+    var api: any CapacityAPI
     var clips: [Clip]
     var submission: Submission
     var codec: String
@@ -112,27 +112,21 @@ struct CapacityLoad {
     /// Submits one job; nil when the coordinator refused it for a full queue (429).
     private func submitOne(_ clip: Clip, recorder: LoadRecorder) async throws -> String? {
         let submittedAt = ContinuousClock.now
-        let created: CreatedReply
+        let created: String
         do {
             switch submission {
-            case .path:
-                let body: [String: JSONScalar] = ["source": .string(clip.path), "codec": .string(codec), "preset": .string(preset)]
-                created = try await client.json(CreatedReply.self, "POST", "/jobs", body: try JSONEncoder().encode(body))
-            case .upload:
-                created = try await client.upload(
-                    file: URL(fileURLWithPath: clip.path), path: "/jobs",
-                    query: [("codec", codec), ("preset", preset), ("filename", URL(fileURLWithPath: clip.path).lastPathComponent)]
-                ) { _, _ in }
+            case .path: created = try await api.submit(source: clip.path, codec: codec, preset: preset)
+            case .upload: created = try await api.upload(file: clip.path, codec: codec, preset: preset)
             }
-        } catch let error as APIClient.Failure where error.status == 429 || error.status == 503 {
+        } catch let error as CapacityAPIFailure where error.status == 429 || error.status == 503 {
             await recorder.rejected()
             log("refused: \(error.description)")
             return nil
-        } catch let error as APIClient.Failure {
+        } catch let error as CapacityAPIFailure {
             throw CapacityError("submitting a job: \(error.description)")
         }
-        await recorder.submitted(id: created.id, clip: clip, at: submittedAt)
-        return created.id
+        await recorder.submitted(id: created, clip: clip, at: submittedAt)
+        return created
     }
 
     // MARK: Watching
@@ -144,17 +138,17 @@ struct CapacityLoad {
             if let error = await recorder.submitError { throw error }
             let tick = ContinuousClock.now
             do {
-                let jobs = try await client.json(CapacityJobList.self, "GET", "/jobs").jobs
-                let metrics = Metrics.parse(String(decoding: try await client.raw("GET", "/metrics"), as: UTF8.self))
+                let jobs = try await jobList()
+                let metrics = Metrics.parse(try await api.metrics())
                 failures = 0
                 let processes = sampleProcesses()
                 if let fired = await recorder.observe(jobs: jobs, metrics: metrics, processes: processes) {
                     log(fired)
                 }
-            } catch let error as APIClient.Failure where error.status == nil && failures < 5 {
+            } catch let error as CapacityAPIFailure where error.status == nil && failures < 5 {
                 // A busy coordinator may miss a poll; several in a row end the run.
                 failures += 1
-            } catch let error as APIClient.Failure {
+            } catch let error as CapacityAPIFailure {
                 throw CapacityError("watching the coordinator: \(error.description)")
             }
             if ContinuousClock.now >= deadline { return }
@@ -172,12 +166,25 @@ struct CapacityLoad {
     /// Cancels every job of this run that has not ended, and takes a last look at their states.
     private func cancelUnfinished(_ recorder: LoadRecorder) async {
         for id in await recorder.unfinishedIDs() {
-            _ = try? await client.raw("DELETE", "/jobs/\(id)")
+            try? await api.cancel(job: id)
         }
-        if let jobs = try? await client.json(CapacityJobList.self, "GET", "/jobs").jobs {
+        if let jobs = try? await jobList() {
             await recorder.final(jobs: jobs, processes: sampleProcesses())
         } else {
             await recorder.final(jobs: [], processes: sampleProcesses())
+        }
+    }
+}
+
+extension CapacityLoad {
+    /// `GET /jobs`, decoded.
+    func jobList() async throws -> [CapacityJob] {
+        let body = try await api.jobs()
+        do {
+            return try JSONDecoder().decode(CapacityJobList.self, from: Data(body)).jobs
+        } catch {
+            throw CapacityAPIFailure(
+                status: nil, description: "GET /jobs: unexpected reply: \(String(decoding: body.prefix(300), as: UTF8.self))")
         }
     }
 }

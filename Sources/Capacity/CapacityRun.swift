@@ -1,107 +1,51 @@
-import ArgumentParser
-import FarmHWEncode
+public import FarmProtocol
+import FarmCoordinator
 import FarmMedia
-import FarmProtocol
-import Foundation
-import Logging
+public import Foundation
 
-#if canImport(Glibc)
-    import Glibc
-#endif
+/// One `farm capacity` run: prepares the clips (and, embedded, the farm), runs the load and builds the report.
+/// The command only parses its options into this.
+public struct CapacityRun: Sendable {
+    public var tier: Tier
+    /// The running coordinator's HTTP API under load, when given (`--server`); else the run starts its own farm.
+    public var server: String?
+    /// The client for `server`.
+    public var remote: (any CapacityAPI)?
+    /// The client for the embedded farm's API, from its URL and token.
+    public var embeddedAPI: @Sendable (URL, String) -> any CapacityAPI
+    /// The `farm` executable the embedded farm runs as `farm coordinator` and `farm node`.
+    public var executable: String
+    public var duration: Double
+    public var clipSeconds: Double
+    public var frameRate: Int
+    public var codec: String
+    public var preset: String
+    /// The command as typed, for the report.
+    public var commandLine: String
+    /// Progress lines for the user.
+    public var log: @Sendable (String) -> Void
 
-/// `farm capacity`: what one tier of farm sustains. Generates 720p and 1080p test clips with audio,
-/// submits jobs over the HTTP API at rising rates until the coordinator's scale-up signal fires, and
-/// reports jobs per hour, the realtime factor, latency, memory, CPU and queue depth over time.
-struct Capacity: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Measure what a tier sustains: jobs at rising rates until the scale-up triggers fire.",
-        discussion: """
-            With --embedded (the default) it starts `farm coordinator --tier T` and the tier's render node \
-            (`farm node --tier T`) on loopback, pinned to the tier's CPU count, and stops them at the end. \
-            With --server it loads a running coordinator, uploading the clips with each job (memory of a \
-            remote farm is reported only as far as its API shows it). The run stops by itself after \
-            --duration seconds of load, cancels what is left and removes its temporary files.
-            """)
-
-    @Option(help: "The tier: budget, standard or highperf.")
-    var tier: Tier
-
-    @Option(help: "Load a running coordinator's HTTP API instead (URL; FARM_API_TOKEN is sent when set).")
-    var server: String?
-
-    @Flag(help: "Start a coordinator and the tier's render node as child processes (the default).")
-    var embedded = false
-
-    @Option(help: "Seconds of load; the run stops by itself after them.")
-    var duration = 180.0
-
-    @Option(help: "Write the report as JSON to this file.")
-    var json: String?
-
-    @Option(help: "Write the report as one self-contained HTML page to this file.")
-    var html: String?
-
-    @Option(name: .customLong("clip-seconds"), help: "Length of each generated test clip.")
-    var clipSeconds = 10.0
-
-    @Option(name: .customLong("frame-rate"), help: "Frame rate of the test clips.")
-    var frameRate = 30
-
-    @Option(help: "Video codec of the jobs: h264, hevc or av1.")
-    var codec: VideoCodec = .h264
-
-    @Option(help: "Encoder preset of the jobs.")
-    var preset = "medium"
-
-    @OptionGroup var common: CommonOptions
-
-    func validate() throws {
-        if server != nil, embedded { throw ValidationError("--server and --embedded exclude each other") }
-        guard duration >= 2, duration <= 86_400 else { throw ValidationError("--duration must be 2 to 86400 seconds") }
-        guard clipSeconds >= 0.2, clipSeconds <= 600 else { throw ValidationError("--clip-seconds must be 0.2 to 600") }
-        guard (1...120).contains(frameRate) else { throw ValidationError("--frame-rate must be 1 to 120") }
-        for (flag, path) in [("--json", json), ("--html", html)] {
-            guard let path else { continue }
-            let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-                throw ValidationError("\(flag) \(path): \(directory) is not a directory")
-            }
-        }
-    }
-
-    func run() async throws {
-        common.bootstrap(default: .warning)
-        let task = Task { try await measure() }
-        let interrupt = SignalWatcher(signals: [SIGINT, SIGTERM]) { task.cancel() }
-        defer { interrupt.stop() }
-        let report: CapacityReport
-        do {
-            report = try await task.value
-        } catch is CancellationError {
-            fail("interrupted; the jobs were cancelled and the farm stopped", code: 130)
-        } catch let error as CapacityError {
-            fail(error.description)
-        } catch let error as APIClient.Failure {
-            fail(error.description)
-        } catch let error as MediaError {
-            fail(error.description)
-        }
-        do {
-            if let json { try writeAtomically(try report.json(), to: json) }
-            if let html { try writeAtomically(Data(CapacityHTML.render(report).utf8), to: html) }
-        } catch {
-            fail("\(error)")
-        }
-        print(report.summary())
-    }
-
-    static func say(_ text: String) {
-        FileHandle.standardError.write(Data("capacity: \(text)\n".utf8))
+    public init(
+        tier: Tier, server: String?, remote: (any CapacityAPI)?, embeddedAPI: @escaping @Sendable (URL, String) -> any CapacityAPI,
+        executable: String, duration: Double, clipSeconds: Double, frameRate: Int, codec: String, preset: String,
+        commandLine: String, log: @escaping @Sendable (String) -> Void
+    ) {
+        self.tier = tier
+        self.server = server
+        self.remote = remote
+        self.embeddedAPI = embeddedAPI
+        self.executable = executable
+        self.duration = duration
+        self.clipSeconds = clipSeconds
+        self.frameRate = frameRate
+        self.codec = codec
+        self.preset = preset
+        self.commandLine = commandLine
+        self.log = log
     }
 
     /// Prepares clips (and the farm), runs the load, and always cleans up after itself.
-    func measure() async throws -> CapacityReport {
+    public func measure() async throws -> CapacityReport {
         let started = Date()
         let loadAverage = CapacityReport.Machine.loadAverage()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("farm-capacity-\(UUID().uuidString.prefix(8))")
@@ -110,17 +54,15 @@ struct Capacity: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(at: directory) }
 
         var farm: CapacityFarm?
-        let client: APIClient
-        if let server {
-            var options = ServerOptions()
-            options.server = server
-            client = try options.client()
+        let client: any CapacityAPI
+        if let remote {
+            client = remote
         } else {
-            Self.say("starting farm coordinator --tier \(tier.rawValue) and farm node --tier \(tier.rawValue)")
+            log("starting farm coordinator --tier \(tier.rawValue) and farm node --tier \(tier.rawValue)")
             let started = try await CapacityFarm.start(
-                tier: tier, executable: Self.executablePath(), directory: directory, sourceRoot: clipDirectory.path)
+                tier: tier, executable: executable, directory: directory, sourceRoot: clipDirectory.path)
             farm = started
-            client = APIClient(base: started.baseURL, token: started.apiToken)
+            client = embeddedAPI(started.baseURL, started.apiToken)
         }
         do {
             try await waitUntilReady(client, farm: farm)
@@ -128,14 +70,14 @@ struct Capacity: AsyncParsableCommand {
             var clips: [CapacityLoad.Clip] = []
             for (label, width, height) in specs {
                 let path = clipDirectory.appendingPathComponent("clip-\(label).mp4").path
-                Self.say("generating a \(String(format: "%g", clipSeconds)) s \(label) clip with audio")
+                log("generating a \(String(format: "%g", clipSeconds)) s \(label) clip with audio")
                 let clip = SyntheticClip(width: width, height: height, seconds: clipSeconds, frameRate: frameRate)
                 try await Offload.run("test clip") { flag in try clip.write(to: path) { flag.isCancelled } }
                 clips.append(CapacityLoad.Clip(label: label, path: path, seconds: Double(clip.frames) / Double(frameRate)))
             }
 
             let load = CapacityLoad(
-                client: client, clips: clips, submission: farm == nil ? .upload : .path, codec: codec.rawValue, preset: preset,
+                api: client, clips: clips, submission: farm == nil ? .upload : .path, codec: codec, preset: preset,
                 duration: duration,
                 sampleProcesses: { [farm] in
                     farm?.reconfine()
@@ -146,8 +88,8 @@ struct Capacity: AsyncParsableCommand {
                         throw CapacityError("\(child.name) exited: \(farm.logTail(child.name))")
                     }
                 },
-                log: { Self.say($0) })
-            Self.say(String(format: "load for up to %.0f s", duration))
+                log: log)
+            log(String(format: "load for up to %.0f s", duration))
             let record = try await load.run()
             await Self.stop(farm)
             let machine = CapacityReport.Machine(
@@ -166,8 +108,7 @@ struct Capacity: AsyncParsableCommand {
     }
 
     /// Waits until the coordinator answers and has at least one render node.
-    func waitUntilReady(_ client: APIClient, farm: CapacityFarm?) async throws {
-        struct Ready: Decodable { var nodes: Int }
+    func waitUntilReady(_ client: any CapacityAPI, farm: CapacityFarm?) async throws {
         // Local children get time to start; a remote coordinator either answers soon or is not there.
         let limit = farm == nil ? 10 : 60
         let deadline = ContinuousClock.now + .seconds(limit)
@@ -177,21 +118,14 @@ struct Capacity: AsyncParsableCommand {
                 throw CapacityError("\(child.name) exited at start: \(farm.logTail(child.name))")
             }
             do {
-                let ready = try await client.json(Ready.self, "GET", "/ready")
-                if ready.nodes > 0 { return }
+                if try await client.readyNodes() > 0 { return }
                 last = "no render node has joined"
-            } catch let error as APIClient.Failure {
+            } catch let error as CapacityAPIFailure {
                 last = error.description
             }
             try await Task.sleep(for: .milliseconds(200))
         }
         throw CapacityError("the coordinator was not ready within \(limit) s: \(last)")
-    }
-
-    /// This executable, which the embedded farm runs as `farm coordinator` and `farm node`.
-    static func executablePath() -> String {
-        if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return path }
-        return CommandLine.arguments[0]
     }
 
     func makeReport(_ record: LoadRecord, started: Date, machine: CapacityReport.Machine, clips: [CapacityLoad.Clip], confinement: CapacityReport.Confinement?)
@@ -256,13 +190,13 @@ struct Capacity: AsyncParsableCommand {
         let slotShares = record.samples.filter { $0.slots > 0 }.map { Double($0.slotsInUse) / Double($0.slots) }
         return CapacityReport(
             tier: tier.rawValue, mode: server == nil ? "embedded" : "server", machine: machine, server: server,
-            startedAt: ISO8601DateFormatter().string(from: started), command: Self.commandLine(), durationSeconds: duration,
+            startedAt: ISO8601DateFormatter().string(from: started), command: commandLine, durationSeconds: duration,
             elapsedSeconds: elapsed,
             clips: clips.enumerated().map { i, clip in
                 let (w, h) = i == 0 ? (1280, 720) : (1920, 1080)
                 return CapacityReport.Clip(label: clip.label, width: w, height: h, seconds: clip.seconds, frameRate: frameRate)
             },
-            codec: codec.rawValue, preset: preset, jobsSubmitted: record.jobs.count, jobsCompleted: done.count,
+            codec: codec, preset: preset, jobsSubmitted: record.jobs.count, jobsCompleted: done.count,
             jobsFailed: record.jobs.filter { $0.state == "failed" }.count,
             jobsCancelled: record.jobs.filter { $0.state == "cancelled" }.count, jobsRejected: record.rejected,
             jobsPerHour: jobsPerHour, jobsPerHourBasis: basis, realtimeFactor: realtime,
@@ -279,10 +213,5 @@ struct Capacity: AsyncParsableCommand {
             scaleUpAtJobsPerHour: record.scaleUp?.offeredJobsPerHour, scaleUp: record.scaleUp,
             maxOfferedJobsPerHour: record.maxOffered, confinement: confinement, notes: notes, jobs: record.jobs,
             timeline: record.samples)
-    }
-
-    /// The command as typed, for the report.
-    static func commandLine() -> String {
-        (["farm"] + CommandLine.arguments.dropFirst()).map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
     }
 }

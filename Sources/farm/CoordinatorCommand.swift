@@ -1,4 +1,4 @@
-public import ArgumentParser
+import ArgumentParser
 import FarmCoordinator
 import FarmHWEncode
 import FarmMedia
@@ -108,7 +108,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         common.bootstrap(default: .info)
         let (host, port) = try parseHostPort(nodeListen, what: "--node-listen")
         let (httpHost, httpPort) = try parseHostPort(http, what: "--http")
-        guard let token = try readSecret(environment: "FARM_JOIN_TOKEN", file: tokenFile) else {
+        guard let token = try readSecret(environment: FarmEnvironment.current.joinToken, file: tokenFile) else {
             fail("no join token: set FARM_JOIN_TOKEN or pass --token-file")
         }
         let dataDirectory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
@@ -147,7 +147,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         let httpLogger = Logger(label: "farm.http")
         let apiToken: String
-        if let given = try readSecret(environment: "FARM_API_TOKEN", file: apiTokenFile) {
+        if let given = try readSecret(environment: FarmEnvironment.current.apiToken, file: apiTokenFile) {
             apiToken = given
         } else {
             do {
@@ -174,124 +174,5 @@ struct CoordinatorCommand: AsyncParsableCommand {
         } catch {
             fail("\(error)")
         }
-    }
-}
-
-/// `farm node`: a render node that dials a coordinator.
-struct NodeCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "node", abstract: "Run a render node that dials a coordinator and encodes segments.")
-
-    @Option(help: "The coordinator's node address, HOST:PORT.")
-    var coordinator: String
-
-    @Option(help: "Segments encoded at once (default: the tier's, else 1).")
-    var slots: Int?
-
-    @Option(help: "Encoder threads per segment, 0: the encoder decides (default: the tier's, else 0).")
-    var threads: Int?
-
-    @Option(help: "Size this node for a lease tier: budget, standard or highperf (explicit flags win).")
-    var tier: Tier?
-
-    @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
-    var tokenFile: String?
-
-    @Option(name: .customLong("node-id"), help: "This node's name (default: host name and a random suffix).")
-    var nodeID: String?
-
-    @Option(name: .customLong("work-dir"), help: "Where segment files live while they are encoded.")
-    var workDir: String?
-
-    @Flag(name: .customLong("exit-on-disconnect"), help: "Exit when the coordinator goes away instead of reconnecting.")
-    var exitOnDisconnect = false
-
-    @Option(help: "Hardware encoders: auto (hardware first, software fallback), require, or off.")
-    var hardware: HardwareMode = .auto
-
-    @Flag(inversion: .prefixedNo, help: "Measure this node's encode speed at start-up (about a second).")
-    var calibrate = true
-
-    @Flag(
-        name: .customLong("insecure-plain-tcp"),
-        help: "Dial the coordinator over plain TCP instead of TLS (only for a coordinator started with it).")
-    var insecurePlainTCP = false
-
-    @OptionGroup var common: CommonOptions
-
-    func validate() throws {
-        if let slots { guard (1...64).contains(slots) else { throw ValidationError("--slots must be between 1 and 64") } }
-        if let threads { guard (0...256).contains(threads) else { throw ValidationError("--threads must be between 0 and 256") } }
-    }
-
-    func run() async throws {
-        common.bootstrap(default: .info)
-        let (host, port) = try parseHostPort(coordinator, what: "--coordinator")
-        guard let token = try readSecret(environment: "FARM_JOIN_TOKEN", file: tokenFile) else {
-            fail("no join token: set FARM_JOIN_TOKEN or pass --token-file")
-        }
-        let report = try await Offload.run("probe") { _ in HardwareProbe.run(timeout: .seconds(10)) }
-        let environment = ProcessInfo.processInfo.environment
-        let chooser = EncoderChooser(
-            report: report, mode: hardware, standIn: environment["FARM_TEST_HARDWARE_STANDIN"],
-            fault: HardwareFault.fromEnvironment(environment["FARM_TEST_HARDWARE_FAULT"]))
-        do {
-            try chooser.checkStartup()
-        } catch {
-            fail("\(error)")
-        }
-        let id = nodeID ?? "\(ProcessInfo.processInfo.hostName)-\(UUID().uuidString.prefix(6).lowercased())"
-        let work = workDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("farm-node-\(id)").path
-        let node = RenderNode(
-            configuration: NodeConfiguration(
-                coordinatorHost: host, coordinatorPort: port, nodeID: id, joinToken: token,
-                slots: slots ?? tier?.nodeSlots ?? 1, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0,
-                workDirectory: work, reconnect: !exitOnDisconnect,
-                capabilitiesJSON: try await capabilities(report, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0),
-                chooser: chooser, insecurePlainTCP: insecurePlainTCP, logger: Logger(label: "farm.node")))
-        let task = Task { try await node.run() }
-        let signals = SignalWatcher(signals: [SIGINT, SIGTERM]) { node.drain() }
-        defer { signals.stop() }
-        do {
-            try await task.value
-        } catch {
-            fail("\(error)")
-        }
-    }
-}
-
-extension HardwareMode: ExpressibleByArgument {}
-extension Tier: ExpressibleByArgument {}
-
-extension NodeCommand {
-    /// The probe report with a short calibration encode added (`"calibration": {"h264": fps at 720p}`),
-    /// so the coordinator can give faster nodes more work from the start; `--no-calibrate` skips it.
-    func capabilities(_ report: CapabilityReport, threads: Int) async throws -> String {
-        let json = report.jsonString(pretty: false)
-        guard calibrate, let encoder = EncoderCatalog.softwareEncoder(for: .h264) else { return json }
-        let fps = try? await Offload.run("calibrate") { _ in
-            try Calibration.framesPerSecond(encoder: encoder, preset: "medium", frames: 16, threads: max(threads, 1))
-        }
-        guard let fps, var object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
-            return json
-        }
-        object["calibration"] = ["h264": (fps * 10).rounded() / 10]
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        return String(decoding: data, as: UTF8.self)
-    }
-}
-
-/// `farm probe`: what this machine can encode with, as JSON.
-struct Probe: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Print this machine's encoding capabilities (VA-API, NVENC, QSV, software) as JSON.")
-
-    @Option(help: "Seconds before a stuck driver is given up on.")
-    var timeout = 10.0
-
-    func run() async throws {
-        MediaLog.quiet()
-        let report = HardwareProbe.run(timeout: .milliseconds(Int(timeout * 1000)))
-        print(report.jsonString(pretty: true))
     }
 }
