@@ -59,7 +59,13 @@ public enum TestNode {
         coordinator address: String, id: String, log: String, arguments: [String] = [],
         environment: [String: String] = [:], prefix: [String] = []
     ) async throws -> ChildProcess {
-        var command = prefix + [FarmBinary.path, "node", "--coordinator", address, "--node-id", id] + arguments
+        // A node's default work directory is named after its id in the system's temporary directory,
+        // and a second node on one work directory is refused: tests that run at once under the same
+        // node name each get one of their own, beside their log.
+        let work =
+            arguments.contains("--work-dir")
+            ? [] : ["--work-dir", (log as NSString).deletingLastPathComponent + "/node-work-\(id)"]
+        var command = prefix + [FarmBinary.path, "node", "--coordinator", address, "--node-id", id] + work + arguments
         if !command[0].hasPrefix("/") { command.insert("/usr/bin/env", at: 0) }
         return try await ChildProcess.start(
             name: id, executable: command[0], arguments: Array(command.dropFirst()), environment: environment, log: log,
