@@ -103,6 +103,8 @@ struct TusSession: ChunkedUpload.Session {
     let client: APIClient
     let id: String
     var path: String { "/files/\(id)" }
+    /// Seconds without a byte moving before a request fails.
+    static let idleSeconds: TimeInterval = 15
 
     /// `POST /files/`; nil when the coordinator has no tus routes (404 or 405).
     static func create(client: APIClient, size: Int64, name: String) async throws -> TusSession? {
@@ -145,7 +147,10 @@ struct TusSession: ChunkedUpload.Session {
     private static func tusRequest(_ client: APIClient, _ method: String, _ path: String) -> URLRequest {
         var request = client.request(method, path)
         request.setValue("1.0.0", forHTTPHeaderField: "Tus-Resumable")
-        request.timeoutInterval = 120
+        // An idle limit (URLSession restarts it whenever bytes move): libcurl sends a request again on a fresh
+        // connection when a reused one dies before an answer, and Foundation cannot give it the body a second time,
+        // so that retry stalls. The limit ends it, and the upload resumes from HEAD's offset.
+        request.timeoutInterval = Self.idleSeconds
         return request
     }
 
