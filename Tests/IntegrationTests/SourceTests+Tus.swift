@@ -4,17 +4,15 @@ import Testing
 
 /// tus 1.0 against real `farm coordinator` and `farm node` processes: tuspy, the stock Python client, uploads a clip
 /// that `POST /jobs {"upload": ID}` renders frame-exactly, and `farm submit` uploads with tus, follows the job and
-/// downloads its output.
-@Suite(.serialized, .heavy) struct TusTests {
-    typealias Farm = SourceTests.Farm
-    static let token = "source-api-token"
-
+/// downloads its output. Part of ``SourceTests``, whose farms run one at a time (their nodes share a node id).
+extension SourceTests {
     @Test func aStockClientAndFarmSubmitUploadWithTusAndTheJobsRender() async throws {
+        let token = "source-api-token"
         let farm = try await Farm.start("farm-tus", node: true, options: [])
         defer { try? FileManager.default.removeItem(at: farm.directory) }
         try await farm.stopping {
-            let clip = SourceTests.clip
-            let upload = try await TusPy.run(["upload", farm.base + "/files/", clip, "--chunk", "65536", "--checksum"], token: Self.token)
+            let clip = Self.clip
+            let upload = try await TusPy.run(["upload", farm.base + "/files/", clip, "--chunk", "65536", "--checksum"], token: token)
             let size = try #require(FileManager.default.attributesOfItem(atPath: clip)[.size] as? Int)
             #expect(upload["offset"] as? Int == size, "\(upload)")
             let id = String(try #require((upload["url"] as? String)?.split(separator: "/").last))
@@ -33,7 +31,7 @@ import Testing
             let submitted = farm.directory.appendingPathComponent("submitted.mp4").path
             let result = try await FarmBinary.run(
                 ["submit", clip, "--server", farm.base, "-o", submitted, "--chunk-mib", "0.125", "--preset", "ultrafast"],
-                environment: ["FARM_API_TOKEN": Self.token], timeout: 90)
+                environment: ["FARM_API_TOKEN": token], timeout: 90)
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout.hasPrefix("job-"))
             #expect(try TestMedia.frameSeconds(submitted) == TestMedia.frameSeconds(clip))
