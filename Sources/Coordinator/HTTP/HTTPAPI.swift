@@ -38,6 +38,12 @@ public enum HTTPAPI {
         Endpoint(method: "GET", path: "/uploads/{id}", summary: "A resumable upload's offset: where the next chunk starts"),
         Endpoint(method: "PUT", path: "/uploads/{id}", summary: "Append a chunk (Content-Range: bytes a-b/total, each under 100 MB)"),
         Endpoint(method: "DELETE", path: "/uploads/{id}", summary: "Abandon a resumable upload and remove its bytes"),
+        Endpoint(method: "OPTIONS", path: "/files", summary: "tus 1.0: the version, extensions, size limit and checksum algorithms"),
+        Endpoint(method: "POST", path: "/files", summary: "tus 1.0: create an upload of Upload-Length bytes; its URL is in Location"),
+        Endpoint(method: "OPTIONS", path: "/files/{id}", summary: "tus 1.0: the same as OPTIONS /files"),
+        Endpoint(method: "HEAD", path: "/files/{id}", summary: "tus 1.0: the upload's Upload-Offset, where the next PATCH starts"),
+        Endpoint(method: "PATCH", path: "/files/{id}", summary: "tus 1.0: append a chunk at Upload-Offset (at most 90 MiB, optional Upload-Checksum)"),
+        Endpoint(method: "DELETE", path: "/files/{id}", summary: "tus 1.0: abandon the upload and remove its bytes"),
         Endpoint(method: "GET", path: "/nodes", summary: "Connected render nodes"),
         Endpoint(method: "GET", path: "/health", summary: "Liveness"),
         Endpoint(method: "GET", path: "/ready", summary: "Readiness: the coordinator can accept jobs"),
@@ -99,6 +105,7 @@ public enum HTTPAPI {
             coordinator: coordinator, configuration: configuration, policy: SourcePolicy(roots: configuration.sourceRoots),
             uploads: uploads, metrics: metrics, probe: ProbeCache(), encoders: EncoderAvailability())
         let router = Router(context: Context.self)
+        router.add(middleware: TusProtocolMiddleware())
         router.add(middleware: ErrorMappingMiddleware())
         if let token = configuration.apiToken, !token.isEmpty {
             router.add(middleware: BearerTokenMiddleware(token: token, metricsOpen: configuration.metricsOpen))
@@ -116,6 +123,7 @@ public enum HTTPAPI {
             try await routes.appendUpload(try context.parameters.require("id"), request: request)
         }
         router.delete("/uploads/:id") { _, context in try routes.deleteUpload(try context.parameters.require("id")) }
+        Tus.addRoutes(to: router, routes: routes)
         router.get("/nodes") { _, _ in await routes.nodes() }
         router.get("/health") { _, _ in HealthJSON(status: "ok").jsonResponse() }
         router.get("/ready") { _, _ in await routes.ready() }

@@ -341,15 +341,150 @@ paths:
           content:
             application/yaml: {schema: {type: string}}
         '401': {$ref: '#/components/responses/Error'}
+  # tus 1.0 resumable uploads (https://tus.io/protocols/resumable-upload): core, creation, termination, checksum,
+  # expiration. Served by plain Hummingbird routes (the bodies stream to disk); every answer carries Tus-Resumable.
+  /files:
+    options:
+      summary: 'tus: what this server supports'
+      description: Answered without a token when it is a browser's CORS preflight (Origin and Access-Control-Request-Method).
+      operationId: tusOptions
+      responses:
+        '204':
+          description: The tus version, extensions, size limit (`--max-upload-gib`) and checksum algorithms.
+          headers:
+            Tus-Resumable: {$ref: '#/components/headers/TusResumable'}
+            Tus-Version: {schema: {type: string, const: 1.0.0}}
+            Tus-Extension: {schema: {type: string, examples: ['creation,termination,checksum,expiration']}}
+            Tus-Max-Size: {schema: {type: integer, minimum: 1}}
+            Tus-Checksum-Algorithm: {schema: {type: string, examples: ['sha1,sha256,sha512,md5']}}
+        '401': {$ref: '#/components/responses/TusError'}
+    post:
+      summary: 'tus: create an upload'
+      description: |
+        Declares the file's size (`Upload-Length`, at most `--max-upload-gib`: 413 beyond) and, in `Upload-Metadata`,
+        its name (`filename` or `name`), shown as the job's source. At most `--max-uploads` uploads of every kind are
+        received at once: beyond, 429 with Retry-After. The bytes follow with PATCH at the URL in `Location`; its last
+        part is the id that `POST /jobs {"upload": ID}` takes once the upload is complete. The same upload is also
+        `/uploads/{id}`.
+      operationId: tusCreate
+      parameters:
+        - {$ref: '#/components/parameters/TusResumable'}
+        - {name: Upload-Length, in: header, required: true, schema: {$ref: '#/components/schemas/TusByteCount'}}
+        - {name: Upload-Metadata, in: header, required: false, schema: {$ref: '#/components/schemas/TusMetadata'}}
+      responses:
+        '201':
+          description: The upload, at offset 0.
+          headers:
+            Tus-Resumable: {$ref: '#/components/headers/TusResumable'}
+            Location: {required: true, schema: {type: string, examples: [/files/up-0b6e2a4c-5d41-4b7a-9a3e-2f1c8d9e7a60]}}
+            Upload-Expires: {$ref: '#/components/headers/TusExpires'}
+        '400': {$ref: '#/components/responses/TusError'}
+        '401': {$ref: '#/components/responses/TusError'}
+        '412': {$ref: '#/components/responses/TusError'}
+        '413': {$ref: '#/components/responses/TusError'}
+        '429': {$ref: '#/components/responses/TusError'}
+  /files/{id}:
+    parameters:
+      - {name: id, in: path, required: true, schema: {type: string}}
+    options:
+      summary: 'tus: what this server supports'
+      operationId: tusOptionsUpload
+      responses:
+        '204':
+          description: The same as OPTIONS /files.
+          headers:
+            Tus-Resumable: {$ref: '#/components/headers/TusResumable'}
+            Tus-Version: {schema: {type: string, const: 1.0.0}}
+        '401': {$ref: '#/components/responses/TusError'}
+    head:
+      summary: "tus: an upload's offset"
+      description: How many bytes arrived, in order; a client whose connection broke asks here and resumes. No body.
+      operationId: tusHead
+      parameters:
+        - {$ref: '#/components/parameters/TusResumable'}
+      responses:
+        '200':
+          description: The upload.
+          headers:
+            Tus-Resumable: {$ref: '#/components/headers/TusResumable'}
+            Upload-Offset: {$ref: '#/components/headers/TusOffset'}
+            Upload-Length: {required: true, schema: {$ref: '#/components/schemas/TusByteCount'}}
+            Upload-Metadata: {schema: {$ref: '#/components/schemas/TusMetadata'}}
+            Upload-Expires: {$ref: '#/components/headers/TusExpires'}
+            Cache-Control: {schema: {type: string, const: no-store}}
+        '401': {description: No or a wrong bearer token.}
+        '404': {description: 'No such upload: never made, removed, expired, or already a job.'}
+        '412': {description: Tus-Resumable missing or not 1.0.0.}
+    patch:
+      summary: 'tus: append a chunk'
+      description: |
+        The body goes at `Upload-Offset`, which must be the upload's offset (409 with the offset otherwise); at most
+        90 MiB a request (413 beyond). Bytes stream to disk; when a connection breaks, what arrived is kept. With
+        `Upload-Checksum`, the chunk counts only when it arrived whole and matches (460 otherwise, and the offset
+        stays). Each chunk moves `Upload-Expires` on.
+      operationId: tusPatch
+      parameters:
+        - {$ref: '#/components/parameters/TusResumable'}
+        - {name: Upload-Offset, in: header, required: true, schema: {$ref: '#/components/schemas/TusOffset'}}
+        - {name: Upload-Checksum, in: header, required: false, schema: {$ref: '#/components/schemas/TusChecksum'}}
+      requestBody:
+        required: true
+        content:
+          application/offset+octet-stream:
+            schema: {type: string, contentMediaType: application/octet-stream}
+      responses:
+        '204':
+          description: The chunk is stored.
+          headers:
+            Tus-Resumable: {$ref: '#/components/headers/TusResumable'}
+            Upload-Offset: {$ref: '#/components/headers/TusOffset'}
+            Upload-Expires: {$ref: '#/components/headers/TusExpires'}
+        '400': {$ref: '#/components/responses/TusError'}
+        '401': {$ref: '#/components/responses/TusError'}
+        '404': {$ref: '#/components/responses/TusError'}
+        '409': {$ref: '#/components/responses/TusError'}
+        '412': {$ref: '#/components/responses/TusError'}
+        '413': {$ref: '#/components/responses/TusError'}
+        '415': {$ref: '#/components/responses/TusError'}
+        '460': {$ref: '#/components/responses/TusError'}
+    delete:
+      summary: 'tus: abandon an upload'
+      operationId: tusDelete
+      parameters:
+        - {$ref: '#/components/parameters/TusResumable'}
+      responses:
+        '204':
+          description: The upload and its bytes are gone.
+          headers:
+            Tus-Resumable: {$ref: '#/components/headers/TusResumable'}
+        '401': {$ref: '#/components/responses/TusError'}
+        '404': {$ref: '#/components/responses/TusError'}
+        '412': {$ref: '#/components/responses/TusError'}
 components:
   securitySchemes:
     bearer: {type: http, scheme: bearer}
+  # The tus block's own components (see /files).
+  parameters:
+    TusResumable: {name: Tus-Resumable, in: header, required: true, schema: {type: string, const: 1.0.0}}
+  headers:
+    TusResumable: {required: true, schema: {type: string, const: 1.0.0}}
+    TusOffset: {required: true, schema: {$ref: '#/components/schemas/TusOffset'}}
+    TusExpires:
+      description: When the upload goes if no more bytes arrive (RFC 9110 HTTP date).
+      schema: {type: string, examples: ['Thu, 03 Dec 2026 22:30:00 GMT']}
   responses:
     Error:
       description: What was wrong.
       content:
         application/json:
           schema: {$ref: '#/components/schemas/Error'}
+    TusError:
+      description: What was wrong (tus answers carry Tus-Resumable too).
+      headers:
+        Tus-Resumable: {$ref: '#/components/headers/TusResumable'}
+      content:
+        application/json:
+          schema: {$ref: '#/components/schemas/TusError'}
   schemas:
     Error:
       type: object
@@ -465,6 +600,21 @@ components:
               name: {type: string, enum: [ffmpeg, hardware, disk, data_dir, output_dir, database, nodes]}
               status: {type: string, enum: [ok, warning, failed, skipped]}
               detail: {type: string}
+    TusByteCount: {type: integer, minimum: 1, description: The file's length in bytes.}
+    TusOffset: {type: integer, minimum: 0, description: Bytes received in order; the next chunk starts here.}
+    TusMetadata:
+      type: string
+      description: 'Comma-separated KEY BASE64-VALUE pairs (a key may stand alone), at most 4096 bytes; filename or name names the source.'
+      examples: ['filename Y2xpcC5tcDQ=,is_private']
+    TusChecksum:
+      type: string
+      pattern: '^(sha1|sha256|sha512|md5) [A-Za-z0-9+/=]+$'
+      description: The chunk's digest, ALGORITHM BASE64.
+    TusError:
+      type: object
+      required: [error]
+      properties:
+        error: {type: string}
 
 """#
 }

@@ -14,14 +14,18 @@ internal import _NIOFileSystem
 /// Chunks stream to `<upload dir>/partial/<id>.part` as they arrive, and what reached the disk before a
 /// connection broke is kept. A SHA-256 runs over the bytes in order, for the client to check.
 ///
-/// An upload also outlives a restart of the coordinator: `<id>.json` beside the part file records its size and
-/// name, and a restarted coordinator takes back every upload it finds, at the bytes its part file holds.
+/// An upload also outlives a restart of the coordinator: `<id>.json` beside the part file records its size,
+/// name and tus metadata, and a restarted coordinator takes back every upload it finds, at the bytes its part file
+/// holds. The same uploads are reached with the tus 1.0 protocol at `/files/` (TusUploads.swift): an id is one
+/// upload whichever protocol made it.
 final class ResumableUploads: Sendable {
     struct Entry: Sendable {
         let id: String
         let path: String
         let size: Int64
         let filename: String?
+        /// The tus `Upload-Metadata` header the upload was created with, as sent.
+        var metadata: String?
         var offset: Int64 = 0
         var writing = false
         /// The SHA-256 of the bytes so far; nil for an upload taken back after a restart, whose digest is
@@ -36,6 +40,7 @@ final class ResumableUploads: Sendable {
     private struct Record: Codable {
         var size: Int64
         var filename: String?
+        var metadata: String?
     }
 
     let directory: String
@@ -72,7 +77,7 @@ final class ResumableUploads: Sendable {
                 let attributes = try? FileManager.default.attributesOfItem(atPath: path),
                 let held = attributes[.size] as? NSNumber, held.int64Value <= record.size
             else { continue }
-            var entry = Entry(id: id, path: path, size: record.size, filename: record.filename)
+            var entry = Entry(id: id, path: path, size: record.size, filename: record.filename, metadata: record.metadata)
             entry.offset = held.int64Value
             entry.hasher = nil
             // Its last byte's time, not the restart's: an abandoned upload goes when it would have without one.
@@ -85,7 +90,10 @@ final class ResumableUploads: Sendable {
     /// Uploads begun and not yet turned into a job or removed.
     var count: Int { entries.withLock { $0.count } }
 
-    func create(size: Int64, filename: String?) throws -> Entry {
+    /// When `entry` expires: `staleSeconds` after its last byte arrived, unless more arrive (tus `Upload-Expires`).
+    func expiry(of entry: Entry) -> Date { entry.touched.addingTimeInterval(staleSeconds) }
+
+    func create(size: Int64, filename: String?, metadata: String? = nil) throws -> Entry {
         guard size > 0 else { throw APIError.badRequest("size must be a positive number of bytes, got \(size)") }
         guard size <= maxBytes else {
             throw APIError(.contentTooLarge, "upload of \(size) bytes is larger than the \(maxBytes)-byte limit")
@@ -97,13 +105,13 @@ final class ResumableUploads: Sendable {
         guard fd >= 0 else { throw APIError(.internalServerError, "cannot create \(path): \(String(cString: strerror(errno)))") }
         close(fd)
         do {
-            let record = try JSONEncoder().encode(Record(size: size, filename: filename))
+            let record = try JSONEncoder().encode(Record(size: size, filename: filename, metadata: metadata))
             try record.write(to: URL(fileURLWithPath: recordPath(id)), options: .atomic)
         } catch {
             unlink(path)
             throw APIError(.internalServerError, "cannot record upload \(id) in \(directory): \(error.localizedDescription)")
         }
-        let entry = Entry(id: id, path: path, size: size, filename: filename)
+        let entry = Entry(id: id, path: path, size: size, filename: filename, metadata: metadata)
         entries.withLock { $0[id] = entry }
         return entry
     }
@@ -113,69 +121,104 @@ final class ResumableUploads: Sendable {
         return entry
     }
 
-    /// Appends the chunk `range` of `body`; returns the upload as it stands after it.
-    func append<Body: AsyncSequence>(_ id: String, range: ClosedRange<Int64>, total: Int64, body: Body) async throws -> Entry
-    where Body.Element == ByteBuffer {
+    /// Appends `body` at byte `offset`, which must be the upload's offset; `length` is what the request declares
+    /// (its Content-Length or Content-Range), else the body may run to the end of the upload. Without a `checksum`
+    /// every byte that reaches the disk counts, even when the connection breaks (tus core). With one, the bytes
+    /// count only once the whole body arrived and matched it; otherwise they are cut off again, and a mismatch
+    /// answers 460 (tus checksum extension). Returns the upload as it stands after it.
+    func append<Body: AsyncSequence>(
+        _ id: String, at offset: Int64, length: Int64?, checksum: UploadChecksum? = nil, body: Body
+    ) async throws -> Entry where Body.Element == ByteBuffer {
         let start = try entries.withLock { entries throws -> Entry in
             guard var entry = entries[id] else { throw APIError.notFound("no upload \(id)") }
-            guard total == entry.size else {
-                throw APIError.badRequest("Content-Range total \(total) differs from the upload's size \(entry.size)")
-            }
             guard !entry.writing else {
                 throw APIError(.conflict, "upload \(id) is receiving another chunk; retry shortly", headers: Self.offsetHeader(entry.offset))
             }
-            guard range.lowerBound == entry.offset else {
+            guard offset == entry.offset else {
                 throw APIError(
-                    .conflict, "chunk starts at byte \(range.lowerBound) but upload \(id) has \(entry.offset) bytes; resume from \(entry.offset)",
+                    .conflict, "chunk starts at byte \(offset) but upload \(id) has \(entry.offset) bytes; resume from \(entry.offset)",
                     headers: Self.offsetHeader(entry.offset))
             }
-            guard range.upperBound < entry.size else {
-                throw APIError.badRequest("chunk ends at byte \(range.upperBound), past the upload's \(entry.size) bytes")
-            }
-            guard range.upperBound - range.lowerBound + 1 <= maxChunkBytes else {
-                throw APIError(
-                    .contentTooLarge, "chunk of \(range.upperBound - range.lowerBound + 1) bytes is larger than the \(maxChunkBytes)-byte chunk limit")
+            if let length {
+                guard length <= entry.size - offset else {
+                    throw APIError.badRequest("chunk of \(length) bytes at byte \(offset) ends past the upload's \(entry.size) bytes")
+                }
+                guard length <= maxChunkBytes else {
+                    throw APIError(.contentTooLarge, "chunk of \(length) bytes is larger than the \(maxChunkBytes)-byte chunk limit")
+                }
             }
             entry.writing = true
             entry.touched = Date()
             entries[id] = entry
             return entry
         }
-        let expected = range.upperBound - range.lowerBound + 1
+        let room = start.size - offset
+        var position = offset
         var received: Int64 = 0
         var pending = ByteBuffer()
+        // With a checksum, the running SHA-256 advances only once the chunk is verified.
+        var staged = checksum == nil ? nil : start.hasher
+        var verifier = checksum
         do {
             let handle = try await FileSystem.shared.openFile(forWritingAt: FilePath(start.path), options: .modifyFile(createIfNecessary: false))
             do {
                 func flush() async throws {
                     guard pending.readableBytes > 0 else { return }
-                    let at = try self.entries.withLock { try Self.live($0, id).offset }
-                    _ = try await handle.write(contentsOf: pending, toAbsoluteOffset: at)
-                    let written = pending
-                    try self.entries.withLock { entries in
-                        var entry = try Self.live(entries, id)
-                        entry.hasher?.update(written)
-                        entry.offset += Int64(written.readableBytes)
-                        entry.touched = Date()
-                        entries[id] = entry
+                    try self.entries.withLock { _ = try Self.live($0, id) }
+                    _ = try await handle.write(contentsOf: pending, toAbsoluteOffset: position)
+                    position += Int64(pending.readableBytes)
+                    if verifier != nil {
+                        staged?.update(pending)
+                        verifier?.update(pending)
+                    } else {
+                        let written = pending
+                        try self.entries.withLock { entries in
+                            var entry = try Self.live(entries, id)
+                            entry.hasher?.update(written)
+                            entry.offset = position
+                            entry.touched = Date()
+                            entries[id] = entry
+                        }
                     }
                     pending.clear()
                 }
                 do {
-                    for try await var chunk in body {
-                        guard received + Int64(chunk.readableBytes) <= expected else {
-                            throw APIError.badRequest("chunk body is longer than the \(expected) bytes its Content-Range declares")
+                    do {
+                        for try await var chunk in body {
+                            let total = received + Int64(chunk.readableBytes)
+                            if let length, total > length {
+                                throw APIError.badRequest("chunk body is longer than the \(length) bytes its request declares")
+                            }
+                            guard total <= room else {
+                                throw APIError.badRequest("chunk body runs past the upload's \(start.size) bytes")
+                            }
+                            guard total <= maxChunkBytes else {
+                                throw APIError(.contentTooLarge, "chunk body is larger than the \(maxChunkBytes)-byte chunk limit")
+                            }
+                            received = total
+                            pending.writeBuffer(&chunk)
+                            if pending.readableBytes >= 1 << 20 { try await flush() }
                         }
-                        received += Int64(chunk.readableBytes)
-                        pending.writeBuffer(&chunk)
-                        if pending.readableBytes >= 1 << 20 { try await flush() }
+                    } catch {
+                        // The bytes that arrived before the connection broke are good: keep them.
+                        if !(error is APIError), checksum == nil { try? await flush() }
+                        throw error
+                    }
+                    try await flush()
+                    if let length, received != length, checksum != nil {
+                        throw Self.shortChunk(id, received: received, declared: length, offset: offset)
+                    }
+                    if let checksum, let found = verifier?.finalize(), found != checksum.expected {
+                        throw APIError(
+                            .checksumMismatch,
+                            "chunk of \(received) bytes does not match its Upload-Checksum (\(checksum.algorithm.rawValue)); send it again from byte \(offset)",
+                            headers: Self.offsetHeader(offset))
                     }
                 } catch {
-                    // The bytes that arrived before the connection broke are good: keep them.
-                    if !(error is APIError) { try? await flush() }
+                    // Unverified bytes go: the file holds what the offset says, for a restart to find.
+                    if checksum != nil { try? await handle.resize(to: .bytes(offset)) }
                     throw error
                 }
-                try await flush()
                 try await handle.close(makeChangesVisible: true)
             } catch {
                 try? await handle.close(makeChangesVisible: true)
@@ -188,12 +231,15 @@ final class ResumableUploads: Sendable {
         let entry = try entries.withLock { entries throws -> Entry in
             guard var entry = entries[id] else { throw APIError.notFound("upload \(id) was removed") }
             entry.writing = false
+            if checksum != nil {
+                entry.offset = position
+                entry.hasher = staged
+                entry.touched = Date()
+            }
             if entry.complete, entry.digest == nil, let hasher = entry.hasher { entry.digest = Hex.encode(hasher.finalize()) }
             entries[id] = entry
-            guard received == expected else {
-                throw APIError(
-                    .badRequest, "chunk ended after \(received) of the \(expected) bytes its Content-Range declares; upload \(id) has \(entry.offset) bytes",
-                    headers: Self.offsetHeader(entry.offset))
+            if let length, received != length {
+                throw Self.shortChunk(id, received: received, declared: length, offset: entry.offset)
             }
             return entry
         }
@@ -282,6 +328,13 @@ final class ResumableUploads: Sendable {
         return entry
     }
 
+    /// A body that ended before the length its request declared; the upload stands at `offset`.
+    private static func shortChunk(_ id: String, received: Int64, declared: Int64, offset: Int64) -> APIError {
+        APIError(
+            .badRequest, "chunk ended after \(received) of the \(declared) bytes its request declares; upload \(id) has \(offset) bytes",
+            headers: offsetHeader(offset))
+    }
+
     static func offsetHeader(_ offset: Int64) -> HTTPFields {
         [HTTPField.Name("Upload-Offset")!: "\(offset)"]
     }
@@ -362,8 +415,14 @@ extension Routes {
         if let length = request.headers[.contentLength].flatMap(Int64.init), length != range.upperBound - range.lowerBound + 1 {
             throw APIError.badRequest("Content-Length \(length) differs from the \(range.upperBound - range.lowerBound + 1) bytes of Content-Range")
         }
+        let size = try uploads.resumable.entry(id).size
+        guard total == size else { throw APIError.badRequest("Content-Range total \(total) differs from the upload's size \(size)") }
+        guard range.upperBound < size else {
+            throw APIError.badRequest("chunk ends at byte \(range.upperBound), past the upload's \(size) bytes")
+        }
         let entry = try await uploads.resumable.append(
-            id, range: range, total: total, body: CountingSequence(base: request.body, metrics: metrics))
+            id, at: range.lowerBound, length: range.upperBound - range.lowerBound + 1,
+            body: CountingSequence(base: request.body, metrics: metrics))
         return UploadJSON(entry).jsonResponse()
     }
 

@@ -12,7 +12,8 @@ struct Submission: Equatable {
     var preset = "medium"
     var container = "mp4"
     var segmentSeconds: Double?
-    /// The id of a finished resumable upload (`POST /uploads`), and the SHA-256 the client computed.
+    /// The id of a finished resumable upload (tus `POST /files/`, the last part of its Location, or `POST /uploads`),
+    /// and the SHA-256 the client computed.
     var upload: String?
     var sha256: String?
 
