@@ -27,6 +27,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime.git", from: "1.13.4"),
+        .package(url: "https://github.com/apple/swift-openapi-urlsession.git", from: "1.4.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird.git", from: "2.1.0"),
     ],
     targets: [
         .systemLibrary(
@@ -77,9 +80,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "FarmAPI",
+            dependencies: [
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime")
+            ],
+            path: "Sources/API",
+            exclude: ["openapi-generator-config.yaml"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "FarmCoordinator",
             dependencies: [
-                "FarmProtocol", "FarmMedia", "FarmHWEncode", "CCurl",
+                "FarmProtocol", "FarmMedia", "FarmHWEncode", "CCurl", "FarmAPI",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
@@ -113,7 +127,9 @@ let package = Package(
         .executableTarget(
             name: "farm",
             dependencies: [
-                "FarmCoordinator", "FarmNode", "FarmHWEncode", "FarmMedia", "FarmProtocol",
+                "FarmCoordinator", "FarmNode", "FarmHWEncode", "FarmMedia", "FarmProtocol", "FarmAPI",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIURLSession", package: "swift-openapi-urlsession"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -147,7 +163,8 @@ let package = Package(
         .testTarget(
             name: "CoordinatorTests",
             dependencies: [
-                "FarmCoordinator", "FarmMedia", "FarmProtocol", "FarmHWEncode", "FarmTestSupport",
+                "FarmCoordinator", "FarmMedia", "FarmProtocol", "FarmHWEncode", "FarmTestSupport", "FarmAPI",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

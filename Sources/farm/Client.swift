@@ -1,5 +1,9 @@
 import ArgumentParser
+import FarmAPI
 import Foundation
+import HTTPTypes
+import OpenAPIRuntime
+import OpenAPIURLSession
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -117,11 +121,9 @@ struct Submit: AsyncParsableCommand {
         let created: CreatedReply
         do {
             if remote || Self.isURL(input) {
-                var body: [String: JSONScalar] = ["source": .string(remote ? Self.absolute(input) : input)]
-                for (key, value) in fields {
-                    body[key] = key == "crf" ? .int(crf ?? 0) : key == "segment_seconds" ? .double(segmentSeconds ?? 0) : .string(value)
-                }
-                created = try await client.json(CreatedReply.self, "POST", "/jobs", body: try JSONEncoder().encode(body))
+                let job = try sourceJob(source: remote ? Self.absolute(input) : input)
+                let reply = try await client.call("POST /jobs") { try await $0.submitJob(body: .json(.init(value1: job))) }
+                created = CreatedReply(id: try reply.created.body.json.id)
             } else {
                 let name = URL(fileURLWithPath: input).lastPathComponent
                 let size = (try? FileManager.default.attributesOfItem(atPath: input)[.size] as? Int64) ?? nil
@@ -151,19 +153,20 @@ struct Submit: AsyncParsableCommand {
         print(created.id)
         guard wait || output != nil else { return }
 
-        let final: JobReply
+        let final: Components.Schemas.Job
         do {
             final = try await follow(created.id, client: client, progress: progress)
         } catch let error as APIClient.Failure {
             progress.clear()
             fail(error.description)
         }
-        guard final.state == "done" else {
-            fail("job \(final.id) \(final.state)\(final.error.map { ": \($0)" } ?? "")")
+        guard final.state == .done else {
+            fail("job \(final.id) \(final.state.rawValue)\(final.error?.value.map { ": \($0)" } ?? "")")
         }
+        let encoders = final.encoders_by_node.additionalProperties
         progress.finish(
-            "done: \(final.totalFrames) frames in \(String(format: "%.1f", final.wallSeconds)) s"
-                + (final.encodersByNode.isEmpty ? "" : " (\(final.encodersByNode.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")))"))
+            "done: \(final.total_frames) frames in \(String(format: "%.1f", final.wall_s)) s"
+                + (encoders.isEmpty ? "" : " (\(encoders.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")))"))
         guard let output else { return }
         do {
             let bytes = try await client.download("/jobs/\(final.id)/output", to: URL(fileURLWithPath: output)) { received, total in
@@ -177,13 +180,32 @@ struct Submit: AsyncParsableCommand {
         }
     }
 
+    /// The JSON request for a source on the coordinator (a path or a URL); unknown names are refused here.
+    func sourceJob(source: String) throws -> Components.Schemas.SourceJob {
+        func choice<T: RawRepresentable & CaseIterable>(_ name: String, _ value: String?, _ type: T.Type) throws -> T?
+        where T.RawValue == String {
+            guard let value else { return nil }
+            guard let known = T(rawValue: value.lowercased()) else {
+                throw APIClient.Failure(
+                    status: nil,
+                    description: "unknown \(name) '\(value)'; expected one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return known
+        }
+        return Components.Schemas.SourceJob(
+            source: source, codec: try choice("codec", codec, Components.Schemas.Codec.self), crf: crf,
+            preset: try choice("preset", preset, Components.Schemas.Preset.self),
+            container: try choice("container", chosenContainer, Components.Schemas.Container.self),
+            segment_seconds: segmentSeconds)
+    }
+
     /// Polls the job until it ends, drawing segments, fps and ETA.
-    func follow(_ id: String, client: APIClient, progress: ProgressLine) async throws -> JobReply {
+    func follow(_ id: String, client: APIClient, progress: ProgressLine) async throws -> Components.Schemas.Job {
         var failures = 0
         while true {
-            let job: JobReply
+            let job: Components.Schemas.Job
             do {
-                job = try await client.json(JobReply.self, "GET", "/jobs/\(id)")
+                job = try await client.call("GET /jobs/\(id)") { try await $0.getJob(path: .init(id: id)) }.ok.body.json
                 failures = 0
             } catch let error as APIClient.Failure where error.status == nil && failures < 10 {
                 // The coordinator may be restarting; a few missed polls are not the end of the job.
@@ -192,12 +214,12 @@ struct Submit: AsyncParsableCommand {
                 _ = error
                 continue
             }
-            if ["done", "failed", "cancelled"].contains(job.state) { return job }
-            let done = job.segments.filter { $0.state == "done" }.count
+            if [.done, .failed, .cancelled].contains(job.state) { return job }
+            let done = job.segments.filter { $0.state == .done }.count
             var text = "\(job.phase)"
             if !job.segments.isEmpty { text += " \(done)/\(job.segments.count) segments" }
             if job.fps > 0 { text += String(format: " %.1f fps", job.fps) }
-            if let eta = job.etaSeconds { text += " ETA \(Self.clock(eta))" }
+            if let eta = job.eta_s?.value { text += " ETA \(Self.clock(eta))" }
             progress.show(fraction: job.progress, text: text)
             try await Task.sleep(for: .milliseconds(500))
         }
@@ -237,16 +259,16 @@ struct Jobs: AsyncParsableCommand {
                 print(String(decoding: try await client.raw("GET", "/jobs"), as: UTF8.self), terminator: "")
                 return
             }
-            let list = try await client.json(JobListReply.self, "GET", "/jobs")
+            let list = try await client.call("GET /jobs") { try await $0.listJobs() }.ok.body.json
             var rows = [["ID", "STATE", "PROGRESS", "SEGMENTS", "FPS", "ETA", "SOURCE"]]
             for job in list.jobs {
-                let done = job.segments.filter { $0.state == "done" }.count
+                let done = job.segments.filter { $0.state == .done }.count
                 rows.append([
-                    job.id, job.state + (job.state == "running" ? "/\(job.phase)" : ""),
+                    job.id, job.state.rawValue + (job.state == .running ? "/\(job.phase)" : ""),
                     String(format: "%.0f%%", job.progress * 100), job.segments.isEmpty ? "-" : "\(done)/\(job.segments.count)",
                     job.fps > 0 ? String(format: "%.1f", job.fps) : "-",
-                    job.etaSeconds.map { job.state == "running" ? Submit.clock($0) : "-" } ?? "-",
-                    job.source + (job.error.map { "  (\($0))" } ?? ""),
+                    job.eta_s?.value.map { job.state == .running ? Submit.clock($0) : "-" } ?? "-",
+                    job.source + (job.error?.value.map { "  (\($0))" } ?? ""),
                 ])
             }
             printTable(rows)
@@ -272,12 +294,12 @@ struct Nodes: AsyncParsableCommand {
                 print(String(decoding: try await client.raw("GET", "/nodes"), as: UTF8.self), terminator: "")
                 return
             }
-            let list = try await client.json(NodeListReply.self, "GET", "/nodes")
+            let list = try await client.call("GET /nodes") { try await $0.listNodes() }.ok.body.json
             var rows = [["ID", "ADDRESS", "STATE", "SLOTS", "DONE", "FPS", "HEARTBEAT"]]
             for node in list.nodes {
                 rows.append([
-                    node.id, node.address, node.state, "\(node.slotsInUse)/\(node.slots)", "\(node.segmentsDone)",
-                    node.fps.map { String(format: "%.1f", $0) } ?? "-", String(format: "%.1f s ago", node.lastHeartbeatSeconds),
+                    node.id, node.address, node.state.rawValue, "\(node.slots_in_use)/\(node.slots)", "\(node.segments_done)",
+                    node.fps?.value.map { String(format: "%.1f", $0) } ?? "-", String(format: "%.1f s ago", node.last_heartbeat_s),
                 ])
             }
             printTable(rows)
@@ -299,9 +321,8 @@ struct Cancel: AsyncParsableCommand {
     func run() async throws {
         let client = try serverOptions.client()
         do {
-            let path = "/jobs/" + (id.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? id)
-            let job = try await client.json(JobReply.self, "DELETE", path)
-            print("\(job.id) \(job.state)")
+            let job = try await client.call("DELETE /jobs/\(id)") { try await $0.cancelJob(path: .init(id: id)) }.ok.body.json
+            print("\(job.id) \(job.state.rawValue)")
         } catch let error as APIClient.Failure {
             fail(error.description)
         }
@@ -341,65 +362,67 @@ struct CreatedReply: Decodable {
     var id: String
 }
 
-struct SegmentReply: Decodable {
-    var index: Int
-    var state: String
-}
-
-struct JobReply: Decodable {
-    var id: String
-    var state: String
-    var phase: String
-    var progress: Double
-    var fps: Double
-    var etaSeconds: Double?
-    var error: String?
-    var segments: [SegmentReply]
-    var source: String
-    var totalFrames: Int
-    var wallSeconds: Double
-    var encodersByNode: [String: String]
-
-    enum CodingKeys: String, CodingKey {
-        case id, state, phase, progress, fps, error, segments, source
-        case etaSeconds = "eta_s"
-        case totalFrames = "total_frames"
-        case wallSeconds = "wall_s"
-        case encodersByNode = "encoders_by_node"
-    }
-}
-
-struct JobListReply: Decodable {
-    var jobs: [JobReply]
-}
-
-struct NodeReply: Decodable {
-    var id: String
-    var address: String
-    var state: String
-    var slots: Int
-    var slotsInUse: Int
-    var segmentsDone: Int
-    var fps: Double?
-    var lastHeartbeatSeconds: Double
-
-    enum CodingKeys: String, CodingKey {
-        case id, address, state, slots, fps
-        case slotsInUse = "slots_in_use"
-        case segmentsDone = "segments_done"
-        case lastHeartbeatSeconds = "last_heartbeat_s"
-    }
-}
-
-struct NodeListReply: Decodable {
-    var nodes: [NodeReply]
-}
-
 struct ErrorReply: Decodable {
     var error: String
 }
 
 // MARK: - HTTP
+
+/// Sends the API token with every request of the generated client.
+struct BearerToken: ClientMiddleware {
+    let token: String?
+
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        var request = request
+        if let token { request.headerFields[.authorization] = "Bearer \(token)" }
+        return try await next(request, body, baseURL)
+    }
+}
+
+/// Turns every answer outside 2xx into an `APIClient.Failure` with the API's one-line error, so that
+/// callers of the generated client read only the success they expect.
+struct FailureOnErrorStatus: ClientMiddleware {
+    static let maxErrorBytes = 64 * 1024
+
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        let (response, responseBody) = try await next(request, body, baseURL)
+        guard !(200..<300).contains(response.status.code) else { return (response, responseBody) }
+        var data = Data()
+        if let responseBody { data = (try? await Data(collecting: responseBody, upTo: Self.maxErrorBytes)) ?? Data() }
+        let message = (try? JSONDecoder().decode(ErrorReply.self, from: data))?.error
+            ?? String(decoding: data.prefix(300), as: UTF8.self)
+        throw APIClient.Failure(
+            status: response.status.code, description: "\(request.method) \(request.path ?? ""): \(response.status.code) \(message)")
+    }
+}
+
+extension APIClient {
+    /// The client generated from docs/openapi.yaml, over URLSession.
+    var api: Client {
+        Client(serverURL: base, transport: URLSessionTransport(), middlewares: [BearerToken(token: token), FailureOnErrorStatus()])
+    }
+
+    /// Runs `operation` on the generated client; its failures come out as `Failure`s (status nil: no answer).
+    func call<T>(_ what: String, _ operation: (Client) async throws -> T) async throws -> T {
+        do {
+            return try await operation(api)
+        } catch let error as ClientError {
+            if let failure = error.underlyingError as? Failure { throw failure }
+            throw Failure(status: nil, description: "\(what): \(error.underlyingError.localizedDescription)")
+        } catch let error as Failure {
+            throw error
+        } catch {
+            // The answer was a success of an unexpected shape (`.ok` or `.json` on another case).
+            throw Failure(status: nil, description: "\(what): unexpected reply: \(error)")
+        }
+    }
+}
 
 /// A small client of the coordinator's API over URLSession, with progress for uploads and downloads.
 final class APIClient: NSObject, @unchecked Sendable, URLSessionDataDelegate, URLSessionDownloadDelegate {
