@@ -379,6 +379,17 @@ import Testing
                 #expect(response.status == .badRequest)
                 #expect(try Self.error(response).contains("closing boundary"))
             }
+            var manyFields = ByteBuffer()
+            for i in 0...Routes.maxFields {
+                manyFields.writeString("--b\r\nContent-Disposition: form-data; name=\"f\(i)\"\r\n\r\nx\r\n")
+            }
+            manyFields.writeString("--b--\r\n")
+            try await client.execute(
+                uri: "/jobs", method: .post, headers: [.contentType: "multipart/form-data; boundary=b"], body: manyFields
+            ) { response throws in
+                #expect(response.status == .badRequest)
+                #expect(try Self.error(response).contains("more than \(Routes.maxFields) form fields"))
+            }
             try await client.execute(
                 uri: "/jobs?codec=mpeg2", method: .post, headers: [.contentType: "application/octet-stream"],
                 body: ByteBuffer(repeating: 7, count: 10)

@@ -21,7 +21,6 @@ public enum HTTPAPI {
 
     /// Every operation of docs/openapi.yaml, in the order `GET /api` lists them.
     static var endpoints: [APIDocument.Operation] { APIDocument.operations }
-
     /// The HTTP application for `coordinator`: run it with `runService()`, inside a `ServiceGroup`,
     /// or test it with HummingbirdTesting. It does not run the coordinator itself (see `serve`).
     public static func build(coordinator: Coordinator, configuration: HTTPConfiguration) -> some ApplicationProtocol {
@@ -161,6 +160,8 @@ struct Routes: Sendable {
 
     static let maxJSONBytes = 64 * 1024
     static let maxFieldBytes = 64 * 1024
+    /// Form fields one multipart body may carry (the known ones are fewer; a part is parsed before it is judged).
+    static let maxFields = 32
 
     // MARK: POST /jobs
 
@@ -242,6 +243,7 @@ struct Routes: Sendable {
         var uploadPath: String?
         var uploadName: String?
         var inFile = false
+        var fieldCount = 0
         do {
             for try await chunk in request.body {
                 let events: [MultipartParser.Event]
@@ -262,6 +264,11 @@ struct Routes: Sendable {
                             writer = try await UploadWriter(path: path, limit: configuration.maxUploadBytes)
                             inFile = true
                         } else {
+                            fieldCount += 1
+                            guard fieldCount <= Self.maxFields else {
+                                throw APIError.badRequest(
+                                    "more than \(Self.maxFields) form fields; POST /jobs takes \(Submission.fields.count) and a file")
+                            }
                             fieldName = name
                             fieldBytes = []
                             inFile = false
