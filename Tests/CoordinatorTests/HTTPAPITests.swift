@@ -511,6 +511,28 @@ import Testing
 
     // MARK: - The generated server
 
+    @Test func formSubmissionsAreReadAsForms() async throws {
+        let f = try Fixture()
+        defer { f.remove() }
+        let form: HTTPFields = [.contentType: "application/x-www-form-urlencoded"]
+        let path = f.clip.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? f.clip
+        try await f.app.test(.router) { client in
+            try await client.execute(
+                uri: "/jobs", method: .post, headers: form, body: Self.body("source=\(path)&codec=hevc&crf=30&preset=fast")
+            ) { response throws in
+                #expect(response.status == .created, "\(String(buffer: response.body))")
+            }
+            for (body, message) in [("source=\(path)&crf=99", "crf must be an integer"), ("source=%2Fa+b.mp4", "/a b.mp4")] {
+                try await client.execute(uri: "/jobs", method: .post, headers: form, body: Self.body(body)) { response throws in
+                    #expect(response.status == .badRequest || response.status == .forbidden, "\(body)")
+                    #expect(try Self.error(response).contains(message), "\(body): \(String(buffer: response.body))")
+                }
+            }
+        }
+        let job = try #require(await f.coordinator.listJobs().first)
+        #expect(job.source == f.clip)
+    }
+
     @Test func undeclaredMethodsAnswer405WithAllow() async throws {
         let f = try Fixture()
         defer { f.remove() }

@@ -175,7 +175,13 @@ struct Routes: Sendable {
             return try await submitSource(submission)
         case "application/x-www-form-urlencoded":
             let body = try await request.body.collect(upTo: Self.maxJSONBytes)
-            let submission = try Submission.parse(text: Self.formFields(String(buffer: body)))
+            let fields: [String: String]
+            do {
+                fields = try URLEncodedFormDecoder().decode([String: String].self, from: String(buffer: body))
+            } catch {
+                throw APIError.badRequest("bad form body: \(APIError.oneLine("\(error)"))")
+            }
+            let submission = try Submission.parse(text: fields)
             return try await submitSource(submission)
         case "multipart/form-data":
             guard let boundary = MultipartParser.boundary(contentType: contentType) else {
@@ -341,20 +347,6 @@ struct Routes: Sendable {
             if let upload { unlink(upload) }
             throw error
         }
-    }
-
-    /// `a=1&b=two+words` → ["a": "1", "b": "two words"].
-    static func formFields(_ text: String) -> [String: String] {
-        var fields: [String: String] = [:]
-        for pair in text.split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decode(_ s: Substring) -> String {
-                let spaced = s.replacingOccurrences(of: "+", with: " ")
-                return spaced.removingPercentEncoding ?? spaced
-            }
-            fields[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
-        }
-        return fields
     }
 
     // MARK: Jobs
