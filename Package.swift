@@ -29,6 +29,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         // Child processes: an awaitable exit (pidfd on Linux 5.4 and later) and signals through the pidfd.
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", exact: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime.git", from: "1.13.4"),
+        .package(url: "https://github.com/apple/swift-openapi-urlsession.git", from: "1.4.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird.git", from: "2.1.0"),
     ],
     targets: [
         .systemLibrary(
@@ -85,9 +88,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "FarmAPI",
+            dependencies: [
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime")
+            ],
+            path: "Sources/API",
+            exclude: ["openapi-generator-config.yaml"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "FarmCoordinator",
             dependencies: [
-                "FarmProtocol", "FarmMedia", "FarmHWEncode", "FarmChildProcess", "CCurl",
+                "FarmProtocol", "FarmMedia", "FarmHWEncode", "FarmChildProcess", "CCurl", "FarmAPI",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
@@ -128,6 +142,9 @@ let package = Package(
             name: "farm",
             dependencies: [
                 "FarmCoordinator", "FarmNode", "FarmHWEncode", "FarmMedia", "FarmProtocol", "FarmChildProcess", "FarmCapacity",
+                "FarmAPI",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIURLSession", package: "swift-openapi-urlsession"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -196,6 +213,8 @@ let package = Package(
             name: "CoordinatorTests",
             dependencies: [
                 "FarmCoordinator", "FarmMedia", "FarmProtocol", "FarmHWEncode", "FarmTestSupport", "FarmBenchmarks",
+                "FarmAPI",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

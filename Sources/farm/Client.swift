@@ -1,5 +1,7 @@
 import ArgumentParser
+import FarmAPI
 import Foundation
+import OpenAPIRuntime
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -117,11 +119,9 @@ struct Submit: AsyncParsableCommand {
         let created: CreatedReply
         do {
             if remote || Self.isURL(input) {
-                var body: [String: JSONScalar] = ["source": .string(remote ? Self.absolute(input) : input)]
-                for (key, value) in fields {
-                    body[key] = key == "crf" ? .int(crf ?? 0) : key == "segment_seconds" ? .double(segmentSeconds ?? 0) : .string(value)
-                }
-                created = try await client.json(CreatedReply.self, "POST", "/jobs", body: try JSONEncoder().encode(body))
+                let job = try sourceJob(source: remote ? Self.absolute(input) : input)
+                let reply = try await client.call("POST /jobs") { try await $0.submitJob(body: .json(.init(value1: job))) }
+                created = CreatedReply(id: try reply.created.body.json.id)
             } else {
                 let name = URL(fileURLWithPath: input).lastPathComponent
                 let size = (try? FileManager.default.attributesOfItem(atPath: input)[.size] as? Int64) ?? nil
@@ -151,19 +151,20 @@ struct Submit: AsyncParsableCommand {
         print(created.id)
         guard wait || output != nil else { return }
 
-        let final: JobReply
+        let final: Components.Schemas.Job
         do {
             final = try await follow(created.id, client: client, progress: progress)
         } catch let error as APIClient.Failure {
             progress.clear()
             fail(error.description)
         }
-        guard final.state == "done" else {
-            fail("job \(final.id) \(final.state)\(final.error.map { ": \($0)" } ?? "")")
+        guard final.state == .done else {
+            fail("job \(final.id) \(final.state.rawValue)\(final.error?.value.map { ": \($0)" } ?? "")")
         }
+        let encoders = final.encoders_by_node.additionalProperties
         progress.finish(
-            "done: \(final.totalFrames) frames in \(String(format: "%.1f", final.wallSeconds)) s"
-                + (final.encodersByNode.isEmpty ? "" : " (\(final.encodersByNode.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")))"))
+            "done: \(final.total_frames) frames in \(String(format: "%.1f", final.wall_s)) s"
+                + (encoders.isEmpty ? "" : " (\(encoders.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")))"))
         guard let output else { return }
         do {
             let bytes = try await client.download("/jobs/\(final.id)/output", to: URL(fileURLWithPath: output)) { received, total in
@@ -177,13 +178,32 @@ struct Submit: AsyncParsableCommand {
         }
     }
 
+    /// The JSON request for a source on the coordinator (a path or a URL); unknown names are refused here.
+    func sourceJob(source: String) throws -> Components.Schemas.SourceJob {
+        func choice<T: RawRepresentable & CaseIterable>(_ name: String, _ value: String?, _ type: T.Type) throws -> T?
+        where T.RawValue == String {
+            guard let value else { return nil }
+            guard let known = T(rawValue: value.lowercased()) else {
+                throw APIClient.Failure(
+                    status: nil,
+                    description: "unknown \(name) '\(value)'; expected one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return known
+        }
+        return Components.Schemas.SourceJob(
+            source: source, codec: try choice("codec", codec, Components.Schemas.Codec.self), crf: crf,
+            preset: try choice("preset", preset, Components.Schemas.Preset.self),
+            container: try choice("container", chosenContainer, Components.Schemas.Container.self),
+            segment_seconds: segmentSeconds)
+    }
+
     /// Polls the job until it ends, drawing segments, fps and ETA.
-    func follow(_ id: String, client: APIClient, progress: ProgressLine) async throws -> JobReply {
+    func follow(_ id: String, client: APIClient, progress: ProgressLine) async throws -> Components.Schemas.Job {
         var failures = 0
         while true {
-            let job: JobReply
+            let job: Components.Schemas.Job
             do {
-                job = try await client.json(JobReply.self, "GET", "/jobs/\(id)")
+                job = try await client.call("GET /jobs/\(id)") { try await $0.getJob(path: .init(id: id)) }.ok.body.json
                 failures = 0
             } catch let error as APIClient.Failure where error.status == nil && failures < 10 {
                 // The coordinator may be restarting; a few missed polls are not the end of the job.
@@ -192,12 +212,12 @@ struct Submit: AsyncParsableCommand {
                 _ = error
                 continue
             }
-            if ["done", "failed", "cancelled"].contains(job.state) { return job }
-            let done = job.segments.filter { $0.state == "done" }.count
+            if [.done, .failed, .cancelled].contains(job.state) { return job }
+            let done = job.segments.filter { $0.state == .done }.count
             var text = "\(job.phase)"
             if !job.segments.isEmpty { text += " \(done)/\(job.segments.count) segments" }
             if job.fps > 0 { text += String(format: " %.1f fps", job.fps) }
-            if let eta = job.etaSeconds { text += " ETA \(Self.clock(eta))" }
+            if let eta = job.eta_s?.value { text += " ETA \(Self.clock(eta))" }
             progress.show(fraction: job.progress, text: text)
             try await Task.sleep(for: .milliseconds(500))
         }
@@ -237,16 +257,16 @@ struct Jobs: AsyncParsableCommand {
                 print(String(decoding: try await client.raw("GET", "/jobs"), as: UTF8.self), terminator: "")
                 return
             }
-            let list = try await client.json(JobListReply.self, "GET", "/jobs")
+            let list = try await client.call("GET /jobs") { try await $0.listJobs() }.ok.body.json
             var rows = [["ID", "STATE", "PROGRESS", "SEGMENTS", "FPS", "ETA", "SOURCE"]]
             for job in list.jobs {
-                let done = job.segments.filter { $0.state == "done" }.count
+                let done = job.segments.filter { $0.state == .done }.count
                 rows.append([
-                    job.id, job.state + (job.state == "running" ? "/\(job.phase)" : ""),
+                    job.id, job.state.rawValue + (job.state == .running ? "/\(job.phase)" : ""),
                     String(format: "%.0f%%", job.progress * 100), job.segments.isEmpty ? "-" : "\(done)/\(job.segments.count)",
                     job.fps > 0 ? String(format: "%.1f", job.fps) : "-",
-                    job.etaSeconds.map { job.state == "running" ? Submit.clock($0) : "-" } ?? "-",
-                    job.source + (job.error.map { "  (\($0))" } ?? ""),
+                    job.eta_s?.value.map { job.state == .running ? Submit.clock($0) : "-" } ?? "-",
+                    job.source + (job.error?.value.map { "  (\($0))" } ?? ""),
                 ])
             }
             printTable(rows)
@@ -272,12 +292,12 @@ struct Nodes: AsyncParsableCommand {
                 print(String(decoding: try await client.raw("GET", "/nodes"), as: UTF8.self), terminator: "")
                 return
             }
-            let list = try await client.json(NodeListReply.self, "GET", "/nodes")
+            let list = try await client.call("GET /nodes") { try await $0.listNodes() }.ok.body.json
             var rows = [["ID", "ADDRESS", "STATE", "SLOTS", "DONE", "FPS", "HEARTBEAT"]]
             for node in list.nodes {
                 rows.append([
-                    node.id, node.address, node.state, "\(node.slotsInUse)/\(node.slots)", "\(node.segmentsDone)",
-                    node.fps.map { String(format: "%.1f", $0) } ?? "-", String(format: "%.1f s ago", node.lastHeartbeatSeconds),
+                    node.id, node.address, node.state.rawValue, "\(node.slots_in_use)/\(node.slots)", "\(node.segments_done)",
+                    node.fps?.value.map { String(format: "%.1f", $0) } ?? "-", String(format: "%.1f s ago", node.last_heartbeat_s),
                 ])
             }
             printTable(rows)
@@ -299,9 +319,8 @@ struct Cancel: AsyncParsableCommand {
     func run() async throws {
         let client = try serverOptions.client()
         do {
-            let path = "/jobs/" + (id.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? id)
-            let job = try await client.json(JobReply.self, "DELETE", path)
-            print("\(job.id) \(job.state)")
+            let job = try await client.call("DELETE /jobs/\(id)") { try await $0.cancelJob(path: .init(id: id)) }.ok.body.json
+            print("\(job.id) \(job.state.rawValue)")
         } catch let error as APIClient.Failure {
             fail(error.description)
         }
@@ -339,60 +358,6 @@ enum JSONScalar: Encodable {
 
 struct CreatedReply: Decodable {
     var id: String
-}
-
-struct SegmentReply: Decodable {
-    var index: Int
-    var state: String
-}
-
-struct JobReply: Decodable {
-    var id: String
-    var state: String
-    var phase: String
-    var progress: Double
-    var fps: Double
-    var etaSeconds: Double?
-    var error: String?
-    var segments: [SegmentReply]
-    var source: String
-    var totalFrames: Int
-    var wallSeconds: Double
-    var encodersByNode: [String: String]
-
-    enum CodingKeys: String, CodingKey {
-        case id, state, phase, progress, fps, error, segments, source
-        case etaSeconds = "eta_s"
-        case totalFrames = "total_frames"
-        case wallSeconds = "wall_s"
-        case encodersByNode = "encoders_by_node"
-    }
-}
-
-struct JobListReply: Decodable {
-    var jobs: [JobReply]
-}
-
-struct NodeReply: Decodable {
-    var id: String
-    var address: String
-    var state: String
-    var slots: Int
-    var slotsInUse: Int
-    var segmentsDone: Int
-    var fps: Double?
-    var lastHeartbeatSeconds: Double
-
-    enum CodingKeys: String, CodingKey {
-        case id, address, state, slots, fps
-        case slotsInUse = "slots_in_use"
-        case segmentsDone = "segments_done"
-        case lastHeartbeatSeconds = "last_heartbeat_s"
-    }
-}
-
-struct NodeListReply: Decodable {
-    var nodes: [NodeReply]
 }
 
 struct ErrorReply: Decodable {

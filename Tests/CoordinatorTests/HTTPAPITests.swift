@@ -1,3 +1,5 @@
+import Crypto
+import FarmAPI
 @testable import FarmCoordinator
 import FarmMedia
 import FarmTestSupport
@@ -158,11 +160,14 @@ import Testing
         defer { f.remove() }
         let file = try String(
             contentsOf: Self.repositoryRoot.appendingPathComponent("docs/openapi.yaml"), encoding: .utf8)
-        #expect(file == OpenAPIDocument.yaml, "docs/openapi.yaml and OpenAPIDocument.swift differ: run scripts/embed-openapi.py")
+        // The generated code is as new as the document: scripts/generate-openapi.sh recorded its hash.
+        let digest = SHA256.hash(data: Data(file.utf8)).map { String(format: "%02x", $0) }.joined()
+        #expect(digest == APIDocument.sha256, "docs/openapi.yaml changed since Sources/API/Generated was made: run scripts/generate-openapi.sh")
+        #expect(file == APIDocument.yaml, "the served document differs from docs/openapi.yaml: run scripts/generate-openapi.sh")
 
         let router = HTTPAPI.router(coordinator: f.coordinator, configuration: f.configuration)
         let routed = Set(router.routes.map { "\($0.method.rawValue) \($0.path.description)" })
-        let documented = Self.documentedOperations(OpenAPIDocument.yaml)
+        let documented = Self.documentedOperations(APIDocument.yaml)
         let indexed = Set(HTTPAPI.endpoints.map { "\($0.method) \($0.path)" })
         #expect(routed.count == 22)
         #expect(routed.subtracting(documented).isEmpty, "routes missing from the document: \(routed.subtracting(documented).sorted())")
@@ -374,6 +379,17 @@ import Testing
                 #expect(response.status == .badRequest)
                 #expect(try Self.error(response).contains("closing boundary"))
             }
+            var manyFields = ByteBuffer()
+            for i in 0...Routes.maxFields {
+                manyFields.writeString("--b\r\nContent-Disposition: form-data; name=\"f\(i)\"\r\n\r\nx\r\n")
+            }
+            manyFields.writeString("--b--\r\n")
+            try await client.execute(
+                uri: "/jobs", method: .post, headers: [.contentType: "multipart/form-data; boundary=b"], body: manyFields
+            ) { response throws in
+                #expect(response.status == .badRequest)
+                #expect(try Self.error(response).contains("more than \(Routes.maxFields) form fields"))
+            }
             try await client.execute(
                 uri: "/jobs?codec=mpeg2", method: .post, headers: [.contentType: "application/octet-stream"],
                 body: ByteBuffer(repeating: 7, count: 10)
@@ -493,6 +509,81 @@ import Testing
         }
     }
 
+    // MARK: - The generated server
+
+    @Test func formSubmissionsAreReadAsForms() async throws {
+        let f = try Fixture()
+        defer { f.remove() }
+        let form: HTTPFields = [.contentType: "application/x-www-form-urlencoded"]
+        let path = f.clip.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? f.clip
+        try await f.app.test(.router) { client in
+            try await client.execute(
+                uri: "/jobs", method: .post, headers: form, body: Self.body("source=\(path)&codec=hevc&crf=30&preset=fast")
+            ) { response throws in
+                #expect(response.status == .created, "\(String(buffer: response.body))")
+            }
+            for (body, message) in [("source=\(path)&crf=99", "crf must be an integer"), ("source=%2Fa+b.mp4", "/a b.mp4")] {
+                try await client.execute(uri: "/jobs", method: .post, headers: form, body: Self.body(body)) { response throws in
+                    #expect(response.status == .badRequest || response.status == .forbidden, "\(body)")
+                    #expect(try Self.error(response).contains(message), "\(body): \(String(buffer: response.body))")
+                }
+            }
+        }
+        let job = try #require(await f.coordinator.listJobs().first)
+        #expect(job.source == f.clip)
+    }
+
+    @Test func undeclaredMethodsAnswer405WithAllow() async throws {
+        let f = try Fixture()
+        defer { f.remove() }
+        try await f.app.test(.router) { client in
+            for (path, method, allowed) in [
+                ("/jobs", HTTPRequest.Method.patch, "GET, POST"), ("/jobs/job-1", .put, "GET, DELETE"),
+                ("/health", .post, "GET"), ("/uploads/u-1", .post, "GET, PUT, DELETE"),
+            ] {
+                try await client.execute(uri: path, method: method) { response throws in
+                    #expect(response.status == .methodNotAllowed, "\(method) \(path)")
+                    #expect(response.headers[.allow] == allowed, "\(method) \(path)")
+                    #expect(try Self.error(response).contains("not allowed"))
+                }
+            }
+        }
+    }
+
+    @Test func uploadsTakeAnyPositiveSizeAndRefuseBadBodiesInOneLine() async throws {
+        let f = try Fixture(maxUploadBytes: 1 << 20)
+        defer { f.remove() }
+        try await f.app.test(.router) { client in
+            // 1 was once read as a Bool and refused.
+            for size in [1, 2, 1 << 20] {
+                try await client.execute(uri: "/uploads", method: .post, headers: Self.json, body: Self.body(#"{"size": \#(size)}"#)) {
+                    response throws in
+                    #expect(response.status == .created, "\(size): \(String(buffer: response.body))")
+                    let upload = try Self.object(response)
+                    #expect(upload["size"] as? Int == size)
+                    #expect(upload["offset"] as? Int == 0)
+                    #expect(response.headers[.location] == "/uploads/\(upload["id"] as? String ?? "")")
+                }
+            }
+            let refused: [(String, HTTPResponse.Status, String)] = [
+                (#"{"size": "12"}"#, .badRequest, "size"),
+                (#"{"filename": "a.mp4"}"#, .badRequest, "size"),
+                (#"{"size": 0}"#, .badRequest, "at least 1"),
+                (#"{"size": 3, "colour": "red"}"#, .badRequest, "colour"),
+                (#"{"size": "#, .badRequest, "createUpload"),
+                (#"{"size": \#((1 << 20) + 1)}"#, .contentTooLarge, "limit"),
+            ]
+            for (body, status, message) in refused {
+                try await client.execute(uri: "/uploads", method: .post, headers: Self.json, body: Self.body(body)) { response throws in
+                    #expect(response.status == status, "\(body): \(String(buffer: response.body))")
+                    let error = try Self.error(response)
+                    #expect(error.contains(message), "\(body): \(error)")
+                    #expect(!error.contains("\n"), "\(body): \(error)")
+                }
+            }
+        }
+    }
+
     // MARK: - Token
 
     @Test func aTokenGuardsEverythingButHealthAndReady() async throws {
@@ -565,9 +656,9 @@ import Testing
     }
 
     @Test func nodeAddressesArePlain() {
-        #expect(NodeJSON.plainAddress("[IPv4]127.0.0.1/127.0.0.1:44802") == "127.0.0.1:44802")
-        #expect(NodeJSON.plainAddress("[IPv6]::1/::1:7700") == "[::1]:7700")
-        #expect(NodeJSON.plainAddress("10.0.0.2:1") == "10.0.0.2:1")
+        #expect(Components.Schemas.Node.plainAddress("[IPv4]127.0.0.1/127.0.0.1:44802") == "127.0.0.1:44802")
+        #expect(Components.Schemas.Node.plainAddress("[IPv6]::1/::1:7700") == "[::1]:7700")
+        #expect(Components.Schemas.Node.plainAddress("10.0.0.2:1") == "10.0.0.2:1")
     }
 
     @Test func multipartParserHandlesAnySplit() throws {

@@ -1,9 +1,11 @@
 internal import Crypto
+internal import FarmAPI
 internal import Foundation
 internal import HTTPTypes
 internal import Hummingbird
 internal import Logging
 internal import NIOCore
+internal import OpenAPIRuntime
 
 /// An error answered to an HTTP client as `{"error": "..."}` with a status code. Domain errors
 /// become these at the edge (CONVENTIONS #9); the domain never builds a response.
@@ -41,6 +43,36 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         default: APIError(.internalServerError, error.message)
         }
     }
+
+    /// A request the generated server could not read (a body or parameter that does not fit the
+    /// document): 400, or 415 for a content type the operation does not take, naming what was wrong.
+    static func from(_ error: ServerError) -> APIError {
+        if let api = error.underlyingError as? APIError { return api }
+        let detail: String
+        switch error.underlyingError {
+        case let decoding as DecodingError: detail = Self.describe(decoding)
+        default: detail = "\(error.underlyingError)"
+        }
+        if detail.contains("Unexpected content type") || detail.contains("unexpected content type") {
+            return APIError(.unsupportedMediaType, "\(error.operationID): \(Self.oneLine(detail))")
+        }
+        return APIError(.badRequest, "\(error.operationID): \(Self.oneLine(detail))")
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context),
+            .dataCorrupted(let context):
+            let path = context.codingPath.map(\.stringValue).filter { !$0.isEmpty }.joined(separator: ".")
+            return path.isEmpty ? context.debugDescription : "\(path): \(context.debugDescription)"
+        @unknown default:
+            return "\(error)"
+        }
+    }
+
+    static func oneLine(_ text: String) -> String {
+        text.split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
 }
 
 /// The body of every error answer.
@@ -56,24 +88,50 @@ struct ErrorMappingMiddleware<Context: RequestContext>: RouterMiddleware {
     {
         do {
             return try await next(request, context)
-        } catch let error as APIError {
+        } catch var error as APIError {
             if error.status.code >= 500 {
+                // The detail (paths, errno) goes to the log; the client learns only that it failed.
                 context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error.message)"])
+                error.message = "internal error; the coordinator's log has the detail"
             }
             return try error.response(from: request, context: context)
         } catch let error as CoordinatorError {
             return try APIError.from(error).response(from: request, context: context)
         } catch let error as HTTPError {
+            if error.status == .notFound, error.body == nil, let allowed = Self.allowedMethods(request.uri.path) {
+                return try APIError(
+                    .methodNotAllowed,
+                    "\(request.method) is not allowed on \(request.uri.path); it answers \(allowed.joined(separator: ", "))",
+                    headers: [.allow: allowed.joined(separator: ", ")]
+                ).response(from: request, context: context)
+            }
             let message = error.body ?? Self.defaultMessage(error.status, request: request)
             return try APIError(error.status, message, headers: error.headers).response(from: request, context: context)
         } catch is NIOTooManyBytesError {
             return try APIError(.contentTooLarge, "request body too large").response(from: request, context: context)
+        } catch let error as ServerError {
+            return try APIError.from(error).response(from: request, context: context)
         } catch is CancellationError {
             throw CancellationError()
         } catch {
+            // The detail goes to the log, not to the client.
             context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            return try APIError(.internalServerError, "\(error)").response(from: request, context: context)
+            return try APIError(.internalServerError, "internal error; the coordinator's log has the detail")
+                .response(from: request, context: context)
         }
+    }
+
+    /// The methods the document declares for `path` when it matches one of its paths, else nil.
+    static func allowedMethods(_ path: String) -> [String]? {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        let methods = APIDocument.operations.filter { operation in
+            let template = operation.path.split(separator: "/", omittingEmptySubsequences: false)
+            guard template.count == segments.count else { return false }
+            return zip(template, segments).allSatisfy { pattern, segment in
+                pattern.hasPrefix("{") && pattern.hasSuffix("}") ? !segment.isEmpty : pattern == segment
+            }
+        }.map(\.method)
+        return methods.isEmpty ? nil : methods
     }
 
     static func defaultMessage(_ status: HTTPResponse.Status, request: Request) -> String {

@@ -1,4 +1,5 @@
 internal import CoreMetrics
+internal import FarmAPI
 internal import FarmHWEncode
 internal import FarmMedia
 internal import Foundation
@@ -6,6 +7,7 @@ internal import HTTPTypes
 public import Hummingbird
 internal import Logging
 internal import NIOCore
+internal import OpenAPIRuntime
 internal import ServiceLifecycle
 internal import Synchronization
 internal import UnixSignals
@@ -17,42 +19,8 @@ public enum HTTPAPI {
     /// The request context of every route.
     public typealias Context = BasicRequestContext
 
-    /// One route as `GET /api` lists it and `docs/openapi.yaml` documents it.
-    public struct Endpoint: Sendable, Hashable {
-        /// GET, POST, DELETE.
-        public var method: String
-        /// The path with `{parameter}` placeholders, as OpenAPI writes it.
-        public var path: String
-        /// One line on what the route does.
-        public var summary: String
-    }
-
-    /// Every route, in the order `GET /api` lists them.
-    public static let endpoints: [Endpoint] = [
-        Endpoint(method: "POST", path: "/jobs", summary: "Submit a job: JSON with a source path, an http(s) URL or a finished upload id, a multipart upload, or the file as the body"),
-        Endpoint(method: "GET", path: "/jobs", summary: "List jobs, oldest first"),
-        Endpoint(method: "GET", path: "/jobs/{id}", summary: "A job's state, progress, speed, ETA and segments"),
-        Endpoint(method: "DELETE", path: "/jobs/{id}", summary: "Cancel a job; nodes stop its segments"),
-        Endpoint(method: "GET", path: "/jobs/{id}/output", summary: "The finished output file (Range requests supported)"),
-        Endpoint(method: "POST", path: "/uploads", summary: "Begin a resumable upload of a given size; chunks follow with PUT"),
-        Endpoint(method: "GET", path: "/uploads/{id}", summary: "A resumable upload's offset: where the next chunk starts"),
-        Endpoint(method: "PUT", path: "/uploads/{id}", summary: "Append a chunk (Content-Range: bytes a-b/total, each under 100 MB)"),
-        Endpoint(method: "DELETE", path: "/uploads/{id}", summary: "Abandon a resumable upload and remove its bytes"),
-        Endpoint(method: "OPTIONS", path: "/files", summary: "tus 1.0: the version, extensions, size limit and checksum algorithms"),
-        Endpoint(method: "POST", path: "/files", summary: "tus 1.0: create an upload of Upload-Length bytes; its URL is in Location"),
-        Endpoint(method: "OPTIONS", path: "/files/{id}", summary: "tus 1.0: the same as OPTIONS /files"),
-        Endpoint(method: "HEAD", path: "/files/{id}", summary: "tus 1.0: the upload's Upload-Offset, where the next PATCH starts"),
-        Endpoint(method: "PATCH", path: "/files/{id}", summary: "tus 1.0: append a chunk at Upload-Offset (at most 90 MiB, optional Upload-Checksum)"),
-        Endpoint(method: "DELETE", path: "/files/{id}", summary: "tus 1.0: abandon the upload and remove its bytes"),
-        Endpoint(method: "GET", path: "/nodes", summary: "Connected render nodes"),
-        Endpoint(method: "GET", path: "/health", summary: "Liveness"),
-        Endpoint(method: "GET", path: "/ready", summary: "Readiness: the coordinator can accept jobs"),
-        Endpoint(method: "GET", path: "/api", summary: "This index of endpoints"),
-        Endpoint(method: "GET", path: "/validate-system", summary: "Check FFmpeg, hardware, disk, data directory, database and nodes"),
-        Endpoint(method: "GET", path: "/metrics", summary: "Prometheus metrics"),
-        Endpoint(method: "GET", path: "/openapi.yaml", summary: "The OpenAPI 3 document of this API"),
-    ]
-
+    /// Every operation of docs/openapi.yaml, in the order `GET /api` lists them.
+    static var endpoints: [APIDocument.Operation] { APIDocument.operations }
     /// The HTTP application for `coordinator`: run it with `runService()`, inside a `ServiceGroup`,
     /// or test it with HummingbirdTesting. It does not run the coordinator itself (see `serve`).
     public static func build(coordinator: Coordinator, configuration: HTTPConfiguration) -> some ApplicationProtocol {
@@ -105,39 +73,32 @@ public enum HTTPAPI {
             coordinator: coordinator, configuration: configuration, policy: SourcePolicy(roots: configuration.sourceRoots),
             uploads: uploads, metrics: metrics, probe: ProbeCache(), encoders: EncoderAvailability())
         let router = Router(context: Context.self)
+        // tus answers (CORS preflight, Tus-Resumable on every answer, 401s included) come before the rest.
         router.add(middleware: TusProtocolMiddleware())
         router.add(middleware: ErrorMappingMiddleware())
         if let token = configuration.apiToken, !token.isEmpty {
             router.add(middleware: BearerTokenMiddleware(token: token, metricsOpen: configuration.metricsOpen))
         }
+        // The JSON operations: the server generated from docs/openapi.yaml.
+        do {
+            // One line of JSON per answer, keys sorted, as the hand-written answers were.
+            try APIHandler(routes: routes).registerHandlers(
+                on: StreamingRoutesTransport(router: router),
+                configuration: OpenAPIRuntime.Configuration(jsonEncodingOptions: [.sortedKeys, .withoutEscapingSlashes]),
+                middlewares: [PlainLocationHeader()])
+        } catch {
+            preconditionFailure("the generated routes do not fit the router: \(error)")
+        }
+        // The streaming ones, declared in the same document (docs/architecture-http.md says why).
         router.post("/jobs") { request, context in try await routes.submit(request, context: context) }
-        router.get("/jobs") { _, _ in await routes.listJobs() }
-        router.get("/jobs/:id") { _, context in try await routes.job(try context.parameters.require("id")) }
-        router.delete("/jobs/:id") { _, context in try await routes.cancel(try context.parameters.require("id")) }
         router.get("/jobs/:id/output") { request, context in
             try await routes.output(try context.parameters.require("id"), request: request)
         }
-        router.post("/uploads") { request, _ in try await routes.createUpload(request) }
-        router.get("/uploads/:id") { _, context in try await routes.uploadStatus(try context.parameters.require("id")) }
         router.put("/uploads/:id") { request, context in
             try await routes.appendUpload(try context.parameters.require("id"), request: request)
         }
-        router.delete("/uploads/:id") { _, context in try routes.deleteUpload(try context.parameters.require("id")) }
+        // tus 1.0 resumable uploads at /files/, streamed to disk like the PUT above.
         Tus.addRoutes(to: router, routes: routes)
-        router.get("/nodes") { _, _ in await routes.nodes() }
-        router.get("/health") { _, _ in HealthJSON(status: "ok").jsonResponse() }
-        router.get("/ready") { _, _ in await routes.ready() }
-        router.get("/api") { _, _ in APIIndexJSON(endpoints: endpoints).jsonResponse() }
-        router.get("/validate-system") { _, _ in await routes.validateSystem() }
-        router.get("/metrics") { _, _ in await routes.metricsText() }
-        router.get("/openapi.yaml") { _, _ in
-            var buffer = ByteBuffer()
-            buffer.writeString(OpenAPIDocument.yaml)
-            return Response(
-                status: .ok,
-                headers: [.contentType: "application/yaml; charset=utf-8", .contentLength: "\(buffer.readableBytes)"],
-                body: ResponseBody(byteBuffer: buffer))
-        }
         return (router, uploads)
     }
 }
@@ -167,36 +128,6 @@ struct HTTPServerService<App: ApplicationProtocol>: Service {
         } catch {
             throw CoordinatorError(.io, "cannot serve the HTTP API on \(address): \(error)")
         }
-    }
-}
-
-struct HealthJSON: Encodable {
-    var status: String
-}
-
-struct APIIndexJSON: Encodable {
-    struct Entry: Encodable {
-        var method: String
-        var path: String
-        var summary: String
-    }
-    var endpoints: [Entry]
-    var openapi = "/openapi.yaml"
-
-    init(endpoints: [HTTPAPI.Endpoint]) {
-        self.endpoints = endpoints.map { Entry(method: $0.method, path: $0.path, summary: $0.summary) }
-    }
-}
-
-struct ReadyJSON: Encodable {
-    var ready: Bool
-    var nodes: Int
-    var unfinishedJobs: Int
-    var error: String?
-
-    enum CodingKeys: String, CodingKey {
-        case ready, nodes, error
-        case unfinishedJobs = "unfinished_jobs"
     }
 }
 
@@ -233,6 +164,8 @@ struct Routes: Sendable {
 
     static let maxJSONBytes = 64 * 1024
     static let maxFieldBytes = 64 * 1024
+    /// Form fields one multipart body may carry (the known ones are fewer; a part is parsed before it is judged).
+    static let maxFields = 32
 
     // MARK: POST /jobs
 
@@ -246,7 +179,13 @@ struct Routes: Sendable {
             return try await submitSource(submission)
         case "application/x-www-form-urlencoded":
             let body = try await request.body.collect(upTo: Self.maxJSONBytes)
-            let submission = try Submission.parse(text: Self.formFields(String(buffer: body)))
+            let fields: [String: String]
+            do {
+                fields = try URLEncodedFormDecoder().decode([String: String].self, from: String(buffer: body))
+            } catch {
+                throw APIError.badRequest("bad form body: \(APIError.oneLine("\(error)"))")
+            }
+            let submission = try Submission.parse(text: fields)
             return try await submitSource(submission)
         case "multipart/form-data":
             guard let boundary = MultipartParser.boundary(contentType: contentType) else {
@@ -314,6 +253,7 @@ struct Routes: Sendable {
         var uploadPath: String?
         var uploadName: String?
         var inFile = false
+        var fieldCount = 0
         do {
             for try await chunk in request.body {
                 let events: [MultipartParser.Event]
@@ -334,6 +274,11 @@ struct Routes: Sendable {
                             writer = try await UploadWriter(path: path, limit: configuration.maxUploadBytes)
                             inFile = true
                         } else {
+                            fieldCount += 1
+                            guard fieldCount <= Self.maxFields else {
+                                throw APIError.badRequest(
+                                    "more than \(Self.maxFields) form fields; POST /jobs takes \(Submission.fields.count) and a file")
+                            }
                             fieldName = name
                             fieldBytes = []
                             inFile = false
@@ -399,7 +344,7 @@ struct Routes: Sendable {
             if upload != nil { uploads.adopt(job: id, name: name) }
             configuration.logger.info(
                 "job submitted over http", metadata: ["job": "\(id)", "source": "\(name.map { "upload:\($0)" } ?? source)"])
-            var response = CreatedJSON(id: id, state: JobState.queued.rawValue, url: "/jobs/\(id)").jsonResponse(status: .created)
+            var response = Schemas.Created(id: id, state: .queued, url: "/jobs/\(id)").jsonResponse(status: .created)
             response.headers[.location] = "/jobs/\(id)"
             return response
         } catch {
@@ -408,33 +353,14 @@ struct Routes: Sendable {
         }
     }
 
-    /// `a=1&b=two+words` → ["a": "1", "b": "two words"].
-    static func formFields(_ text: String) -> [String: String] {
-        var fields: [String: String] = [:]
-        for pair in text.split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decode(_ s: Substring) -> String {
-                let spaced = s.replacingOccurrences(of: "+", with: " ")
-                return spaced.removingPercentEncoding ?? spaced
-            }
-            fields[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
-        }
-        return fields
-    }
-
     // MARK: Jobs
 
-    func listJobs() async -> Response {
-        let jobs = await coordinator.listJobs()
-        return JobListJSON(jobs: jobs.map { JobJSON($0, source: uploads.displaySource($0)) }).jsonResponse()
-    }
-
-    func job(_ id: String) async throws -> Response {
+    func job(_ id: String) async throws -> Schemas.Job {
         guard let status = await coordinator.status(id) else { throw APIError.notFound("no job \(id)") }
-        return JobJSON(status, source: uploads.displaySource(status)).jsonResponse()
+        return Schemas.Job(status, source: uploads.displaySource(status))
     }
 
-    func cancel(_ id: String) async throws -> Response {
+    func cancel(_ id: String) async throws -> Schemas.Job {
         guard let before = await coordinator.status(id) else { throw APIError.notFound("no job \(id)") }
         guard !before.state.isFinished else {
             throw APIError.conflict("job \(id) is already \(before.state.rawValue)")
@@ -447,8 +373,7 @@ struct Routes: Sendable {
         configuration.logger.info("job cancelled over http", metadata: ["job": "\(id)"])
         // The upload goes now, not at the next sweep: once the answer says cancelled, its bytes are gone.
         await uploads.sweep()
-        guard let status = await coordinator.status(id) else { throw APIError.notFound("no job \(id)") }
-        return JobJSON(status, source: uploads.displaySource(status)).jsonResponse()
+        return try await job(id)
     }
 
     func output(_ id: String, request: Request) async throws -> Response {
@@ -516,13 +441,13 @@ struct Routes: Sendable {
 
     // MARK: Nodes, health, metrics
 
-    func nodes() async -> Response {
+    func nodes() async -> [Schemas.Node] {
         let list = await coordinator.connectedNodes()
         let speeds = metrics.nodeSpeeds(jobs: await coordinator.listJobs(includingEarlierRuns: false))
-        return NodeListJSON(nodes: list.map { NodeJSON($0, fps: speeds[$0.id]) }).jsonResponse()
+        return list.map { Schemas.Node($0, fps: speeds[$0.id]) }
     }
 
-    func ready() async -> Response {
+    func ready() async -> Schemas.Ready {
         let nodes = await coordinator.connectedNodes().count
         let unfinished = await coordinator.listJobs().filter { !$0.state.isFinished }.count
         let directory = configuration.outputDirectory
@@ -530,27 +455,15 @@ struct Routes: Sendable {
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue,
             access(directory, W_OK) == 0
         else {
-            return ReadyJSON(ready: false, nodes: nodes, unfinishedJobs: unfinished, error: "\(directory) is not a writable directory")
-                .jsonResponse(status: .serviceUnavailable)
+            return Schemas.Ready(
+                ready: false, nodes: nodes, unfinished_jobs: unfinished, error: "\(directory) is not a writable directory")
         }
-        return ReadyJSON(ready: true, nodes: nodes, unfinishedJobs: unfinished).jsonResponse()
+        return Schemas.Ready(ready: true, nodes: nodes, unfinished_jobs: unfinished)
     }
 
-    func validateSystem() async -> Response {
-        let result = await SystemValidation.run(coordinator: coordinator, configuration: configuration, probe: probe)
-        return result.jsonResponse(status: result.ok ? .ok : .serviceUnavailable)
-    }
-
-    func metricsText() async -> Response {
+    func metricsText() async -> String {
         // This run's jobs: counters count what happened since the start, not what the store remembers.
-        let text = metrics.render(
-            jobs: await coordinator.listJobs(includingEarlierRuns: false), nodeList: await coordinator.connectedNodes())
-        var buffer = ByteBuffer()
-        buffer.writeString(text)
-        return Response(
-            status: .ok,
-            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .contentLength: "\(buffer.readableBytes)"],
-            body: ResponseBody(byteBuffer: buffer))
+        metrics.render(jobs: await coordinator.listJobs(includingEarlierRuns: false), nodeList: await coordinator.connectedNodes())
     }
 }
 
