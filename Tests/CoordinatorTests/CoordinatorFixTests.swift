@@ -1,0 +1,78 @@
+@testable import FarmCoordinator
+import FarmMedia
+import FarmTestSupport
+import Foundation
+import Logging
+import Testing
+
+/// Defects found reading the coordinator, each against a real `Coordinator` (no nodes) on real files.
+@Suite struct CoordinatorFixTests {
+    static func coordinator(_ directory: URL) -> Coordinator {
+        var logger = Logger(label: "farm.test")
+        logger.logLevel = .critical
+        return Coordinator(
+            configuration: CoordinatorConfiguration(
+                dataDirectory: directory.appendingPathComponent("data").path, joinToken: "token", minimumFreeBytes: 0,
+                logger: logger))
+    }
+
+    @Test func aStreamTheOutputContainerCannotHoldIsRefusedAtSubmission() async throws {
+        MediaLog.quiet()
+        let directory = try TestMedia.temporaryDirectory("farm-streams")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let subtitles = directory.appendingPathComponent("subs.ass").path
+        try """
+            [Script Info]
+            ScriptType: v4.00+
+
+            [V4+ Styles]
+            Format: Name, Fontname, Fontsize, PrimaryColour, Bold, Italic, Alignment, MarginL, MarginR, MarginV
+            Style: Default,Sans,20,&H00FFFFFF,0,0,2,10,10,10
+
+            [Events]
+            Format: Layer, Start, End, Style, Text
+            Dialogue: 0,0:00:00.00,0:00:01.00,Default,hello
+
+            """.write(toFile: subtitles, atomically: true, encoding: .utf8)
+        let video = directory.appendingPathComponent("video.mp4").path
+        try TestMedia.makeClip(at: video, seconds: 1, size: "160x120", audio: false)
+        let source = directory.appendingPathComponent("src.mkv").path
+        try TestMedia.run("ffmpeg", ["-v", "error", "-y", "-i", video, "-i", subtitles, "-map", "0", "-map", "1", "-c:v", "copy", "-c:s", "ass", source])
+        let coordinator = Self.coordinator(directory)
+        let mp4 = directory.appendingPathComponent("out.mp4").path
+        let error = await #expect(throws: CoordinatorError.self) {
+            _ = try await coordinator.submit(JobRequest(source: source, output: mp4))
+        }
+        #expect(error?.code == .invalidRequest)
+        #expect(error?.message.contains("subtitle") == true && error?.message.contains("MP4") == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("\n") == false)
+        #expect(await coordinator.listJobs().isEmpty, "nothing was queued")
+        // Matroska holds it: the same source is accepted for an .mkv output.
+        let id = try await coordinator.submit(JobRequest(source: source, output: directory.appendingPathComponent("out.mkv").path))
+        #expect(await coordinator.status(id)?.state == .queued)
+    }
+
+    @Test func cancellingAWaitEndsTheWaitOnlyNotTheCoordinator() async throws {
+        MediaLog.quiet()
+        let directory = try TestMedia.temporaryDirectory("farm-wait")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let source = directory.appendingPathComponent("src.mp4").path
+        try TestMedia.makeClip(at: source, seconds: 1, size: "160x120")
+        let coordinator = Self.coordinator(directory)
+        let id = try await coordinator.submit(
+            JobRequest(source: source, output: directory.appendingPathComponent("out.mp4").path))
+        let waiter = Task { try await coordinator.waitForCompletion(id) }
+        try await Task.sleep(for: .milliseconds(100))
+        waiter.cancel()
+        let status = try await waiter.value
+        #expect(status.state == .queued, "the cancelled wait answers with the job as it is")
+        // The coordinator still takes work and still waits for others.
+        #expect(await coordinator.stopping == false)
+        let second = try await coordinator.submit(
+            JobRequest(source: source, output: directory.appendingPathComponent("out2.mp4").path))
+        #expect(await coordinator.status(second)?.state == .queued)
+        try await coordinator.cancel(id)
+        let ended = try await coordinator.waitForCompletion(id)
+        #expect(ended.state == .cancelled)
+    }
+}
