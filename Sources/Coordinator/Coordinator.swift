@@ -45,7 +45,7 @@ public actor Coordinator {
             let started = job.startedAt ?? job.createdAt
             let finished = job.finishedAt ?? started
             return JobStatus(
-                id: job.id, state: job.state, phase: job.phase, source: job.source, output: job.output,
+                id: job.id, state: job.state, phase: job.phase, source: SourceURL.redacted(job.source), output: job.output,
                 progress: FarmState.progress(job.state, framesDone: framesDone, totalFrames: job.totalFrames),
                 framesDone: framesDone, totalFrames: job.totalFrames,
                 fps: FarmState.fps(framesDone, in: finished.timeIntervalSince(started)), etaSeconds: 0, error: job.error,
@@ -203,7 +203,7 @@ public actor Coordinator {
             countJobNumber(stored.id)
             queue(stored.id, request, workDirectory: stored.workDirectory)
             resumed.append(stored.id)
-            logger.notice("resuming job", metadata: ["job": "\(stored.id)", "source": "\(stored.source)"])
+            logger.notice("resuming job", metadata: ["job": "\(stored.id)", "source": "\(SourceURL.redacted(stored.source))"])
         }
         return resumed
     }
@@ -393,7 +393,7 @@ public actor Coordinator {
             try await $0.insertJob(id: id, source: stored.source, output: stored.output, request: json, workDirectory: workDirectory)
         }
         queue(id, request, workDirectory: workDirectory)
-        logger.info("job queued", metadata: ["job": "\(id)", "source": "\(request.source)"])
+        logger.info("job queued", metadata: ["job": "\(id)", "source": "\(SourceURL.redacted(request.source))"])
         return id
     }
 

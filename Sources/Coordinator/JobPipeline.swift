@@ -50,7 +50,7 @@ extension Coordinator {
             let source = try await fetchSource(id, request.source, into: workDirectory, cancel: flag)
             apply(state.setPhase(id, "indexing"))
             let limits = configuration.sourceLimits
-            let original = request.source
+            let original = SourceURL.redacted(request.source)
             let container = AssemblyRequest.container(forOutput: request.output)
             let (info, index) = try await Offload.run("index \(id)") { threadFlag in
                 let info = try MediaInfo.probe(path: source)
@@ -116,10 +116,8 @@ extension Coordinator {
                 throw CoordinatorError(.jobFailed, state.jobs[id]?.error ?? "job stopped")
             }
             apply(state.setPhase(id, "publishing"))
-            if rename(temporaryOutput, request.output) != 0 {
-                throw CoordinatorError(
-                    .io, "\(request.output): cannot move the verified output into place: \(String(cString: strerror(errno)))")
-            }
+            let output = request.output
+            try await Offload.run("publish \(id)") { _ in try OutputPublisher.publish(temporaryOutput, as: output) }
             apply(state.finish(id, now: now))
             log.info("job done", metadata: ["output": "\(request.output)"])
         } catch {
@@ -250,6 +248,28 @@ extension Coordinator {
         guard statvfs(configuration.dataDirectory, &stats) == 0 else { return nil }
         let (free, overflow) = Int64(clamping: stats.f_bavail).multipliedReportingOverflow(by: Int64(clamping: stats.f_frsize))
         return overflow ? Int64.max : free
+    }
+}
+
+enum OutputPublisher {
+    /// Moves a verified output into place durably: the file's bytes reach the disk, then the rename,
+    /// then the directory entry, before the job is reported done (a power cut after "done" cannot
+    /// leave an empty or missing output).
+    static func publish(_ temporary: String, as output: String) throws {
+        func failure(_ what: String) -> CoordinatorError {
+            CoordinatorError(.io, "\(output): cannot \(what): \(String(cString: strerror(errno)))")
+        }
+        let file = open(temporary, O_RDONLY | O_CLOEXEC)
+        guard file >= 0 else { throw failure("open the verified output") }
+        let synced = fsync(file) == 0
+        close(file)
+        guard synced else { throw failure("write the verified output to disk") }
+        guard rename(temporary, output) == 0 else { throw failure("move the verified output into place") }
+        let parent = (output as NSString).deletingLastPathComponent
+        let directory = open(parent.isEmpty ? "." : parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard directory >= 0 else { throw failure("open the output's directory") }
+        defer { close(directory) }
+        guard fsync(directory) == 0 else { throw failure("write the output's directory entry to disk") }
     }
 }
 

@@ -76,3 +76,19 @@ import Testing
         #expect(ended.state == .cancelled)
     }
 }
+
+/// Publishing a verified output.
+@Suite struct PublishTests {
+    @Test func theOutputIsMovedIntoPlaceAndAMissingOneFailsInOneLine() throws {
+        let directory = try TestMedia.temporaryDirectory("farm-publish")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let temporary = directory.appendingPathComponent(".out.farm-tmp.mp4").path
+        let output = directory.appendingPathComponent("out.mp4").path
+        try Data("verified".utf8).write(to: URL(fileURLWithPath: temporary))
+        try OutputPublisher.publish(temporary, as: output)
+        #expect(!FileManager.default.fileExists(atPath: temporary))
+        #expect(try String(contentsOfFile: output, encoding: .utf8) == "verified")
+        let error = #expect(throws: CoordinatorError.self) { try OutputPublisher.publish(temporary, as: output) }
+        #expect(error?.message == "\(output): cannot open the verified output: No such file or directory")
+    }
+}

@@ -307,4 +307,16 @@ import Testing
         #expect(ResultExpectations.byteLimit(sourceBytes: 1 << 30) == 16 << 30)
         #expect(ResultExpectations.byteLimit(sourceBytes: .max) == .max)
     }
+
+    @Test func credentialsInASourceURLNeverReachTheStatus() {
+        var farm = Farm()
+        let source = "https://user:secret@media.example/clip.mp4?X-Amz-Signature=abc&X-Amz-Credential=key"
+        farm.state.jobQueued(id: "u", request: JobRequest(source: source, output: "/out/u.mp4"), workDirectory: "/w", now: 0)
+        let shown = farm.state.status(farm.state.jobs["u"]!, now: 0).source
+        #expect(shown == "https://***@media.example/clip.mp4?***")
+        #expect(!shown.contains("secret") && !shown.contains("abc") && !shown.contains("key"))
+        // Paths and URLs without credentials are shown as they are.
+        #expect(SourceURL.redacted("/data/in/clip.mp4") == "/data/in/clip.mp4")
+        #expect(SourceURL.redacted("http://127.0.0.1:8000/clip.mp4") == "http://127.0.0.1:8000/clip.mp4")
+    }
 }

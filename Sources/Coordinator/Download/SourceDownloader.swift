@@ -162,14 +162,14 @@ private final class CurlTransfer {
                 // curl compared the announced Content-Length with the limit.
                 throw CoordinatorError(
                     .invalidRequest,
-                    "download exceeds the \(policy.limitText) limit: \(url.text) is \((contentRangeTotal ?? announcedLength.map { statusLine == 206 ? $0 + offset : $0 }).map { "\($0) bytes" } ?? "larger")")
+                    "download exceeds the \(policy.limitText) limit: \(url.shown) is \((contentRangeTotal ?? announcedLength.map { statusLine == 206 ? $0 + offset : $0 }).map { "\($0) bytes" } ?? "larger")")
             }
             if isCancelled() || code == CURLE_ABORTED_BY_CALLBACK { throw DownloadInterrupted() }
             if Date().timeIntervalSince(started) >= policy.timeLimitSeconds { throw timeLimit() }
             if (300..<400).contains(status), let target = redirectTarget() {
                 redirects += 1
                 guard redirects <= policy.maxRedirects else {
-                    throw CoordinatorError(.invalidRequest, "download failed: more than \(policy.maxRedirects) redirects from \(url.text)")
+                    throw CoordinatorError(.invalidRequest, "download failed: more than \(policy.maxRedirects) redirects from \(url.shown)")
                 }
                 try follow(target)
                 continue
@@ -180,13 +180,13 @@ private final class CurlTransfer {
                 farm_curl_getinfo_off(handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length)
                 if code == CURLE_OK, (200..<300).contains(status), Int64(length) > policy.maxBytes {
                     throw CoordinatorError(
-                        .invalidRequest, "download exceeds the \(policy.limitText) limit: \(url.text) is \(length) bytes")
+                        .invalidRequest, "download exceeds the \(policy.limitText) limit: \(url.shown) is \(length) bytes")
                 }
-                throw CoordinatorError(.io, "HEAD \(currentURL): HTTP \(status)")
+                throw CoordinatorError(.io, "HEAD \(SourceURL.redacted(currentURL)): HTTP \(status)")
             }
             if code == CURLE_OK, status == 200 || status == 206 {
                 if let expectedTotal, offset != expectedTotal {
-                    throw CoordinatorError(.io, "download failed: got \(offset) of \(expectedTotal) bytes from \(currentURL)")
+                    throw CoordinatorError(.io, "download failed: got \(offset) of \(expectedTotal) bytes from \(SourceURL.redacted(currentURL))")
                 }
                 progress.update(bytes: offset, total: offset)
                 return
@@ -198,16 +198,16 @@ private final class CurlTransfer {
             }
             let reason: String
             if status >= 400 {
-                reason = "HTTP \(status) from \(currentURL)"
+                reason = "HTTP \(status) from \(SourceURL.redacted(currentURL))"
                 if status == 416 { restartFromZero = true }
                 guard status == 408 || status == 416 || status == 429 || status >= 500 else {
                     throw CoordinatorError(.invalidRequest, "download failed: \(reason)")
                 }
             } else if code != CURLE_OK {
-                reason = "\(Self.message(code)) from \(currentURL)"
+                reason = "\(Self.message(code)) from \(SourceURL.redacted(currentURL))"
                 guard Self.isTransient(code) else { throw CoordinatorError(.invalidRequest, "download failed: \(reason)") }
             } else {
-                reason = "unexpected HTTP \(status) from \(currentURL)"
+                reason = "unexpected HTTP \(status) from \(SourceURL.redacted(currentURL))"
             }
             if restartFromZero {
                 restartFromZero = false
@@ -231,7 +231,7 @@ private final class CurlTransfer {
     private func timeLimit() -> CoordinatorError {
         CoordinatorError(
             .invalidRequest,
-            "download of \(url.text) took longer than the \(SourceLimits.duration(policy.timeLimitSeconds)) limit")
+            "download of \(url.shown) took longer than the \(SourceLimits.duration(policy.timeLimitSeconds)) limit")
     }
 
     /// The options every attempt shares.
@@ -304,13 +304,13 @@ private final class CurlTransfer {
         let scheme = URLComponents(string: target)?.scheme?.lowercased() ?? ""
         guard scheme == "http" || scheme == "https" else {
             throw CoordinatorError(
-                .invalidRequest, "download refused: \(currentURL) redirects to \(target); only http and https are fetched")
+                .invalidRequest, "download refused: \(SourceURL.redacted(currentURL)) redirects to \(SourceURL.redacted(target)); only http and https are fetched")
         }
         let next: SourceURL
         do {
             next = try SourceURL(target, policy: policy)
         } catch {
-            throw CoordinatorError(.invalidRequest, "download refused: \(currentURL) redirects to \(error.message)")
+            throw CoordinatorError(.invalidRequest, "download refused: \(SourceURL.redacted(currentURL)) redirects to \(error.message)")
         }
         currentURL = next.text
         currentHost = next.host
@@ -359,7 +359,7 @@ private final class CurlTransfer {
             guard checkBodyStart() else { return farm_CURL_WRITEFUNC_ERROR() }
         }
         guard offset + Int64(length) <= policy.maxBytes else {
-            failure = "download exceeds the \(policy.limitText) limit (\(url.text))"
+            failure = "download exceeds the \(policy.limitText) limit (\(url.shown))"
             return farm_CURL_WRITEFUNC_ERROR()
         }
         var written = 0
@@ -402,7 +402,7 @@ private final class CurlTransfer {
             return false
         }
         if let expectedTotal, expectedTotal > policy.maxBytes {
-            failure = "download exceeds the \(policy.limitText) limit: \(url.text) is \(expectedTotal) bytes"
+            failure = "download exceeds the \(policy.limitText) limit: \(url.shown) is \(expectedTotal) bytes"
             return false
         }
         _ = lseek(fd, off_t(offset), SEEK_SET)
@@ -428,7 +428,7 @@ private final class CurlTransfer {
         }
         if let kind, !policy.mayReachPrivate(host: currentHost) {
             refusal =
-                "download refused: \(currentURL) resolves to \(shown), \(kind); this coordinator fetches only public addresses (--allow-private-urls)"
+                "download refused: \(SourceURL.redacted(currentURL)) resolves to \(shown), \(kind); this coordinator fetches only public addresses (--allow-private-urls)"
             return farm_CURL_SOCKET_BAD()
         }
         return socket(family, address.pointee.socktype | Int32(SOCK_CLOEXEC.rawValue), address.pointee.protocol)

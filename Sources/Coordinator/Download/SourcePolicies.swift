@@ -95,23 +95,44 @@ struct SourceURL {
         return lower.hasPrefix("http://") || lower.hasPrefix("https://")
     }
 
+    /// The URL as logs, errors and job status show it: credentials in it (user info, and the query
+    /// string, where presigned URLs carry their signatures) are replaced by `***`. Anything that is not
+    /// an http(s) URL is shown as it is.
+    static func redacted(_ text: String) -> String {
+        guard isURL(text), var components = URLComponents(string: text) else { return text }
+        var changed = false
+        if components.user != nil || components.password != nil {
+            components.user = "***"
+            components.password = nil
+            changed = true
+        }
+        if let query = components.percentEncodedQuery, !query.isEmpty {
+            components.percentEncodedQuery = "***"
+            changed = true
+        }
+        return changed ? (components.string ?? text) : text
+    }
+
+    /// This URL as errors and logs show it (see ``redacted(_:)``).
+    var shown: String { Self.redacted(text) }
+
     /// Checks the scheme and host; a host written as a non-public IP address is refused here already.
     init(_ text: String, policy: DownloadPolicy) throws(CoordinatorError) {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased() else {
-            throw CoordinatorError(.invalidRequest, "\(text): not a valid URL")
+            throw CoordinatorError(.invalidRequest, "\(Self.redacted(text)): not a valid URL")
         }
         guard scheme == "http" || scheme == "https" else {
-            throw CoordinatorError(.invalidRequest, "\(text): only http and https URLs are fetched")
+            throw CoordinatorError(.invalidRequest, "\(Self.redacted(text)): only http and https URLs are fetched")
         }
         guard var host = components.host, !host.isEmpty else {
-            throw CoordinatorError(.invalidRequest, "\(text): the URL names no host")
+            throw CoordinatorError(.invalidRequest, "\(Self.redacted(text)): the URL names no host")
         }
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         self.text = text
         self.host = host.lowercased()
         if !policy.mayReachPrivate(host: self.host), let kind = AddressClass.ofLiteral(self.host) {
             throw CoordinatorError(
-                .invalidRequest, "\(text): \(self.host) is \(kind); this coordinator fetches only public addresses (--allow-private-urls)")
+                .invalidRequest, "\(Self.redacted(text)): \(self.host) is \(kind); this coordinator fetches only public addresses (--allow-private-urls)")
         }
     }
 

@@ -45,7 +45,7 @@ extension FarmState {
         }
         if job.state.isFinished { eta = 0 }
         return JobStatus(
-            id: job.id, state: job.state, phase: job.phase, source: job.request.source, output: job.request.output,
+            id: job.id, state: job.state, phase: job.phase, source: SourceURL.redacted(job.request.source), output: job.request.output,
             progress: Self.progress(job.state, framesDone: framesDone, totalFrames: job.totalFrames),
             framesDone: framesDone, totalFrames: job.totalFrames, fps: fps, etaSeconds: eta,
             error: job.error, segments: segments, sourceSeconds: job.sourceSeconds,
