@@ -13,7 +13,6 @@
 // connection only), and the session ends with the node unregistered and no result file left behind that the
 // state does not own.
 
-import Dispatch
 import FarmProtocol
 import Foundation
 import Logging
@@ -205,14 +204,33 @@ private func runSession(_ input: [UInt8]) async {
     }
 }
 
+/// The end of one input's run, waited for on libFuzzer's thread (not a thread of the concurrency pool).
+private final class Finished: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var done = false
+
+    func signal() {
+        condition.lock()
+        done = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    func wait() {
+        condition.lock()
+        while !done { condition.wait() }
+        condition.unlock()
+    }
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func farmSessionFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = Array(UnsafeBufferPointer(start: data, count: size))
-    let done = DispatchSemaphore(value: 0)
+    let finished = Finished()
     Task {
         await runSession(input)
-        done.signal()
+        finished.signal()
     }
-    done.wait()
+    finished.wait()
     return 0
 }
