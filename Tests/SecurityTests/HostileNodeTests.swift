@@ -91,6 +91,21 @@ import Testing
         }
     }
 
+    @Test func claimedSlotsAreCappedByMaxNodeSlots() async throws {
+        let farm = try Farm("farm-slotclaim")
+        defer { farm.remove() }
+        try await farm.stopping {
+            let capped = try await farm.coordinator("capped.log", arguments: ["--max-node-slots", "3"])
+            let greedy = try await FakeNode.join(
+                port: capped.nodePort, tls: true, token: Self.token, nodeID: "greedy", slots: UInt16.max, stopAt: "welcome")
+            #expect(greedy.messages == ["welcome"])
+            #expect(await FarmBinary.waitUntil(timeout: 10) { capped.text.contains("node joined") })
+            #expect(NodeChannelTests.value("slots", in: capped.text, on: "node joined") == "3", "\(capped.text.suffix(1000))")
+        }
+        let bad = try await FarmBinary.run(["coordinator", "--max-node-slots", "0"], environment: [:], timeout: 30)
+        #expect(bad.status != 0 && bad.stderr.contains("--max-node-slots 0: must be 1 to 4096"), "\(bad.stderr)")
+    }
+
     @Test func aNodeThatStopsReadingIsClosedByTheWatchdogAndTheJobEndsElsewhere() async throws {
         // A lossless source, so that its one segment is far larger than the socket buffers between the two.
         let farm = try Farm(
