@@ -244,7 +244,7 @@ struct NodeMessageHandler: Sendable {
                 // results at once are a node piling up receivers.
                 guard receivers.count < coordinator.configuration.maxNodeSlots * 2 else {
                     throw ProtocolError(
-                        code: .unexpectedMessage, message: "more than \(receivers.count) results in flight at once")
+                        code: .unexpectedMessage, message: "a result while \(receivers.count) are in flight already")
                 }
                 // Checked before anything is allocated: a result must stay within the bytes a
                 // segment may have (else the connection closes) and have the segment's frames (else
@@ -332,7 +332,6 @@ struct NodeMessageHandler: Sendable {
             await coordinator.taskFailed(session, taskID: taskID, reason: "\(error)", retryable: true)
         }
     }
-
 }
 
 extension NodeSession {
