@@ -27,6 +27,18 @@ public struct CoordinatorConfiguration: Sendable {
     /// The most messages a node may send per second, on average; it may send twice as many in a burst. A node
     /// that sends more is disconnected (a flood of heartbeats, say). 1000 allows a gigabyte of results a second.
     public var maxNodeMessagesPerSecond: Int
+    /// The most bytes a node may send per second, on average (a token bucket that holds two seconds' worth): a
+    /// connection past it is closed. 1 GiB/s is above 8 Gbit/s, so results at line rate pass; what it stops is a
+    /// peer that keeps the coordinator decrypting and parsing faster than any result needs.
+    public var maxNodeBytesPerSecond: Int = 1 << 30
+    /// Connections that have not completed the handshake, at once, from one address and in all; more are closed
+    /// as soon as they are accepted.
+    public var maxUnauthenticatedPerAddress = 4
+    public var maxUnauthenticated = 64
+    /// `TCP_USER_TIMEOUT` of node sockets: a connection whose sent bytes stay unacknowledged this long (a peer
+    /// that vanished, or one that keeps its receive window at zero) is dropped by the kernel. Keepalive probes
+    /// find a silent peer as well.
+    public var nodeSocketUserTimeoutSeconds = 60
     /// When a node that keeps failing is kept out of work.
     public var quarantine = QuarantinePolicy()
     /// The most slots one node may claim in its hello; a claim of more gets this many.

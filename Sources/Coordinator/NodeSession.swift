@@ -6,6 +6,9 @@ internal import NIOFileSystem
 internal import NIOPosix
 internal import NIOSSL
 internal import Synchronization
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// The coordinator's listening socket for nodes: TLS (``NodeChannelSecurity``) unless plain TCP was asked for.
 public struct NodeListener: Sendable {
@@ -21,16 +24,25 @@ public struct NodeListener: Sendable {
             configuration.nodeSecurity, dataDirectory: configuration.dataDirectory,
             subject: configuration.coordinatorID, logger: logger)
         let tls = identity?.context
+        let gate = HandshakeGate(
+            perAddress: configuration.maxUnauthenticatedPerAddress, total: configuration.maxUnauthenticated)
+        let bytesPerSecond = configuration.maxNodeBytesPerSecond
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
             .bind(host: configuration.nodeListenHost, port: configuration.nodeListenPort) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try NodeSocketOptions.apply(to: channel, userTimeoutSeconds: configuration.nodeSocketUserTimeoutSeconds)
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                     }
-                    try FarmWire.addHandlers(to: channel.pipeline.syncOperations)
+                    let guardHandler = NodeConnectionGuard(
+                        gate: gate, address: channel.remoteAddress?.ipAddress ?? "unknown",
+                        bytesPerSecond: bytesPerSecond, logger: logger)
+                    try channel.pipeline.syncOperations.addHandler(guardHandler)
+                    try FarmWire.addHandlers(to: channel.pipeline.syncOperations, limit: guardHandler.frameLimit)
                     return try NIOAsyncChannel<Message, Message>(wrappingChannelSynchronously: channel)
                 }
             }
@@ -99,7 +111,10 @@ struct NodeSession: Sendable {
             logger[metadataKey: "peer"] = "\(address)"
             return logger
         }()
-        let (outgoing, continuation) = AsyncStream<Outgoing>.makeStream()
+        // The coordinator's items pass through a relay: a close is carried out at once on the channel (its
+        // event loop drops whatever is queued), never queued behind segment writes a stuck node does not read.
+        let (fromCoordinator, continuation) = AsyncStream<Outgoing>.makeStream()
+        let (outgoing, toWriter) = AsyncStream<Outgoing>.makeStream()
         let session = SessionID()
         // A peer that does not complete the handshake in time is dropped.
         let channel = connection.channel
@@ -115,6 +130,7 @@ struct NodeSession: Sendable {
                             inbound, outbound, address: address, continuation: continuation, session: session,
                             logger: logger)
                     }
+                    group.addTask { try await Self.relay(fromCoordinator, to: toWriter, channel: channel, logger: logger) }
                     group.addTask { try await writeLoop(outgoing, outbound, channel: channel, logger: logger) }
                     try await group.next()
                     group.cancelAll()
@@ -126,6 +142,7 @@ struct NodeSession: Sendable {
         }
         deadline.cancel()
         continuation.finish()
+        toWriter.finish()
         if let id = session.value {
             await coordinator.unregister(id, reason: reason)
         }
@@ -164,22 +181,34 @@ struct NodeSession: Sendable {
                     proof: JoinProof.coordinator(
                         token: configuration.joinToken, nonce: nonce, nodeID: hello.nodeID,
                         channelBinding: channelBinding))))
+        await NodeConnectionGuard.authenticated(connection.channel)
         let session = await coordinator.register(hello, address: address, outgoing: continuation)
         sessionBox.value = session
 
         var receivers: [UInt64: Receiver] = [:]
         do {
-            try await serve(&iterator, &receivers, session: session, nodeID: hello.nodeID, logger: logger)
+            try await NodeMessageHandler(coordinator: coordinator, channel: connection.channel).serve(
+                &iterator, &receivers, session: session, nodeID: hello.nodeID, logger: logger)
         } catch {
-            await Self.abandon(receivers)
+            await NodeMessageHandler.abandon(receivers)
             throw error
         }
-        await Self.abandon(receivers)
+        await NodeMessageHandler.abandon(receivers)
     }
+}
+
+/// A node session's messages after the handshake: results and their bytes, failures, heartbeats, drains.
+/// Apart from the socket (``NodeSession``), so that it can be driven without one: the fuzz target
+/// (Fuzz/SessionFuzz.swift) feeds it hostile message sequences against a real ``Coordinator``.
+struct NodeMessageHandler: Sendable {
+    typealias Receiver = NodeSession.Receiver
+    let coordinator: Coordinator
+    /// Where a rate-limit reject is sent, best effort; nil when driven without a socket.
+    let channel: (any Channel)?
 
     /// Closes the files of transfers that will not complete and removes them. A file handle must be
     /// closed even when the task is cancelled, so the close runs in a task of its own that is awaited.
-    private static func abandon(_ receivers: [UInt64: Receiver]) async {
+    static func abandon(_ receivers: [UInt64: Receiver]) async {
         for receiver in receivers.values {
             if let handle = receiver.handle { await closeQuietly(handle) }
             if let path = receiver.path { unlinkQuietly(path) }
@@ -190,10 +219,10 @@ struct NodeSession: Sendable {
         await Task.detached { (try? await handle.close()) != nil }.value
     }
 
-    private func serve(
-        _ iterator: inout NIOAsyncChannelInboundStream<Message>.AsyncIterator, _ receivers: inout [UInt64: Receiver],
-        session: UInt64, nodeID: String, logger: Logger
-    ) async throws {
+    func serve<Inbound: AsyncIteratorProtocol>(
+        _ iterator: inout Inbound, _ receivers: inout [UInt64: Receiver], session: UInt64, nodeID: String,
+        logger: Logger
+    ) async throws where Inbound.Element == Message {
         let perSecond = coordinator.configuration.maxNodeMessagesPerSecond
         var limit = MessageRateLimit(perSecond: perSecond)
         while let message = try await iterator.next() {
@@ -203,13 +232,19 @@ struct NodeSession: Sendable {
                     "node exceeded the message rate limit; disconnecting it",
                     metadata: ["node": "\(nodeID)", "limit": "\(reason)"])
                 // Best effort: the node may not be reading, so this is not awaited; closing follows.
-                connection.channel.writeAndFlush(Message.reject(Reject(reason: "message rate: \(reason)")), promise: nil)
+                channel?.writeAndFlush(Message.reject(Reject(reason: "message rate: \(reason)")), promise: nil)
                 throw ProtocolError(code: .rateLimited, message: "node \(nodeID) sent \(reason)")
             }
             switch message {
             case .result(let result):
                 guard receivers[result.taskID] == nil else {
                     throw ProtocolError(code: .unexpectedMessage, message: "second result for task \(result.taskID)")
+                }
+                // A node holds at most its slots' tasks (plus ones cancelled while it sent them): more
+                // results at once are a node piling up receivers.
+                guard receivers.count < coordinator.configuration.maxNodeSlots * 2 else {
+                    throw ProtocolError(
+                        code: .unexpectedMessage, message: "a result while \(receivers.count) are in flight already")
                 }
                 // Checked before anything is allocated: a result must stay within the bytes a
                 // segment may have (else the connection closes) and have the segment's frames (else
@@ -297,7 +332,9 @@ struct NodeSession: Sendable {
             await coordinator.taskFailed(session, taskID: taskID, reason: "\(error)", retryable: true)
         }
     }
+}
 
+extension NodeSession {
     private func writeLoop(
         _ items: AsyncStream<Outgoing>, _ outbound: NIOAsyncChannelOutboundWriter<Message>, channel: any Channel,
         logger: Logger
@@ -316,11 +353,44 @@ struct NodeSession: Sendable {
                         code: .unexpectedMessage,
                         message: "segment \(path) holds \(sent ?? 0) bytes, \(assign.byteLength) were announced")
                 }
-            case .close(let reason):
-                try? await outbound.write(.reject(Reject(reason: reason)))
-                throw ProtocolError(code: .unexpectedMessage, message: "closed by the coordinator: \(reason)")
+            case .close:
+                break  // carried out by the relay
             }
         }
+    }
+
+    /// Forwards the coordinator's items to the writer, but closes the channel itself on a `.close`: a best-effort
+    /// reject, then `close` on the channel's event loop, which fails the writes still queued.
+    private static func relay(
+        _ items: AsyncStream<Outgoing>, to writer: AsyncStream<Outgoing>.Continuation, channel: any Channel,
+        logger: Logger
+    ) async throws {
+        defer { writer.finish() }
+        for await item in items {
+            guard case .close(let reason) = item else {
+                writer.yield(item)
+                continue
+            }
+            channel.writeAndFlush(Message.reject(Reject(reason: reason)), promise: nil)
+            channel.close(promise: nil)
+            throw ProtocolError(code: .unexpectedMessage, message: "closed by the coordinator: \(reason)")
+        }
+    }
+}
+
+/// Socket options of node connections: keepalive probes after 30 s of silence, and `TCP_USER_TIMEOUT`, so that
+/// the kernel drops a connection whose bytes stay unacknowledged (a zero receive window included).
+enum NodeSocketOptions {
+    static func apply(to channel: any Channel, userTimeoutSeconds: Int) throws {
+        #if os(Linux)
+        guard let options = channel.syncOptions else { return }
+        let milliseconds = SocketOptionValue(clamping: max(userTimeoutSeconds, 1) * 1000)
+        for (name, value) in [
+            (TCP_USER_TIMEOUT, milliseconds), (TCP_KEEPIDLE, 30), (TCP_KEEPINTVL, 10), (TCP_KEEPCNT, 3),
+        ] {
+            try options.setOption(.tcpOption(NIOBSDSocket.Option(rawValue: CInt(name))), value: value)
+        }
+        #endif
     }
 }
 

@@ -9,6 +9,10 @@ public enum FarmWire {
     /// The default maximum frame length, 8 MiB: the largest length header a peer accepts.
     public static let defaultMaxFrameSize = 8 << 20
 
+    /// The largest frame a coordinator accepts before its welcome, 64 KiB: a hello is a few hundred bytes,
+    /// so a peer that has not proved the join token cannot make it buffer more.
+    public static let handshakeMaxFrameSize = 64 << 10
+
     /// The size of the data chunks senders split segments into, 1 MiB.
     public static let dataChunkSize = 1 << 20
 
@@ -24,11 +28,12 @@ public enum FarmWire {
     /// - Parameters:
     ///   - pipeline: The pipeline of a channel, on its event loop.
     ///   - maxFrameSize: The largest frame length accepted from the peer and sent to it.
+    ///   - limit: A lower limit on frames accepted, which the caller may raise later (see ``FrameSizeLimit``).
     public static func addHandlers(
         to pipeline: ChannelPipeline.SynchronousOperations,
-        maxFrameSize: Int = defaultMaxFrameSize
+        maxFrameSize: Int = defaultMaxFrameSize, limit: FrameSizeLimit? = nil
     ) throws {
-        try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
+        try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize, limit: limit)))
         try pipeline.addHandler(FrameEncoder(maxFrameSize: maxFrameSize))
     }
 

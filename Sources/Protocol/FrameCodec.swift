@@ -1,4 +1,5 @@
 public import NIOCore
+internal import Synchronization
 
 /// Decodes frames into ``Message`` values.
 ///
@@ -10,15 +11,20 @@ public final class FrameDecoder: ByteToMessageDecoder {
 
     /// The largest frame length accepted, in bytes (the type code and the payload).
     public let maxFrameSize: Int
+    /// A lower limit that the connection's owner may raise later (up to `maxFrameSize`): a coordinator
+    /// accepts only ``FarmWire/handshakeMaxFrameSize`` until the handshake succeeded.
+    public let limit: FrameSizeLimit?
 
-    /// Creates a decoder that accepts frames of at most `maxFrameSize` bytes.
-    public init(maxFrameSize: Int = FarmWire.defaultMaxFrameSize) {
+    /// Creates a decoder that accepts frames of at most `maxFrameSize` bytes, and at most `limit`'s while it is lower.
+    public init(maxFrameSize: Int = FarmWire.defaultMaxFrameSize, limit: FrameSizeLimit? = nil) {
         precondition(maxFrameSize >= 1, "maxFrameSize must be at least 1, got \(maxFrameSize)")
         self.maxFrameSize = maxFrameSize
+        self.limit = limit
     }
 
     public func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let message = try FarmWire.readFrame(from: &buffer, maxFrameSize: self.maxFrameSize) else {
+        let maxFrameSize = min(self.maxFrameSize, self.limit?.bytes ?? self.maxFrameSize)
+        guard let message = try FarmWire.readFrame(from: &buffer, maxFrameSize: maxFrameSize) else {
             return .needMoreData
         }
         context.fireChannelRead(Self.wrapInboundOut(message))
@@ -42,6 +48,21 @@ public final class FrameDecoder: ByteToMessageDecoder {
 
 @available(*, unavailable)
 extension FrameDecoder: Sendable {}
+
+/// A frame size limit shared between a ``FrameDecoder`` and the connection's owner, who may change it from
+/// any thread (the decoder reads it on the channel's event loop, frame by frame).
+public final class FrameSizeLimit: Sendable {
+    private let storage: Atomic<Int>
+
+    /// A limit of `bytes` (at least 1).
+    public init(bytes: Int) { self.storage = Atomic(max(bytes, 1)) }
+
+    /// The largest frame length accepted now.
+    public var bytes: Int { self.storage.load(ordering: .relaxed) }
+
+    /// Changes the limit; frames not yet decoded are held to the new one.
+    public func set(bytes: Int) { self.storage.store(max(bytes, 1), ordering: .relaxed) }
+}
 
 /// Writes ``Message`` values as frames.
 ///

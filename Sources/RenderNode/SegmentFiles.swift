@@ -108,6 +108,7 @@ enum SegmentFiles {
         guard let codec = VideoCodec(rawValue: settings.codec) else {
             throw MediaError(.unsupported, "unknown codec \"\(settings.codec)\" in the job's settings")
         }
+        try EncoderOptionPolicy.check(settings.options)
         return EncoderConfig(
             codec: codec,
             encoder: settings.encoder,

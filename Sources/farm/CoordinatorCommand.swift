@@ -41,6 +41,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("min-free-gib"), help: "Low-disk watermark: no job starts below this free space (default: the tier's, else 2).")
     var minFreeGiB: Double?
 
+    @Option(
+        name: .customLong("max-node-slots"),
+        help: "The most slots one node may claim in its hello; a claim of more gets this many (default: the tier's node slots, else 64).")
+    var maxNodeSlots: Int?
+
+    @Option(
+        name: .customLong("max-node-mib-per-second"),
+        help: "Each node connection's byte budget in MiB/s (two seconds' worth in a burst); past it the node is disconnected.")
+    var maxNodeMiBPerSecond = 1024
+
     @Option(name: .customLong("token-file"), help: "File holding the join token (else FARM_JOIN_TOKEN).")
     var tokenFile: String?
 
@@ -91,6 +101,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--insecure-plain-tcp and --tls-cert exclude each other")
         }
         guard maxUploadGiB > 0 else { throw ValidationError("--max-upload-gib must be positive") }
+        if let maxNodeSlots, !(1...4096).contains(maxNodeSlots) {
+            throw ValidationError("--max-node-slots \(maxNodeSlots): must be 1 to 4096")
+        }
+        guard (1...(1 << 20)).contains(maxNodeMiBPerSecond) else {
+            throw ValidationError("--max-node-mib-per-second \(maxNodeMiBPerSecond): must be 1 to 1048576")
+        }
         guard cleanupIntervalHours >= 0 else { throw ValidationError("--cleanup-interval-hours must not be negative") }
         guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
         guard quarantineSeconds >= 0 else { throw ValidationError("--quarantine-seconds must not be negative") }
@@ -131,6 +147,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.cleanup.managedOutputDirectory = dataDirectory + "/outputs"
         configuration.quarantine.seconds = quarantineSeconds
         configuration.leaseTimeoutSeconds = leaseTimeout
+        configuration.maxNodeSlots = maxNodeSlots ?? tier?.nodeSlots ?? 64
+        configuration.maxNodeBytesPerSecond = maxNodeMiBPerSecond << 20
         let coordinator = Coordinator(configuration: sourceOptions.applied(to: configuration))
         let listener: NodeListener
         do {

@@ -206,6 +206,38 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: work).isEmpty)
     }
 
+    @Test func encoderOptionsThatTouchFilesAreRefusedByName() async throws {
+        let work = try workDirectory()
+        let hostile: [(String, String, String)] = [
+            ("x264-params", "bframes=0:stats=stolen.log", "stats"),
+            ("x265-params", "log-level=error:csv=out.csv", "csv"),
+            ("x265-params", "analysis-save=a.dat", "analysis-save"),
+            ("x264-params", "qpfile=q.txt", "qpfile"),
+            ("passlogfile", "pass", "passlogfile"),
+        ]
+        let outcome = try await scenario(reconnect: false, workDirectory: work) { _, peer in
+            try await peer.handshake()
+            for (number, (key, value, named)) in hostile.enumerated() {
+                var assign = dummyAssign(taskID: UInt64(number + 1), byteLength: 0)
+                assign.settings.options = [key: value]
+                assign.checksum = checksum(Data())
+                try await peer.send(.assign(assign))
+                guard case .failure(let failure)? = try await peer.next() else {
+                    Issue.record("expected a failure for \(key)=\(value)")
+                    return
+                }
+                #expect(failure.taskID == assign.taskID)
+                #expect(!failure.retryable)
+                #expect(failure.reason.contains("\"\(named)\""), "\(failure.reason)")
+                #expect(!failure.reason.contains("\n"))
+            }
+            try await peer.send(.drain)
+            #expect(try await peer.next() == .drain)
+        }
+        #expect(outcome.error == nil, "\(String(describing: outcome.error))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work).isEmpty)
+    }
+
     @Test func cancelStopsARunningEncode() async throws {
         let dir = try TestMedia.temporaryDirectory("node-test")
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -130,6 +130,31 @@ import Testing
         _ = try? channel.finish()
     }
 
+    @Test func aSharedLimitHoldsUntilRaised() throws {
+        let limit = FrameSizeLimit(bytes: FarmWire.handshakeMaxFrameSize)
+        let channel = EmbeddedChannel()
+        try FarmWire.addHandlers(to: channel.pipeline.syncOperations, limit: limit)
+        // A chunk that fills the handshake limit exactly passes; the limit, once raised, lets a bigger one through.
+        let fits = DataChunk(taskID: 1, bytes: Samples.bytes(count: FarmWire.handshakeMaxFrameSize - 1 - 12))
+        try channel.writeInbound(try self.encode(.data(fits), on: channel))
+        #expect(try channel.readInbound(as: Message.self) == .data(fits))
+        limit.set(bytes: FarmWire.defaultMaxFrameSize)
+        let big = DataChunk(taskID: 2, bytes: Samples.bytes(count: FarmWire.handshakeMaxFrameSize))
+        try channel.writeInbound(try self.encode(.data(big), on: channel))
+        #expect(try channel.readInbound(as: Message.self) == .data(big))
+        _ = try? channel.finish()
+
+        // Before it is raised, one byte more than 64 KiB is refused from the header alone.
+        let strict = EmbeddedChannel()
+        try FarmWire.addHandlers(to: strict.pipeline.syncOperations, limit: FrameSizeLimit(bytes: FarmWire.handshakeMaxFrameSize))
+        let error = #expect(throws: ProtocolError.self) {
+            try strict.writeInbound(self.header(length: UInt32(FarmWire.handshakeMaxFrameSize + 1), type: 2))
+        }
+        #expect(error?.code == .frameTooLarge)
+        #expect(error?.message.contains("maximum of \(FarmWire.handshakeMaxFrameSize) bytes") == true)
+        _ = try? strict.finish()
+    }
+
     @Test func unknownTypeIsRejected() throws {
         let channel = try self.makeChannel()
         let error = #expect(throws: ProtocolError.self) {

@@ -20,12 +20,16 @@ import Testing
         private var processes: [ChildProcess] = []
         var data: String { directory.appendingPathComponent("data").path }
 
-        init(_ name: String, seconds: Double = 2) throws {
+        init(_ name: String, seconds: Double = 2, size: String = "160x120", videoArgs: [String]? = nil) throws {
             directory = try TestMedia.temporaryDirectory(name)
             sources = directory.appendingPathComponent("sources").path
             try FileManager.default.createDirectory(atPath: sources, withIntermediateDirectories: true)
             clip = "\(sources)/clip.mp4"
-            try TestMedia.makeClip(at: clip, seconds: seconds, size: "160x120", audio: false)
+            if let videoArgs {
+                try TestMedia.makeClip(at: clip, seconds: seconds, size: size, audio: false, videoArgs: videoArgs)
+            } else {
+                try TestMedia.makeClip(at: clip, seconds: seconds, size: size, audio: false)
+            }
         }
 
         func path(_ name: String) -> String { directory.appendingPathComponent(name).path }

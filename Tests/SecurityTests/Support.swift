@@ -96,7 +96,7 @@ enum FakeNode {
     /// `timeout` passes.
     static func join(
         port: Int, tls: Bool, token: String, nodeID: String, binding override: ChannelBinding? = nil,
-        stopAt: String? = nil, timeout: Duration = .seconds(20),
+        slots: UInt16 = 1, stopAt: String? = nil, timeout: Duration = .seconds(20),
         afterWelcome: @escaping @Sendable (NIOAsyncChannelOutboundWriter<Message>) async throws -> Void = { _ in }
     ) async throws -> Outcome {
         let connection = try await connect(port: port, tls: tls)
@@ -114,7 +114,7 @@ enum FakeNode {
             let proof = JoinProof.node(
                 token: token, nonce: challenge.nonce, nodeID: nodeID, channelBinding: override ?? seen)
             try await outbound.write(
-                .hello(Hello(nodeID: nodeID, proof: proof, slots: 1, threads: 1, capabilitiesJSON: "{}")))
+                .hello(Hello(nodeID: nodeID, proof: proof, slots: slots, threads: 1, capabilitiesJSON: "{}")))
             var messages: [String] = []
             var flood: Task<Void, Never>?
             defer { flood?.cancel() }
