@@ -114,7 +114,7 @@ import Testing
                 #expect(listed, "\(suite).\(name) is not in docs/reliability.md")
             }
         }
-        for target in ["Fuzz/FrameFuzz.swift", "Fuzz/SubmissionFuzz.swift"] {
+        for target in ["Fuzz/FrameFuzz.swift", "Fuzz/SubmissionFuzz.swift", "Fuzz/SessionFuzz.swift"] {
             let listed = named.contains(target)
             #expect(listed, "\(target) is not in docs/reliability.md")
         }
