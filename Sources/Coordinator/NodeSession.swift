@@ -320,16 +320,22 @@ struct NodeMessageHandler: Sendable {
             await coordinator.taskFailed(session, taskID: taskID, reason: "result checksum mismatch", retryable: true, kind: .node)
             throw ProtocolError(code: .badChecksum, message: "result of task \(taskID) failed its checksum")
         }
-        guard await coordinator.expectations(session, taskID: taskID) != nil else {
+        guard let expected = await coordinator.expectations(session, taskID: taskID) else {
             unlinkQuietly(path)
             return
         }
         do {
-            let header = try await Offload.run("check result \(taskID)") { _ in try PacketFileReader(path: path).header }
+            // The node is not trusted: its segment is decoded in full and compared with the source.
+            let header = try await Offload.run("check result \(taskID)") { cancel in
+                if let check = expected.check {
+                    _ = try SegmentVerifier.verify(resultPath: path, check) { cancel.isCancelled }
+                }
+                return try PacketFileReader(path: path).header
+            }
             await coordinator.taskCompleted(session, result, path: path, parameters: header.parameters)
         } catch {
             unlinkQuietly(path)
-            await coordinator.taskFailed(session, taskID: taskID, reason: "\(error)", retryable: true)
+            await coordinator.taskFailed(session, taskID: taskID, reason: "\(error)", retryable: true, kind: .segment)
         }
     }
 }

@@ -285,7 +285,8 @@ package struct FarmState: Sendable {
         else { return nil }
         return ResultExpectations(
             frames: segment.plan.expectedFrames, parameters: job.parameters,
-            maxBytes: ResultExpectations.byteLimit(sourceBytes: segment.source?.bytes ?? 0))
+            maxBytes: ResultExpectations.byteLimit(sourceBytes: segment.source?.bytes ?? 0),
+            check: ResultExpectations.check(plan: segment.plan, sourcePath: segment.source?.path, settings: job.settings))
     }
 }
 
@@ -294,6 +295,19 @@ struct ResultExpectations: Sendable {
     var frames: Int
     var parameters: CodecParameters?
     var maxBytes: Int64
+    /// What the result's pictures and stream are verified against (``SegmentVerifier``): nil only
+    /// before the job's settings and the segment's source file exist.
+    var check: SegmentCheck?
+
+    static func check(plan: SegmentPlan, sourcePath: String?, settings: EncodeSettings?) -> SegmentCheck? {
+        guard let sourcePath, let s = settings else { return nil }
+        return SegmentCheck(
+            segment: plan.index, sourcePath: sourcePath, startPTS: plan.startPTS, endPTS: plan.endPTS, codec: s.codec,
+            encoder: s.encoder, crf: Int(s.crf), pixelFormat: s.pixelFormat, width: Int(s.width), height: Int(s.height),
+            sampleAspectRatio: Rational(s.sampleAspectNum, s.sampleAspectDen), colorRange: UInt32(clamping: s.colorRange),
+            colorPrimaries: UInt32(clamping: s.colorPrimaries), colorTransfer: UInt32(clamping: s.colorTransfer),
+            colorSpace: UInt32(clamping: s.colorSpace), gopSize: Int(s.gopSize))
+    }
 
     /// The most bytes a segment's result may have: a generous multiple of its source's size, at
     /// least 256 MiB (an encode at the job's settings never comes near it; a node that announces
