@@ -13,7 +13,9 @@ final class ProgressDisplay: @unchecked Sendable {
 
     func show(_ status: JobStatus) {
         let done = status.segments.filter { $0.state == "done" }.count
-        let eta = status.etaSeconds.map { String(format: "%d:%02d", Int($0) / 60, Int($0) % 60) } ?? "--:--"
+        let eta =
+            status.etaSeconds.flatMap { $0.isFinite && $0 >= 0 && $0 < 1e9 ? Int($0) : nil }
+            .map { String(format: "%d:%02d", $0 / 60, $0 % 60) } ?? "--:--"
         let line = String(
             format: "%@ %3.0f%%  segments %d/%d  %.0f fps  ETA %@", status.phase, status.progress * 100, done,
             status.segments.count, status.fps, eta)

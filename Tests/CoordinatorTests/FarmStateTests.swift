@@ -319,4 +319,14 @@ import Testing
         #expect(SourceURL.redacted("/data/in/clip.mp4") == "/data/in/clip.mp4")
         #expect(SourceURL.redacted("http://127.0.0.1:8000/clip.mp4") == "http://127.0.0.1:8000/clip.mp4")
     }
+
+    @Test func aJobNoNodeCanRunHasNoETARatherThanAnInfiniteOne() {
+        var farm = Farm()
+        let node = farm.join("n1")
+        farm.take(farm.state.nodeDraining(node))
+        farm.job("a", segments: 2)
+        farm.state.refreshPredictions(now: 1)
+        #expect(farm.state.predictedFinish["a"] == .infinity)
+        #expect(farm.state.status(farm.state.jobs["a"]!, now: 1).etaSeconds == nil)
+    }
 }

@@ -44,6 +44,8 @@ extension FarmState {
             eta = max(finish - now, 0)
         }
         if job.state.isFinished { eta = 0 }
+        // No fleet to finish it (an infinite forecast) is no number a client can show.
+        if let value = eta, !value.isFinite { eta = nil }
         return JobStatus(
             id: job.id, state: job.state, phase: job.phase, source: SourceURL.redacted(job.request.source), output: job.request.output,
             progress: Self.progress(job.state, framesDone: framesDone, totalFrames: job.totalFrames),
