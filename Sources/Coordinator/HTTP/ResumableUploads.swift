@@ -374,36 +374,6 @@ struct UploadJSON: Encodable {
 }
 
 extension Routes {
-    /// `POST /uploads` with `{"size": bytes, "filename": "clip.mp4"}`.
-    func createUpload(_ request: Request) async throws -> Response {
-        let body = try await request.body.collect(upTo: Self.maxJSONBytes)
-        let object: [String: Any]
-        do {
-            object = try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] ?? [:]
-        } catch {
-            throw APIError.badRequest("invalid JSON: expected {\"size\": bytes, \"filename\": \"name\"}")
-        }
-        let unknown = Set(object.keys).subtracting(["size", "filename"])
-        guard unknown.isEmpty else {
-            throw APIError.badRequest("unknown field\(unknown.count == 1 ? "" : "s") \(unknown.sorted().joined(separator: ", ")); accepted: filename, size")
-        }
-        guard !(object["size"] is Bool), let number = object["size"] as? NSNumber,
-            let size = Int64(exactly: number.doubleValue)
-        else {
-            throw APIError.badRequest("size is required: the upload's length in bytes")
-        }
-        if let name = object["filename"], !(name is String) { throw APIError.badRequest("filename must be a string") }
-        try uploads.admit()
-        let entry = try uploads.resumable.create(size: size, filename: object["filename"] as? String)
-        var response = UploadJSON(entry).jsonResponse(status: .created)
-        response.headers[.location] = "/uploads/\(entry.id)"
-        return response
-    }
-
-    func uploadStatus(_ id: String) async throws -> Response {
-        UploadJSON(try await uploads.resumable.withDigest(try uploads.resumable.entry(id))).jsonResponse()
-    }
-
     /// `PUT /uploads/{id}` with `Content-Range: bytes a-b/total` and the chunk as the body.
     func appendUpload(_ id: String, request: Request) async throws -> Response {
         guard let header = request.headers[.contentRange] else {
@@ -424,11 +394,6 @@ extension Routes {
             id, at: range.lowerBound, length: range.upperBound - range.lowerBound + 1,
             body: CountingSequence(base: request.body, metrics: metrics))
         return UploadJSON(entry).jsonResponse()
-    }
-
-    func deleteUpload(_ id: String) throws -> Response {
-        try uploads.resumable.remove(id)
-        return Response(status: .noContent)
     }
 
     /// `POST /jobs` with `{"upload": id}`: the finished upload becomes the job's source.
