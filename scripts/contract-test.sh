@@ -24,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/sources"
-token="contract-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+token="contract-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 printf '%s' "$token" > "$work/api-token"
 # Free ports from the kernel: bind port 0 and read what it chose.
 read -r http_port node_port < <(python3 -c '
@@ -32,7 +32,7 @@ import socket
 a, b = socket.socket(), socket.socket()
 a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
 print(a.getsockname()[1], b.getsockname()[1])')
-FARM_JOIN_TOKEN=contract-join "$farm" coordinator --http "127.0.0.1:$http_port" --node-listen "127.0.0.1:$node_port" \
+FARM_JOIN_TOKEN=contract-join-token-long-enough-for-the-coordinator "$farm" coordinator --http "127.0.0.1:$http_port" --node-listen "127.0.0.1:$node_port" \
     --data-dir "$work/data" --source-root "$work/sources" --api-token-file "$work/api-token" \
     --queue-limit 3 --max-jobs 1 --max-upload-gib 0.001 --max-uploads 2 --min-free-gib 0 \
     --insecure-plain-tcp > "$work/coordinator.log" 2>&1 &

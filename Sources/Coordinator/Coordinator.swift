@@ -183,6 +183,14 @@ public actor Coordinator {
         let store = try await JobStore(dataDirectory: configuration.dataDirectory)
         self.store = store
         _ = try await store.releaseAllLeases()
+        // A job this coordinator crashed under 3 times (in its own work on the job's files) is not resumed again.
+        for job in try await store.beginRun(limit: Self.interruptionLimit) {
+            let reason =
+                "the coordinator stopped without shutting down \(job.interruptions) times while this job was \(job.phase) "
+                + "(a crash or a kill, see its log); it is not resumed again"
+            _ = try await store.updateJob(job.id, state: .failed, error: reason)
+            logger.error("job failed: not resumed", metadata: ["job": "\(job.id)", "phase": "\(job.phase)", "reason": "\(reason)"])
+        }
         for node in try await store.nodes(states: [.connected, .draining]) {
             _ = try await store.markNode(node.id, .gone, reason: "coordinator restarted")
         }
@@ -259,12 +267,23 @@ public actor Coordinator {
             "coordinator listening for nodes",
             metadata: ["address": "\(configuration.nodeListenHost):\(listener.port)"])
         // Shutdown wakes every waiting job (admission, segments) without ending it: jobs stay resumable.
-        try await withTaskCancellationHandler {
-            try await serve(listener, store: store, operations: operations)
-        } onCancel: {
-            Task { await self.stop() }
+        // Every job's pipeline has returned when `serve` does: the run ended cleanly, whatever ended it.
+        // (The write runs in a task of its own: this one is cancelled at shutdown, and the store honours that.)
+        do {
+            try await withTaskCancellationHandler {
+                try await serve(listener, store: store, operations: operations)
+            } onCancel: {
+                Task { await self.stop() }
+            }
+        } catch {
+            await Task { try? await store.endRun() }.value
+            throw error
         }
+        await Task { try? await store.endRun() }.value
     }
+
+    /// Unclean stops under a job (in ``JobStore/crashPhases``) after which it is failed rather than resumed.
+    static let interruptionLimit = 3
 
     private func serve(
         _ listener: NodeListener, store: JobStore, operations: AsyncStream<@Sendable (JobStore) async -> Void>

@@ -233,6 +233,7 @@ extension JobStore {
                 t.column("checkedAt", .datetime).notNull()
             }
         }
+        registerRunMigrations(&migrator)
         return migrator
     }
 }

@@ -28,6 +28,14 @@ public enum NodeChannelSecurity: Sendable {
     case insecurePlainTCP
 }
 
+extension NodeChannelSecurity {
+    /// The certificate and key files `tlsCertificateInDataDirectory` keeps in `dataDirectory`.
+    public static func certificateFiles(dataDirectory: String) -> (certificate: String, key: String) {
+        let paths = NodeTLSIdentity.paths(dataDirectory: dataDirectory)
+        return (paths.certificate, paths.key)
+    }
+}
+
 /// A server TLS context with a certificate made in memory, as the embedded farm's coordinator uses
 /// (for the wire benchmark).
 package func ephemeralNodeTLSContext(subject: String) throws -> NIOSSLContext {

@@ -38,10 +38,7 @@ struct SchedulerFleet {
         var table: [String: [Double]] = [:]
         for codec in Set(codecs).union(running.map(\.codec)) {
             let median = SchedulingPolicy.fleetMedian(codec: codec, fleet: nodes)
-            table[codec] = nodes.map { node in
-                if let s = node.speeds[codec], s > 0, s.isFinite { return s }
-                return median
-            }
+            table[codec] = nodes.map { SchedulingPolicy.unmeasuredSpeed(of: $0, codec: codec, median: median) }
         }
         speedTable = table
 

@@ -12,6 +12,10 @@ public struct SchedulerNode: Sendable, Hashable {
     /// is missing (or not a positive number) counts as unknown: the fleet's median for that codec is
     /// used, or 1.0 when no node of the fleet has a measurement for it.
     public var speeds: [String: Double]
+    /// Upper bounds on speeds not measured yet, per codec, from the coordinator's own clock: a node that has held
+    /// a segment of S seconds for t seconds without a result encodes slower than S / t. An unmeasured speed is
+    /// the fleet's median or this bound, whichever is lower.
+    public var speedCeilings: [String: Double] = [:]
     /// A draining node finishes what it runs and takes nothing new.
     public var draining: Bool
 

@@ -123,10 +123,16 @@ public struct SchedulingPolicy: Sendable, Hashable {
     }
 
     /// The speed used for `node` and `codec`: its measurement, else the median of the fleet's
-    /// measurements for the codec, else 1.0.
+    /// measurements for the codec (1.0 when there are none) capped by the node's ``SchedulerNode/speedCeilings``.
     public static func effectiveSpeed(of node: SchedulerNode, codec: String, fleet: [SchedulerNode]) -> Double {
+        unmeasuredSpeed(of: node, codec: codec, median: fleetMedian(codec: codec, fleet: fleet))
+    }
+
+    /// `node`'s measured speed for `codec`, else `median` capped by its ceiling for the codec.
+    static func unmeasuredSpeed(of node: SchedulerNode, codec: String, median: Double) -> Double {
         if let speed = node.speeds[codec], speed > 0, speed.isFinite { return speed }
-        return fleetMedian(codec: codec, fleet: fleet)
+        if let ceiling = node.speedCeilings[codec], ceiling > 0, ceiling.isFinite { return min(median, ceiling) }
+        return median
     }
 
     /// The median of the fleet's measured speeds for `codec`, or 1.0 when none is known.

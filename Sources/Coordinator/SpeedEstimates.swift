@@ -1,6 +1,7 @@
 /// Measured speeds of the fleet, per node and codec: source seconds encoded per wall-clock second
 /// of a slot's lease, smoothed as an exponential moving average so one slow segment does not
-/// condemn a node and a changed node is learnt within a few segments.
+/// condemn a node and a changed node is learnt within a few segments. Only results the coordinator timed
+/// itself go in: a node's own claims (the `calibration` in its hello) never do.
 public struct SpeedEstimates: Sendable, Hashable {
     /// Weight of a new measurement (0 < smoothing ≤ 1).
     public var smoothing: Double
@@ -9,12 +10,6 @@ public struct SpeedEstimates: Sendable, Hashable {
     /// Empty estimates; `smoothing` is the weight of each new measurement.
     public init(smoothing: Double = 0.3) {
         self.smoothing = smoothing
-    }
-
-    /// Sets a node's speed for a codec from a calibration run, replacing what was known.
-    public mutating func calibrate(node: String, codec: String, speed: Double) {
-        guard speed > 0, speed.isFinite else { return }
-        table[node, default: [:]][codec] = speed
     }
 
     /// Folds in one finished segment: `sourceSeconds` of video in `wallSeconds` of the slot's time

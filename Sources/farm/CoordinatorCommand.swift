@@ -68,6 +68,22 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("tls-key"), help: "The private key of --tls-cert, PEM.")
     var tlsKey: String?
 
+    @Option(name: .customLong("http-tls-cert"), help: "Serve the HTTP API over HTTPS with this certificate chain, PEM (leaf first).")
+    var httpTLSCert: String?
+
+    @Option(name: .customLong("http-tls-key"), help: "The private key of --http-tls-cert, PEM.")
+    var httpTLSKey: String?
+
+    @Flag(
+        name: .customLong("http-tls-node-certificate"),
+        help: "Serve the HTTP API over HTTPS with the node port's certificate (--tls-cert, or the one in DATA-DIR/tls).")
+    var httpTLSNodeCertificate = false
+
+    @Option(
+        name: .customLong("http-idle-timeout"),
+        help: "Seconds an HTTP connection may send nothing (between requests, or while its request is read) before it is closed.")
+    var httpIdleTimeout = 60.0
+
     @Flag(
         name: .customLong("insecure-plain-tcp"),
         help: "Serve render nodes over plain TCP instead of TLS (unencrypted; nodes must pass it too).")
@@ -97,6 +113,18 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard (httpTLSCert == nil) == (httpTLSKey == nil) else {
+            throw ValidationError("--http-tls-cert and --http-tls-key go together")
+        }
+        if httpTLSNodeCertificate, httpTLSCert != nil {
+            throw ValidationError("--http-tls-node-certificate and --http-tls-cert exclude each other")
+        }
+        if httpTLSNodeCertificate, insecurePlainTCP {
+            throw ValidationError("--http-tls-node-certificate needs the node port's TLS (not --insecure-plain-tcp)")
+        }
+        guard httpIdleTimeout >= 1, httpIdleTimeout <= 86_400 else {
+            throw ValidationError("--http-idle-timeout \(httpIdleTimeout): must be 1 to 86400 seconds")
+        }
         if insecurePlainTCP, tlsCert != nil {
             throw ValidationError("--insecure-plain-tcp and --tls-cert exclude each other")
         }
@@ -127,6 +155,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard let token = try readSecret(environment: FarmEnvironment.current.joinToken, file: tokenFile) else {
             fail("no join token: set FARM_JOIN_TOKEN or pass --token-file")
         }
+        if let problem = SecretStrength.problem(token, what: "join token") { fail(problem) }
         let dataDirectory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
         let nodeSecurity: NodeChannelSecurity =
             if insecurePlainTCP {
@@ -178,6 +207,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 fail("\(error)")
             }
         }
+        if let problem = SecretStrength.problem(apiToken, what: "API token") { fail(problem) }
         if metricsOpen { httpLogger.notice("GET /metrics answers without the API token (--metrics-open)") }
         var httpConfiguration = sourceOptions.applied(to: HTTPConfiguration(
             host: httpHost, port: httpPort,
@@ -185,6 +215,20 @@ struct CoordinatorCommand: AsyncParsableCommand {
             dataDirectory: dataDirectory, maxUploadBytes: Int64(maxUploadGiB * Double(1 << 30)), apiToken: apiToken,
             logger: httpLogger))
         httpConfiguration.metricsOpen = metricsOpen
+        httpConfiguration.idleTimeoutSeconds = httpIdleTimeout
+        if let httpTLSCert, let httpTLSKey {
+            (httpConfiguration.tlsCertificateFile, httpConfiguration.tlsKeyFile) = (httpTLSCert, httpTLSKey)
+        } else if httpTLSNodeCertificate {
+            // The node port made or loaded its certificate when it bound, above.
+            let files = tlsCert.map { ($0, tlsKey!) } ?? NodeChannelSecurity.certificateFiles(dataDirectory: dataDirectory)
+            (httpConfiguration.tlsCertificateFile, httpConfiguration.tlsKeyFile) = files
+        } else if httpHost != "127.0.0.1", httpHost != "::1", httpHost != "localhost" {
+            httpLogger.notice(
+                """
+                the HTTP API is plain HTTP: its bearer token and every upload cross the network unencrypted unless \
+                a TLS proxy is in front (--http-tls-cert/--http-tls-key or --http-tls-node-certificate serve HTTPS)
+                """)
+        }
         // SIGTERM and SIGINT shut the HTTP server and the coordinator down together.
         do {
             try await HTTPAPI.serve(coordinator: coordinator, listener: listener, configuration: httpConfiguration)

@@ -52,6 +52,38 @@ import Testing
         #expect(await coordinator.status(id)?.state == .queued)
     }
 
+    /// Starts after unclean stops count against the jobs then in the coordinator's own work on their files; the third
+    /// fails the job with the reason, and a clean stop counts nothing.
+    @Test func aJobTheCoordinatorCrashedUnderThreeTimesIsFailed() async throws {
+        let directory = try TestMedia.temporaryDirectory("farm-crash-loop")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let data = directory.appendingPathComponent("data").path
+        let store = try await JobStore(dataDirectory: data)
+        for (id, phase) in [("job-0001-aaaaaaaa", "assembling"), ("job-0002-bbbbbbbb", "encoding")] {
+            let request = try JobStore.encodeJSON(JobRequest(source: "/in/\(id).mp4", output: "/out/\(id).mp4"))
+            _ = try await store.insertJob(id: id, source: "/in/\(id).mp4", output: "/out/\(id).mp4", request: request, workDirectory: "/w/\(id)")
+            _ = try await store.updateJob(id, state: .running, phase: phase)
+        }
+        // The first start, then one after a crash under the assembly: one interruption.
+        #expect(try await store.beginRun(limit: 3).isEmpty)
+        #expect(try await store.beginRun(limit: 3).isEmpty)
+        #expect(try await store.interruptions("job-0001-aaaaaaaa") == 1)
+        // A clean stop and a start: nothing counted. Another crash: two.
+        try await store.endRun()
+        #expect(try await store.beginRun(limit: 3).isEmpty)
+        #expect(try await store.interruptions("job-0001-aaaaaaaa") == 1)
+        #expect(try await store.beginRun(limit: 3).isEmpty)
+        #expect(try await store.interruptions("job-0001-aaaaaaaa") == 2)
+        #expect(try await store.interruptions("job-0002-bbbbbbbb") == 0, "encoding is the nodes' work, not counted")
+        // The coordinator's next start after a crash is the third: the job fails with the reason; the other resumes.
+        let coordinator = Self.coordinator(directory)
+        let resumed = try await coordinator.open()
+        #expect(resumed == ["job-0002-bbbbbbbb"])
+        let failed = try #require(await coordinator.status("job-0001-aaaaaaaa"))
+        #expect(failed.state == .failed)
+        #expect(failed.error?.contains("3 times while this job was assembling") == true, "\(failed.error ?? "")")
+    }
+
     @Test func cancellingAWaitEndsTheWaitOnlyNotTheCoordinator() async throws {
         MediaLog.quiet()
         let directory = try TestMedia.temporaryDirectory("farm-wait")

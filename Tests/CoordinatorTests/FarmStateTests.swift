@@ -17,8 +17,8 @@ import Testing
         mutating func take(_ new: [FarmEffect]) { effects += new }
 
         @discardableResult
-        mutating func join(_ name: String, slots: UInt16 = 1) -> UInt64 {
-            let hello = Hello(nodeID: name, proof: [], slots: slots, threads: 1, capabilitiesJSON: "{}")
+        mutating func join(_ name: String, slots: UInt16 = 1, capabilities: String = "{}") -> UInt64 {
+            let hello = Hello(nodeID: name, proof: [], slots: slots, threads: 1, capabilitiesJSON: capabilities)
             let (session, new) = state.nodeJoined(hello, address: "10.0.0.1:1", now: now)
             take(new)
             return session
@@ -114,6 +114,22 @@ import Testing
         let node = farm.join("greedy", slots: 60_000)
         #expect(farm.state.nodes[node]?.slots == 4)
         #expect(farm.assigned(to: node).count == 4)
+    }
+
+    @Test func aClaimedCalibrationStealsNoWork() throws {
+        var farm = Farm()
+        let honest = farm.join("honest")
+        let greedy = farm.join("greedy", capabilities: #"{"calibration": {"h264": 1000000, "hevc": 1e300}}"#)
+        farm.job("a", segments: 6)
+        // The claim is kept for the status, and the scheduler knows nothing of either node's speed.
+        #expect(farm.state.nodes[greedy]?.capabilitiesJSON.contains("1000000") == true)
+        #expect(farm.state.speeds.speeds(node: "greedy").isEmpty)
+        #expect(farm.assigned(to: honest).count == 1 && farm.assigned(to: greedy).count == 1)
+        // The greedy node turns out slow: 4 s of video in 100 s. Its speed is what the coordinator timed.
+        farm.now = 100
+        farm.complete(greedy, try #require(farm.assigned(to: greedy).first))
+        let measured = try #require(farm.state.speeds.speeds(node: "greedy")["h264"])
+        #expect(abs(measured - 0.04) < 0.001, "\(measured)")
     }
 
     @Test func hostileProgressIsIgnoredAndHonestProgressExtendsTheLease() throws {

@@ -43,7 +43,7 @@ import Testing
             configuration.metricsOpen = metricsOpen
         }
 
-        var app: some ApplicationProtocol { HTTPAPI.build(coordinator: coordinator, configuration: configuration) }
+        var app: some ApplicationProtocol { get throws { try HTTPAPI.build(coordinator: coordinator, configuration: configuration) } }
 
         func remove() { try? FileManager.default.removeItem(at: directory) }
     }
@@ -80,7 +80,7 @@ import Testing
             configuration: CoordinatorConfiguration(
                 dataDirectory: f.directory.appendingPathComponent("queue").path, joinToken: "token",
                 maxConcurrentJobs: 1, queueLimit: 2, logger: logger))
-        let app = HTTPAPI.build(coordinator: coordinator, configuration: f.configuration)
+        let app = try HTTPAPI.build(coordinator: coordinator, configuration: f.configuration)
         let body = Self.body("{\"source\": \"\(f.clip)\"}")
         try await app.test(.router) { client in
             for _ in 0..<2 {
@@ -692,5 +692,40 @@ import Testing
             #expect(fields["crf"] == Array("20".utf8), "chunk \(chunkSize)")
             #expect(fields["file"] == payload, "chunk \(chunkSize)")
         }
+    }
+
+    /// What multipart-kit leaves to its caller: bounded headers and preamble, a closing delimiter.
+    @Test func multipartParserRefusesUnboundedOrUnterminatedBodies() throws {
+        func parse(_ text: [UInt8], chunk: Int = 1000) -> String? {
+            var parser = MultipartParser(boundary: "b")
+            do {
+                var start = 0
+                while start < text.count {
+                    let end = min(start + chunk, text.count)
+                    _ = try parser.feed(ByteBuffer(bytes: text[start..<end]))
+                    start = end
+                }
+                try parser.finish()
+                return nil
+            } catch {
+                return error.description
+            }
+        }
+        let part = Array("--b\r\nContent-Disposition: form-data; name=\"crf\"\r\n\r\n20\r\n".utf8)
+        #expect(parse(part + Array("--b--\r\n".utf8)) == nil)
+        #expect(parse(part + Array("--b--".utf8), chunk: 1) == nil)
+        #expect(parse(part + Array("--b--\r\nan epilogue\r\n".utf8)) == nil)
+        // Cut after a delimiter, in a part's headers, in its body.
+        #expect(parse(part + Array("--b\r\n".utf8))?.contains("closing boundary") == true)
+        #expect(parse(part + Array("--b\r\nContent-Disp".utf8))?.contains("closing boundary") == true)
+        #expect(parse(Array(part.dropLast(4)))?.contains("closing boundary") == true)
+        #expect(parse([])?.contains("closing boundary") == true)
+        // A header line with no end, and a body with no boundary at all.
+        let longHeader = Array("--b\r\nX-Long: ".utf8) + [UInt8](repeating: 65, count: 40_000)
+        #expect(parse(longHeader)?.contains("headers longer than") == true)
+        #expect(parse([UInt8](repeating: 65, count: 1_200_000))?.contains("no boundary") == true)
+        // Parts without a disposition or a name.
+        #expect(parse(Array("--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n".utf8))?.contains("Content-Disposition") == true)
+        #expect(parse(Array("--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n".utf8))?.contains("field name") == true)
     }
 }

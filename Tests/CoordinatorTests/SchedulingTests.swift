@@ -63,7 +63,7 @@ import Testing
 
     @Test func simulatedFastNodesFinishMoreSegments() {
         let scenario = SchedulerSimulation.Scenario(
-            name: "two", speeds: [1, 8], videoHours: 0.25, durationNoise: 0, calibrationError: 0)
+            name: "two", speeds: [1, 8], videoHours: 0.25, durationNoise: 0)
         let outcome = SchedulerSimulation.run(scenario, policy: .farm(policy))
         #expect(outcome.segmentsByNode[1] > 4 * outcome.segmentsByNode[0])
     }
@@ -114,7 +114,7 @@ import Testing
     @Test func speedEstimatesAreMovingAverages() {
         var estimates = SpeedEstimates(smoothing: 0.5)
         #expect(estimates.speeds(node: "n").isEmpty)
-        estimates.calibrate(node: "n", codec: "h264", speed: 4)
+        estimates.record(node: "n", codec: "h264", sourceSeconds: 40, wallSeconds: 10)
         estimates.record(node: "n", codec: "h264", sourceSeconds: 20, wallSeconds: 10)
         #expect(estimates.speeds(node: "n")["h264"] == 3)
         estimates.record(node: "n", codec: "hevc", sourceSeconds: 10, wallSeconds: 10)
@@ -353,7 +353,7 @@ import Testing
     @Test func smallFleetWithManySegmentsPerSlot() {
         // 120 segments on 4 slots: far from the end only the first placements are planned.
         let scenario = SchedulerSimulation.Scenario(
-            name: "small", speeds: [1, 2, 4, 8], durationNoise: 0, calibrationError: 0)
+            name: "small", speeds: [1, 2, 4, 8], durationNoise: 0)
         let outcome = SchedulerSimulation.run(scenario, policy: .farm(policy))
         #expect(outcome.segments > 24 * 4)
         #expect(outcome.ratio <= 1.05)

@@ -25,7 +25,7 @@ final class FaultFarm: ProcessFixture, @unchecked Sendable {
     /// The address the coordinator listens on for nodes (loopback unless a test gives a namespace's address).
     let nodeHost: String
     let coordinatorArguments: [String]
-    let token = "fault-test-token"
+    let token = "fault-test-token-long-enough-for-the-coordinator"
     /// `FARM_API_TOKEN` of the coordinator, sent as a bearer token by `call`.
     let apiToken: String?
     private(set) var coordinator: ChildProcess?
@@ -35,7 +35,7 @@ final class FaultFarm: ProcessFixture, @unchecked Sendable {
 
     var base: String { "http://127.0.0.1:\(httpPort)" }
 
-    init(_ name: String, nodeHost: String = "127.0.0.1", coordinatorArguments: [String] = [], apiToken: String? = "fault-api-token") throws {
+    init(_ name: String, nodeHost: String = "127.0.0.1", coordinatorArguments: [String] = [], apiToken: String? = "fault-api-token-long-enough-for-the-coordinator") throws {
         directory = try TestMedia.temporaryDirectory(name)
         sources = directory.appendingPathComponent("sources").path
         data = directory.appendingPathComponent("data").path

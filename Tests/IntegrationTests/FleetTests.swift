@@ -41,7 +41,7 @@ import Testing
         let coordinatorLog = dir.appendingPathComponent("coordinator.log").path
         let coordinator = try await TestCoordinator.start(
             data: dir.appendingPathComponent("data").path, log: coordinatorLog,
-            environment: ["FARM_JOIN_TOKEN": "right-token"])
+            environment: ["FARM_JOIN_TOKEN": "right-token-long-enough-for-the-coordinator"])
         let port = coordinator.nodePort
         try await coordinator.stopping {
 
@@ -55,7 +55,7 @@ import Testing
             // A node with the wrong token is refused and says so.
             let refused = try await FarmBinary.run(
                 ["node", "--coordinator", "127.0.0.1:\(port)", "--exit-on-disconnect"],
-                environment: ["FARM_JOIN_TOKEN": "wrong-token"], timeout: 30)
+                environment: ["FARM_JOIN_TOKEN": "wrong-token-long-enough-for-the-coordinator"], timeout: 30)
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("join token"), "\(refused.stderr)")
 
@@ -65,7 +65,7 @@ import Testing
                 // A work directory of its own: FleetRulesTests runs a "good-node" too, and the default directory is per ID.
                 coordinator: coordinator.nodeAddress, id: "good-node", log: nodeLog,
                 arguments: ["--no-calibrate", "--work-dir", dir.appendingPathComponent("good-node").path],
-                environment: ["FARM_JOIN_TOKEN": "right-token"])
+                environment: ["FARM_JOIN_TOKEN": "right-token-long-enough-for-the-coordinator"])
             try await node.stopping {
                 #expect(
                     await FarmBinary.waitUntil(timeout: 20) {

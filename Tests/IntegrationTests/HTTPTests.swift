@@ -21,7 +21,7 @@ import Testing
         let nodeLog: String
 
         var base: String { "http://127.0.0.1:\(httpPort)" }
-        static let apiToken = "http-api-token"
+        static let apiToken = "http-api-token-long-enough-for-the-coordinator"
         /// What client commands need to reach this coordinator.
         static let clientEnvironment = ["FARM_API_TOKEN": apiToken]
 
@@ -30,7 +30,7 @@ import Testing
             let sources = directory.appendingPathComponent("sources").path
             try FileManager.default.createDirectory(atPath: sources, withIntermediateDirectories: true)
             // The coordinator wants FARM_API_TOKEN on every request but /health and /ready; clients read it too.
-            let environment = ["FARM_JOIN_TOKEN": "http-test-token", "FARM_API_TOKEN": Farm.apiToken]
+            let environment = ["FARM_JOIN_TOKEN": "http-test-token-long-enough-for-the-coordinator", "FARM_API_TOKEN": Farm.apiToken]
             let coordinatorLog = directory.appendingPathComponent("coordinator.log").path
             let coordinator = try await TestCoordinator.start(
                 data: directory.appendingPathComponent("data").path, log: coordinatorLog,

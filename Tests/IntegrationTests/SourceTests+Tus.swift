@@ -7,7 +7,7 @@ import Testing
 /// downloads its output. Part of ``SourceTests``, whose farms run one at a time (their nodes share a node id).
 extension SourceTests {
     @Test func aStockClientAndFarmSubmitUploadWithTusAndTheJobsRender() async throws {
-        let token = "source-api-token"
+        let token = "source-api-token-long-enough-for-the-coordinator"
         let farm = try await Farm.start("farm-tus", node: true, options: [])
         defer { try? FileManager.default.removeItem(at: farm.directory) }
         try await farm.stopping {

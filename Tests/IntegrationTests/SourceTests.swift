@@ -25,7 +25,7 @@ import Testing
 
         static func start(_ name: String, node: Bool, options: [String]) async throws -> Farm {
             let directory = try TestMedia.temporaryDirectory(name)
-            let environment = ["FARM_JOIN_TOKEN": "source-test-token", "FARM_API_TOKEN": "source-api-token"]
+            let environment = ["FARM_JOIN_TOKEN": "source-test-token-long-enough-for-the-coordinator", "FARM_API_TOKEN": "source-api-token-long-enough-for-the-coordinator"]
             let coordinatorLog = directory.appendingPathComponent("coordinator.log").path
             let coordinator = try await TestCoordinator.start(
                 data: directory.appendingPathComponent("data").path, log: coordinatorLog,
@@ -356,7 +356,7 @@ import Testing
             let output = farm.directory.appendingPathComponent("out.mp4").path
             let result = try await FarmBinary.run(
                 ["submit", clip, "--server", "http://127.0.0.1:\(proxy.port)", "-o", output, "--chunk-mib", "0.125", "--preset", "ultrafast"],
-                environment: ["FARM_API_TOKEN": "source-api-token"], timeout: 90)
+                environment: ["FARM_API_TOKEN": "source-api-token-long-enough-for-the-coordinator"], timeout: 90)
             #expect(result.status == 0, "\(result.stderr)")
             #expect(proxy.cutCount == 1, "the proxy cut a connection")
             #expect(result.stderr.contains("resuming"), "\(result.stderr)")

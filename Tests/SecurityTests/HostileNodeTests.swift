@@ -119,7 +119,7 @@ import Testing
         try await farm.stopping {
             let coordinator = try await farm.coordinator(
                 "coordinator.log", arguments: ["--insecure-plain-tcp", "--lease-timeout", "5"],
-                environment: ["FARM_API_TOKEN": "zero-window"])
+                environment: ["FARM_API_TOKEN": "zero-window-long-enough-for-the-coordinator"])
             let stuck = try await StuckNode.join(port: coordinator.nodePort, token: Self.token, nodeID: "stuck")
             defer { stuck.close(promise: nil) }
 
@@ -129,7 +129,7 @@ import Testing
                 let result = try await FarmBinary.run(
                     ["submit", "--remote", clip, "-o", output, "--server", base, "--crf", "30", "--preset",
                      "ultrafast", "--segment-seconds", "2"],
-                    environment: ["FARM_API_TOKEN": "zero-window"], timeout: 120)
+                    environment: ["FARM_API_TOKEN": "zero-window-long-enough-for-the-coordinator"], timeout: 120)
                 return (status: result.status, stderr: result.stderr)
             }
             #expect(

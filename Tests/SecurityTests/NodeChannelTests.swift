@@ -3,13 +3,14 @@ import FarmProtocol
 import FarmTestSupport
 import Foundation
 import NIOCore
+import NIOPosix
 import NIOSSL
 import Testing
 
 /// The node channel as an attacker meets it: real `farm coordinator` and `farm node` processes over TLS on loopback,
 /// with fake nodes and a TLS-terminating relay written in the test.
 @Suite(.serialized, .heavy, .timeLimit(.minutes(10))) struct NodeChannelTests {
-    static let joinToken = "node-channel-test-token"
+    static let joinToken = "node-channel-test-token-long-enough-for-the-coordinator"
 
     /// A 2 s clip in a source root, and a coordinator on it; `stopping(after:)` stops every coordinator and node it
     /// started.
@@ -142,7 +143,7 @@ import Testing
             let given = try TestCertificate.make("farm coordinator under test")
             try given.certificate.write(toFile: farm.path("cert.pem"), atomically: true, encoding: .utf8)
             try given.key.write(toFile: farm.path("key.pem"), atomically: true, encoding: .utf8)
-            try "file-token\n".write(toFile: farm.path("api-token"), atomically: true, encoding: .utf8)
+            try "file-token-long-enough-for-the-coordinator\n".write(toFile: farm.path("api-token"), atomically: true, encoding: .utf8)
             let coordinator = try await farm.coordinator(
                 "coordinator.log",
                 arguments: [
@@ -155,7 +156,7 @@ import Testing
             // A job waits for a node, so any admitted node would be sent a segment at once.
             let submitted = try await FarmBinary.run(
                 ["submit", "--remote", farm.clip, "--server", coordinator.base, "--preset", "ultrafast"],
-                environment: ["FARM_API_TOKEN": "file-token"], timeout: 30)
+                environment: ["FARM_API_TOKEN": "file-token-long-enough-for-the-coordinator"], timeout: 30)
             #expect(submitted.status == 0, "\(submitted.stderr)")
             let port = coordinator.nodePort
 
@@ -227,6 +228,112 @@ import Testing
         }
     }
 
+    // MARK: - Tokens fit for the internet
+
+    /// A join or API token shorter than 32 characters, or one of the placeholders the SDL files carry, stops
+    /// `farm coordinator` before it listens, with one line saying which token and why.
+    @Test func weakOrPlaceholderTokensAreRefusedAtStart() async throws {
+        let farm = try Farm("farm-tokens", seconds: 0.2)
+        defer { farm.remove() }
+        let deploy = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("deploy")
+        var placeholders: Set<String> = []
+        for file in try FileManager.default.contentsOfDirectory(atPath: deploy.path) where file.hasSuffix(".yaml") {
+            let text = try String(contentsOfFile: deploy.appendingPathComponent(file).path, encoding: .utf8)
+            for line in text.split(separator: "\n") where line.contains("_TOKEN=replace-with-") {
+                placeholders.insert(String(line.split(separator: "=", maxSplits: 1)[1]).trimmingCharacters(in: .whitespaces))
+            }
+        }
+        #expect(placeholders.count >= 2, "\(placeholders)")
+        let strong = String(repeating: "k", count: 32)
+        var cases: [(join: String, api: String, needle: String)] = [
+            ("short-join-token", strong, "join token has 16 characters"),
+            (strong, "short", "API token has 5 characters"),
+        ]
+        for placeholder in placeholders.sorted() {
+            cases.append((placeholder, strong, "placeholder"))
+            cases.append((strong, placeholder, "placeholder"))
+        }
+        for (join, api, needle) in cases {
+            let result = try await FarmBinary.run(
+                ["coordinator", "--http", "127.0.0.1:0", "--node-listen", "127.0.0.1:0", "--data-dir", farm.data,
+                 "--source-root", farm.sources],
+                environment: ["FARM_JOIN_TOKEN": join, "FARM_API_TOKEN": api], timeout: 30)
+            #expect(result.status != 0 && result.status < 128, "\(join) \(api): \(result.status)")
+            let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("farm: error:") }
+            #expect(errors.count == 1 && errors[0].contains(needle), "\(join) \(api): \(result.stderr.suffix(800))")
+            #expect(!result.stderr.contains(join == strong ? api : join) || needle == "placeholder", "the token is echoed")
+        }
+    }
+
+    // MARK: - HTTPS and idle connections
+
+    /// `--http-tls-cert`/`--http-tls-key` serve the API over HTTPS (curl checks the chain and the name), plain HTTP to
+    /// that port gets no answer, and `--http-idle-timeout` closes a connection that sends nothing or stops halfway
+    /// through a request's head.
+    @Test func theAPIServesHTTPSAndClosesIdleConnections() async throws {
+        let farm = try Farm("farm-https", seconds: 0.2)
+        defer { farm.remove() }
+        let identity = try TestCertificate.make("farm api", loopback: true)
+        try identity.certificate.write(toFile: farm.path("api-cert.pem"), atomically: true, encoding: .utf8)
+        try identity.key.write(toFile: farm.path("api-key.pem"), atomically: true, encoding: .utf8)
+        chmod(farm.path("api-key.pem"), 0o600)
+        let apiToken = "https-api-token-long-enough-for-the-coordinator"
+        try await farm.stopping {
+            let coordinator = try await farm.coordinator(
+                "coordinator.log",
+                arguments: ["--http-tls-cert", farm.path("api-cert.pem"), "--http-tls-key", farm.path("api-key.pem"),
+                            "--http-idle-timeout", "1"],
+                environment: ["FARM_API_TOKEN": apiToken])
+            let url = "https://127.0.0.1:\(coordinator.httpPort)"
+            func curl(_ arguments: [String]) async throws -> ChildProcess.Completed {
+                try await ChildProcess.run(
+                    executable: "/usr/bin/curl", arguments: ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10"] + arguments,
+                    timeout: .seconds(30))
+            }
+            let health = try await curl(["--cacert", farm.path("api-cert.pem"), url + "/health"])
+            #expect(health.stdout == "200", "\(health.stdout) \(health.stderr)")
+            let jobs = try await curl(["--cacert", farm.path("api-cert.pem"), "-H", "Authorization: Bearer \(apiToken)", url + "/jobs"])
+            #expect(jobs.stdout == "200", "\(jobs.stdout) \(jobs.stderr)")
+            // Without the certificate as a trust anchor the chain does not verify; plain HTTP gets no HTTP answer.
+            let untrusted = try await curl([url + "/health"])
+            #expect(untrusted.stdout == "000")
+            let plain = try await curl(["http://127.0.0.1:\(coordinator.httpPort)/health"])
+            #expect(plain.stdout == "000" || plain.stdout == "400", "\(plain.stdout)")
+            #expect(coordinator.text.contains("scheme=https"), "\(coordinator.text.suffix(1500))")
+
+            // A connection that sends nothing, and one that stops in the middle of a request's head, are closed.
+            // (Both inside TLS, so that the bytes sent reach HTTP.)
+            let tls = try TestCertificate.clientContext()
+            for prefix in ["", "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"] {
+                let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
+                        }
+                    }
+                    .connect(host: "127.0.0.1", port: coordinator.httpPort).get()
+                if !prefix.isEmpty { try await channel.writeAndFlush(ByteBuffer(string: prefix)) }
+                let started = ContinuousClock.now
+                let closed = await withTaskGroup(of: Bool.self) { group in
+                    group.addTask { (try? await channel.closeFuture.get()) != nil }
+                    group.addTask {
+                        try? await Task.sleep(for: .seconds(20))
+                        return false
+                    }
+                    let first = await group.next() ?? false
+                    group.cancelAll()
+                    return first
+                }
+                let waited = ContinuousClock.now - started
+                if !closed { try? await channel.close() }
+                #expect(closed, "a connection sending \(prefix.count) bytes stayed open for 20 s")
+                #expect(waited >= .milliseconds(500), "closed after \(waited)")
+            }
+            #expect(coordinator.isRunning)
+        }
+    }
+
     // MARK: - Plain TCP only when asked for
 
     @Test func plainTCPOnlyWhenAskedFor() async throws {
@@ -234,7 +341,7 @@ import Testing
         defer { farm.remove() }
         try await farm.stopping {
             // A TLS coordinator (the default) refuses a plain-TCP peer at the TLS layer, and says so.
-            let tls = try await farm.coordinator("tls.log", environment: ["FARM_API_TOKEN": "t"])
+            let tls = try await farm.coordinator("tls.log", environment: ["FARM_API_TOKEN": "t-long-enough-for-the-coordinator"])
             let plainConnection = try await FakeNode.connect(port: tls.nodePort, tls: false)
             let plainIntoTLS = try await plainConnection.executeThenClose { inbound, outbound in
                 try await outbound.write(
@@ -253,7 +360,7 @@ import Testing
             #expect(!tls.text.contains("node joined"))
 
             // A coordinator asked for plain TCP warns, refuses a TLS node quickly with a hint, and admits a plain one.
-            let plain = try await farm.coordinator("plain.log", arguments: ["--insecure-plain-tcp"], environment: ["FARM_API_TOKEN": "t"])
+            let plain = try await farm.coordinator("plain.log", arguments: ["--insecure-plain-tcp"], environment: ["FARM_API_TOKEN": "t-long-enough-for-the-coordinator"])
             #expect(plain.text.contains("node port uses plain TCP"))
             let tlsNode = try await FarmBinary.run(
                 ["node", "--coordinator", "127.0.0.1:\(plain.nodePort)", "--exit-on-disconnect", "--no-calibrate",
@@ -281,7 +388,7 @@ import Testing
         let farm = try Farm("farm-flood", seconds: 3)
         defer { farm.remove() }
         try await farm.stopping {
-            let coordinator = try await farm.coordinator("coordinator.log", environment: ["FARM_API_TOKEN": "flood-test"])
+            let coordinator = try await farm.coordinator("coordinator.log", environment: ["FARM_API_TOKEN": "flood-test-long-enough-for-the-coordinator"])
             let node = try await farm.node("steady", port: coordinator.nodePort)
             #expect(await FarmBinary.waitUntil(timeout: 20) { coordinator.text.contains("node joined") })
 
@@ -292,7 +399,7 @@ import Testing
                 let result = try await FarmBinary.run(
                     ["submit", "--remote", clip, "-o", output, "--server", base, "--crf", "30", "--preset",
                      "ultrafast", "--segment-seconds", "1"],
-                    environment: ["FARM_API_TOKEN": "flood-test"], timeout: 90)
+                    environment: ["FARM_API_TOKEN": "flood-test-long-enough-for-the-coordinator"], timeout: 90)
                 return (status: result.status, stderr: result.stderr)
             }
             // Heartbeats as fast as the socket takes them, at most 200,000: far past 1000 a second.

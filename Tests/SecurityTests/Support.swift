@@ -17,13 +17,18 @@ import X509
 /// Certificates made by the tests themselves (a proxy's, or one handed to the coordinator as files).
 enum TestCertificate {
     /// A self-signed P-256 certificate and key, both PEM, and the SHA-256 of the certificate's DER bytes in hex.
-    static func make(_ name: String) throws -> (certificate: String, key: String, sha256: String) {
+    /// With `loopback`, the certificate names 127.0.0.1 (a subject alternative name), so that a client that checks
+    /// names, such as curl with `--cacert`, accepts it for https://127.0.0.1.
+    static func make(_ name: String, loopback: Bool = false) throws -> (certificate: String, key: String, sha256: String) {
         let key = P256.Signing.PrivateKey()
         let subject = try DistinguishedName { CommonName(name) }
+        let extensions = loopback
+            ? try Certificate.Extensions { SubjectAlternativeNames([.ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1]))]) }
+            : Certificate.Extensions()
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
             notValidBefore: Date().addingTimeInterval(-60), notValidAfter: Date().addingTimeInterval(86400),
-            issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256, extensions: Certificate.Extensions(),
+            issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions,
             issuerPrivateKey: Certificate.PrivateKey(key))
         let pem = try certificate.serializeAsPEM()
         return (pem.pemString, key.pemRepresentation, hex(SHA256.hash(data: pem.derBytes)))

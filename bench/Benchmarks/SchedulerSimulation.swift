@@ -33,8 +33,6 @@ public enum SchedulerSimulation {
         public var stragglerProbability: Double
         /// How much longer a straggling task takes.
         public var stragglerFactor: Double
-        /// The start-up calibration misjudges each node's speed by up to this fraction.
-        public var calibrationError: Double
         /// Weight of each finished segment in the speed moving average.
         public var speedSmoothing: Double
         /// The coordinator re-runs the policy at least this often while slots are idle.
@@ -46,7 +44,7 @@ public enum SchedulerSimulation {
         public init(
             name: String, spread: String = "custom", speeds: [Double], slotsPerNode: Int = 1, jobs: Int = 1,
             videoHours: Double = 2, segmentVariation: Double = 0.2, tailSplit: Double = 0, durationNoise: Double = 0.1,
-            stragglerProbability: Double = 0, stragglerFactor: Double = 3, calibrationError: Double = 0.05,
+            stragglerProbability: Double = 0, stragglerFactor: Double = 3,
             speedSmoothing: Double = 0.3, tickSeconds: Double = 1, seed: UInt64 = 1
         ) {
             self.name = name
@@ -60,20 +58,17 @@ public enum SchedulerSimulation {
             self.durationNoise = durationNoise
             self.stragglerProbability = stragglerProbability
             self.stragglerFactor = stragglerFactor
-            self.calibrationError = calibrationError
             self.speedSmoothing = speedSmoothing
             self.tickSeconds = tickSeconds
             self.seed = seed
         }
 
-        /// The same scenario with estimates that are exactly right: no noise, no stragglers, a
-        /// perfect calibration.
+        /// The same scenario with task durations that are exactly seconds / speed: no noise, no stragglers.
         public var exact: Scenario {
             var s = self
             s.name += "-exact"
             s.durationNoise = 0
             s.stragglerProbability = 0
-            s.calibrationError = 0
             return s
         }
 
@@ -171,8 +166,8 @@ public enum SchedulerSimulation {
     }
 
     /// The benchmark's scenarios: 50 nodes of 1x to 8x (even and seeded random), 1 and 2 slots per
-    /// node, one 2-hour job and three submitted at once, task durations ±10% off and calibration
-    /// ±5% off; then a few of them exact, with stragglers, and with a finer tail.
+    /// node, one 2-hour job and three submitted at once, task durations ±10% off; the coordinator
+    /// learns each node's speed from its first results (a node's claimed calibration is not used); then a few of them exact, with stragglers, and with a finer tail.
     public static func benchmarkScenarios(nodes: Int = 50, videoHours: Double = 2) -> [Scenario] {
         var scenarios: [Scenario] = []
         for spread in ["even", "random"] {
@@ -371,15 +366,12 @@ private struct World {
         finish = Array(repeating: nil, count: scenario.jobs)
         predicted = Array(repeating: [nil, nil], count: scenario.jobs)
         finishedByNode = Array(repeating: 0, count: n)
-        // The nodes join with a start-up calibration that misjudges their speed a little.
-        var rng = SplitMix64(seed: scenario.seed ^ 0xCA1B)
+        // The nodes join knowing nothing of their speed: the coordinator learns it from their first results. Each
+        // claims a calibration 100 times its speed, which the coordinator must ignore.
         for (i, speed) in scenario.speeds.enumerated() {
-            let e = scenario.calibrationError
-            let error = e > 0 ? Double.random(in: -e...e, using: &rng) : 0
-            let fps = speed * (1 + error) * 25
             let hello = Hello(
                 nodeID: names[i], proof: [], slots: UInt16(clamping: scenario.slotsPerNode), threads: 1,
-                capabilitiesJSON: #"{"calibration": {"h264": \#(fps)}}"#)
+                capabilitiesJSON: #"{"calibration": {"h264": \#(speed * 2500)}}"#)
             let (session, effects) = state.nodeJoined(hello, address: "sim", now: 0)
             sessions.append(session)
             nodeOfSession[session] = i

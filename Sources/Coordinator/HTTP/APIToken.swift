@@ -30,3 +30,27 @@ public enum APIToken {
         return (token, path, true)
     }
 }
+
+/// What a coordinator accepts as its join token or API token: both guard a port on the internet.
+public enum SecretStrength {
+    /// Characters a token has at least (the tokens farm makes have 64).
+    public static let minimumLength = 32
+
+    /// The placeholders the SDL files in `deploy/` carry, which a deployment must replace.
+    public static let placeholders: Set<String> = [
+        "replace-with-a-random-secret", "replace-with-another-random-secret", "replace-with-the-coordinators-join-token",
+    ]
+
+    /// Why `token` may not be used as `what` (a name such as "join token"), or nil when it may.
+    public static func problem(_ token: String, what: String) -> String? {
+        if placeholders.contains(token) {
+            return "the \(what) is the placeholder from deploy/ (\(token)); replace it with a secret of your own, "
+                + "such as the output of `openssl rand -hex 32`"
+        }
+        if token.count < minimumLength {
+            return "the \(what) has \(token.count) characters; it needs at least \(minimumLength) "
+                + "(make one with `openssl rand -hex 32`)"
+        }
+        return nil
+    }
+}

@@ -5,8 +5,11 @@ internal import FarmMedia
 internal import Foundation
 internal import HTTPTypes
 public import Hummingbird
+internal import HummingbirdCore
+internal import HummingbirdTLS
 internal import Logging
 internal import NIOCore
+internal import NIOSSL
 internal import OpenAPIRuntime
 internal import ServiceLifecycle
 internal import Synchronization
@@ -23,20 +26,58 @@ public enum HTTPAPI {
     static var endpoints: [APIDocument.Operation] { APIDocument.operations }
     /// The HTTP application for `coordinator`: run it with `runService()`, inside a `ServiceGroup`,
     /// or test it with HummingbirdTesting. It does not run the coordinator itself (see `serve`).
-    public static func build(coordinator: Coordinator, configuration: HTTPConfiguration) -> some ApplicationProtocol {
+    public static func build(coordinator: Coordinator, configuration: HTTPConfiguration) throws -> some ApplicationProtocol {
         let (router, uploads) = makeRouter(coordinator: coordinator, configuration: configuration)
         let logger = configuration.logger
         let host = configuration.host
+        let scheme = configuration.tlsCertificateFile == nil ? "http" : "https"
         return Application(
             router: router,
+            server: try serverBuilder(configuration),
             configuration: ApplicationConfiguration(
                 address: .hostname(host, port: configuration.port), serverName: "farm"),
             services: [uploads],
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port
-                logger.info("http listening", metadata: ["address": "\(host):\(port)"])
+                logger.info("http listening", metadata: ["address": "\(host):\(port)", "scheme": "\(scheme)"])
             },
             logger: logger)
+    }
+
+    /// HTTP/1.1 with the idle timeout, inside TLS when a certificate is configured.
+    static func serverBuilder(_ configuration: HTTPConfiguration) throws -> HTTPServerBuilder {
+        let idle = TimeAmount.nanoseconds(Int64(max(1, min(configuration.idleTimeoutSeconds, 86_400)) * 1e9))
+        let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: idle))
+        switch (configuration.tlsCertificateFile, configuration.tlsKeyFile) {
+        case (nil, nil):
+            return http1
+        case (let certificate?, let key?):
+            let chain: [NIOSSLCertificate]
+            do {
+                chain = try NIOSSLCertificate.fromPEMFile(certificate)
+            } catch {
+                throw CoordinatorError(.invalidRequest, "\(certificate): not a readable PEM certificate (\(error))")
+            }
+            guard !chain.isEmpty else { throw CoordinatorError(.invalidRequest, "\(certificate): no certificate in it") }
+            let privateKey: NIOSSLPrivateKey
+            do {
+                privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+            } catch {
+                throw CoordinatorError(.invalidRequest, "\(key): not a readable PEM private key (\(error))")
+            }
+            var tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+            tls.minimumTLSVersion = .tlsv12
+            do {
+                // A key that does not match its certificate fails here, at start, not at the first client.
+                _ = try NIOSSLContext(configuration: tls)
+            } catch {
+                throw CoordinatorError(.invalidRequest, "\(certificate) and \(key) do not make a TLS identity (\(error))")
+            }
+            return try .tls(http1, tlsConfiguration: tls)
+        default:
+            throw CoordinatorError(.invalidRequest, "HTTPS needs both a certificate and its key")
+        }
     }
 
     /// The router alone (tests read its routes to check them against the OpenAPI document).
@@ -49,7 +90,7 @@ public enum HTTPAPI {
     public static func serve(
         coordinator: Coordinator, listener: NodeListener, configuration: HTTPConfiguration
     ) async throws {
-        let app = build(coordinator: coordinator, configuration: configuration)
+        let app = try build(coordinator: coordinator, configuration: configuration)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [

@@ -29,6 +29,12 @@ public struct HTTPConfiguration: Sendable {
     public var maxConcurrentUploads = 8
     /// A resumable upload nobody adds to for this long is removed.
     public var staleUploadSeconds: Double = 6 * 3600
+    /// When both are set, the API serves HTTPS with this certificate chain (PEM, leaf first) and key (PEM).
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
+    /// A connection that sends nothing for this long, between requests or in the middle of reading one, is closed
+    /// (a response being written, a download among them, is not cut).
+    public var idleTimeoutSeconds: Double = 60
     /// Where the API logs ("http listening", submissions, cancellations, server-side failures).
     public var logger: Logger
 

@@ -1,9 +1,16 @@
 internal import Foundation
+internal import MultipartKit
 internal import NIOCore
 
-/// A streaming `multipart/form-data` parser (RFC 7578): bytes go in as they arrive, parts come out
-/// as headers, body chunks and ends, so that an uploaded file goes to disk without ever being held
-/// whole. Part headers are bounded; a body is not (the caller counts and limits it).
+/// A streaming `multipart/form-data` reader (RFC 7578) over multipart-kit's parser: bytes go in as they
+/// arrive, parts come out as headers, body chunks and ends, so that an uploaded file goes to disk without
+/// ever being held whole.
+///
+/// multipart-kit does the byte-level parsing. What it leaves to its caller, this type adds, because the
+/// bytes come from the internet: part headers are bounded (multipart-kit collects a header line until its
+/// CRLF, however long), a body with no boundary in its first MiB is refused, a body that ends without
+/// its closing delimiter is refused (multipart-kit reports nothing in that case), and a part's headers
+/// are turned into its field name and file name. A part's body is not bounded here; the caller counts it.
 struct MultipartParser {
     enum Event: Equatable {
         /// A part begins: its field name and, for a file, its file name.
@@ -16,22 +23,58 @@ struct MultipartParser {
         var description: String
     }
 
-    private enum State {
-        case preamble
-        case afterBoundary
-        case headers
-        case body
-        case done
+    static let maxHeaderBytes = 16 * 1024
+    /// Bytes before the first part's headers (a preamble) at most.
+    static let maxPreambleBytes = 1 << 20
+    /// Bytes after the closing delimiter that are still looked at (and ignored).
+    static let maxEpilogueBytes = 1024
+    /// The parser is fed at most this much at once, so that the header bound is checked between feeds.
+    private static let feedBytes = 4096
+
+    /// What multipart-kit's callbacks report, gathered between feeds.
+    private final class Sink {
+        var events: [Event] = []
+        var headers: [(String, String)] = []
+        /// The current part's headers have been turned into a `.partStart`.
+        var started = false
+        /// Body bytes of the current feed, handed on as one event.
+        var body: ByteBuffer?
+        var failure: Failure?
+        var parts = 0
+        var sawHeader = false
+        /// A part's headers are being read (from a delimiter until its body or end).
+        var inHeaders = true
+
+        func startIfNeeded() {
+            guard !started, failure == nil else { return }
+            started = true
+            inHeaders = false
+            do {
+                events.append(try MultipartParser.partStart(headers: headers))
+            } catch {
+                failure = error
+            }
+        }
+
+        func flushBody() {
+            if let bytes = body, bytes.readableBytes > 0 { events.append(.body(bytes)) }
+            body = nil
+        }
     }
 
-    /// `--boundary` at the start of the body, `\r\n--boundary` before every later part.
-    private let firstDelimiter: [UInt8]
+    private let parser: MultipartKit.MultipartParser
+    private let sink = Sink()
     private let delimiter: [UInt8]
-    private var state = State.preamble
-    private var pending: [UInt8] = []
-    static let maxHeaderBytes = 16 * 1024
-
-    var isFinished: Bool { if case .done = state { true } else { false } }
+    /// The last bytes fed, where the closing delimiter must be when the body ends.
+    private var tail: [UInt8] = []
+    private let tailBytes: Int
+    /// Bytes fed while a part's headers (or the preamble) were being read.
+    private var headerBytes = 0
+    private var fed = 0
+    /// The first `--boundary` has been seen: what follows is parts, not a preamble.
+    private var preambleDone = false
+    /// The last bytes of the preamble, where the first `--boundary` may have begun.
+    private var preambleCarry: [UInt8] = []
 
     /// The boundary of a `Content-Type: multipart/form-data; boundary=...` header.
     static func boundary(contentType: String) -> String? {
@@ -46,99 +89,125 @@ struct MultipartParser {
     }
 
     init(boundary: String) {
-        firstDelimiter = Array("--\(boundary)".utf8)
+        precondition(!boundary.isEmpty, "boundary(contentType:) gives no empty boundary")
         delimiter = Array("\r\n--\(boundary)".utf8)
+        tailBytes = delimiter.count + 2 + Self.maxEpilogueBytes
+        parser = MultipartKit.MultipartParser(boundary: boundary)
+        let sink = self.sink
+        parser.onHeader = { name, value in
+            guard sink.failure == nil else { return }
+            sink.sawHeader = true
+            sink.headers.append((name, value))
+            if sink.headers.count > 64 { sink.failure = Failure(description: "multipart part with more than 64 headers") }
+        }
+        parser.onBody = { bytes in
+            sink.startIfNeeded()
+            guard sink.failure == nil else { return }
+            if sink.body == nil { sink.body = bytes } else { sink.body!.writeBuffer(&bytes) }
+        }
+        parser.onPartComplete = {
+            sink.startIfNeeded()
+            sink.flushBody()
+            guard sink.failure == nil else { return }
+            sink.events.append(.partEnd)
+            sink.parts += 1
+            sink.headers = []
+            sink.started = false
+            sink.inHeaders = true
+        }
     }
 
     /// Feeds the next bytes; returns the events they complete.
     mutating func feed(_ buffer: ByteBuffer) throws(Failure) -> [Event] {
-        pending.append(contentsOf: buffer.readableBytesView)
-        var events: [Event] = []
-        var position = 0
-        loop: while true {
-            switch state {
-            case .preamble:
-                // The first boundary may follow a preamble; look for it with or without a CRLF before.
-                if pending.count - position >= firstDelimiter.count, pending[position..<(position + firstDelimiter.count)].elementsEqual(firstDelimiter) {
-                    position += firstDelimiter.count
-                    state = .afterBoundary
-                } else if let found = Self.find(delimiter, in: pending, from: position) {
-                    position = found + delimiter.count
-                    state = .afterBoundary
+        var rest = buffer
+        while rest.readableBytes > 0 {
+            let slice = rest.readSlice(length: min(Self.feedBytes, rest.readableBytes))!
+            do {
+                try parser.execute(slice)
+            } catch {
+                throw Failure(description: sink.headers.isEmpty && sink.parts == 0 && !sink.sawHeader
+                    ? "malformed multipart boundary line" : "malformed multipart part headers or boundary line")
+            }
+            if let failure = sink.failure { throw failure }
+            remember(slice)
+            fed += slice.readableBytes
+            if !preambleDone {
+                // multipart-kit takes the first `--boundary` wherever it is; so does this count.
+                let window = preambleCarry + Array(slice.readableBytesView)
+                let first = Array(delimiter.dropFirst(2))
+                if let found = Self.find(first, in: window) {
+                    preambleDone = true
+                    headerBytes = window.count - found
                 } else {
-                    // Keep only what might be the start of a delimiter.
-                    position = max(position, pending.count - delimiter.count)
-                    if pending.count > 1 << 20 { throw Failure(description: "multipart body has no boundary") }
-                    break loop
-                }
-            case .afterBoundary:
-                guard pending.count - position >= 2 else { break loop }
-                let a = pending[position]
-                let b = pending[position + 1]
-                if a == UInt8(ascii: "-"), b == UInt8(ascii: "-") {
-                    state = .done
-                    position = pending.count
-                    break loop
-                }
-                // Transport padding (spaces, tabs) may follow the boundary before the CRLF.
-                if a == UInt8(ascii: " ") || a == UInt8(ascii: "\t") {
-                    position += 1
-                    continue
-                }
-                guard a == UInt8(ascii: "\r"), b == UInt8(ascii: "\n") else {
-                    throw Failure(description: "malformed multipart boundary line")
-                }
-                position += 2
-                state = .headers
-            case .headers:
-                guard let end = Self.find(Array("\r\n\r\n".utf8), in: pending, from: position) else {
-                    if pending.count - position > Self.maxHeaderBytes {
-                        throw Failure(description: "multipart part headers longer than \(Self.maxHeaderBytes) bytes")
+                    headerBytes += slice.readableBytes
+                    preambleCarry = Array(window.suffix(first.count - 1))
+                    if headerBytes > Self.maxPreambleBytes {
+                        throw Failure(description: "multipart body has no boundary in its first \(Self.maxPreambleBytes) bytes")
                     }
-                    break loop
                 }
-                let text = String(decoding: pending[position..<end], as: UTF8.self)
-                position = end + 4
-                events.append(try Self.partStart(headers: text))
-                state = .body
-            case .body:
-                if let found = Self.find(delimiter, in: pending, from: position) {
-                    if found > position { events.append(.body(ByteBuffer(bytes: pending[position..<found]))) }
-                    events.append(.partEnd)
-                    position = found + delimiter.count
-                    state = .afterBoundary
-                } else {
-                    // Everything but a possible partial delimiter at the end belongs to the body.
-                    let safe = pending.count - (delimiter.count - 1)
-                    if safe > position {
-                        events.append(.body(ByteBuffer(bytes: pending[position..<safe])))
-                        position = safe
-                    }
-                    break loop
+            } else if sink.inHeaders {
+                headerBytes += slice.readableBytes
+                if headerBytes > Self.maxHeaderBytes + Self.feedBytes, !isClosed {
+                    throw Failure(description: "multipart part headers longer than \(Self.maxHeaderBytes) bytes")
                 }
-            case .done:
-                position = pending.count
-                break loop
+            } else {
+                headerBytes = 0
             }
         }
-        pending.removeFirst(min(position, pending.count))
+        sink.flushBody()
+        let events = sink.events
+        sink.events = []
         return events
     }
 
-    /// Called at the end of the body: fails when the closing boundary never came.
+    /// Called at the end of the body: fails when the closing delimiter never came.
     func finish() throws(Failure) {
-        guard isFinished else { throw Failure(description: "multipart body ended before its closing boundary") }
+        guard sink.parts > 0, sink.inHeaders, !sink.started, isClosed else {
+            throw Failure(description: "multipart body ended before its closing boundary")
+        }
     }
 
-    private static func partStart(headers text: String) throws(Failure) -> Event {
+    /// The body so far ends with a closing delimiter (`--boundary--`), perhaps followed by a short epilogue.
+    /// Bodies cannot hold the delimiter, so its last occurrence is the one that ended the last part.
+    private var isClosed: Bool {
+        let needle = delimiter
+        // The first delimiter may come without its CRLF, at the very start of the body.
+        let haystack = fed <= tail.count ? Array("\r\n".utf8) + tail : tail
+        guard haystack.count >= needle.count + 2 else { return false }
+        var i = haystack.count - needle.count
+        while i >= 0 {
+            if haystack[i] == needle[0], haystack[i..<(i + needle.count)].elementsEqual(needle) {
+                let after = i + needle.count
+                return haystack.count >= after + 2 && haystack[after] == UInt8(ascii: "-") && haystack[after + 1] == UInt8(ascii: "-")
+            }
+            i -= 1
+        }
+        return false
+    }
+
+    /// Where `needle` first begins in `haystack`.
+    private static func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
+        guard !needle.isEmpty, haystack.count >= needle.count else { return nil }
+        for i in 0...(haystack.count - needle.count) where haystack[i] == needle[0] {
+            if haystack[i..<(i + needle.count)].elementsEqual(needle) { return i }
+        }
+        return nil
+    }
+
+    private mutating func remember(_ slice: ByteBuffer) {
+        tail.append(contentsOf: slice.readableBytesView.suffix(tailBytes))
+        if tail.count > tailBytes { tail.removeFirst(tail.count - tailBytes) }
+    }
+
+    private static func partStart(headers: [(String, String)]) throws(Failure) -> Event {
         var disposition: String?
         var contentType: String?
-        for line in text.split(separator: "\r\n") {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let name = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            if name == "content-disposition" { disposition = value }
-            if name == "content-type" { contentType = value }
+        for (name, value) in headers {
+            switch name.lowercased() {
+            case "content-disposition": disposition = value.trimmingCharacters(in: .whitespaces)
+            case "content-type": contentType = value.trimmingCharacters(in: .whitespaces)
+            default: break
+            }
         }
         guard let disposition else { throw Failure(description: "multipart part without Content-Disposition") }
         let parameters = Self.parameters(disposition)
@@ -175,24 +244,5 @@ struct MultipartParser {
             result[key] = parsed
         }
         return result
-    }
-
-    static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
-        guard let first = needle.first, haystack.count - start >= needle.count else { return nil }
-        var i = start
-        let last = haystack.count - needle.count
-        return haystack.withUnsafeBufferPointer { h in
-            needle.withUnsafeBufferPointer { n in
-                while i <= last {
-                    if h[i] == first {
-                        var j = 1
-                        while j < n.count, h[i + j] == n[j] { j += 1 }
-                        if j == n.count { return i }
-                    }
-                    i += 1
-                }
-                return nil
-            }
-        }
     }
 }

@@ -16,16 +16,8 @@ extension FarmState {
             capabilitiesJSON: hello.capabilitiesJSON, lastSeen: now)
         var effects: [FarmEffect] = []
         effects.log(.info, "node joined", ["node": hello.nodeID, "address": address, "slots": "\(slots)"])
-        if let data = hello.capabilitiesJSON.data(using: .utf8),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-            let calibration = object["calibration"] as? [String: Double]
-        {
-            // Frames per second at 1280x720 for each codec: a 25 fps 720p source is the unit. Only a
-            // first guess: measured results replace it.
-            for (codec, fps) in calibration where fps.isFinite && fps > 0 {
-                speeds.calibrate(node: hello.nodeID, codec: codec, speed: min(fps, 10_000) / 25)
-            }
-        }
+        // The `calibration` a hello may carry is the node's own claim: it is shown in the node's capabilities, never
+        // used. Speeds come only from results the coordinator timed itself (lease to result, `taskCompleted`).
         effects.append(
             .persist(
                 .upsertNode(

@@ -12,14 +12,7 @@ extension FarmState {
     mutating func schedule(now clock: Double) -> [FarmEffect] {
         quarantined = quarantined.filter { $0.value.until > clock }
         var effects: [FarmEffect] = []
-        var fleet: [SchedulerNode] = []
-        for node in nodes.values.sorted(by: { $0.session < $1.session }) {
-            fleet.append(
-                SchedulerNode(
-                    id: node.session, name: node.nodeID, slots: node.slots, busySlots: node.inFlight.count,
-                    speeds: speeds.speeds(node: node.nodeID),
-                    draining: node.draining || quarantined[node.nodeID] != nil))
-        }
+        let fleet = schedulerFleet(now: clock)
         var ready: [SchedulerSegment] = []
         for id in jobOrder {
             guard let job = jobs[id], job.state == .running, job.settings != nil else { continue }
@@ -87,11 +80,7 @@ extension FarmState {
     /// speeds, followed to its end. It costs a whole plan, so the coordinator does it once a second
     /// (with its tick), not at every decision.
     package mutating func refreshPredictions(now clock: Double) {
-        let fleet = nodes.values.sorted(by: { $0.session < $1.session }).map { node in
-            SchedulerNode(
-                id: node.session, name: node.nodeID, slots: node.slots, busySlots: node.inFlight.count,
-                speeds: speeds.speeds(node: node.nodeID), draining: node.draining || quarantined[node.nodeID] != nil)
-        }
+        let fleet = schedulerFleet(now: clock)
         var remaining: [SchedulerSegment] = []
         for id in jobOrder {
             guard let job = jobs[id], job.state == .running, job.settings != nil else { continue }
@@ -105,6 +94,27 @@ extension FarmState {
         let running = runningTasks
         guard !fleet.isEmpty, !(remaining.isEmpty && running.isEmpty) else { return }
         predictedFinish = policy.expectedFinish(nodes: fleet, remaining: remaining, running: running, now: clock)
+    }
+
+    /// The fleet as the policy sees it at `clock`: slots, busy slots, measured speeds, and for speeds not measured
+    /// yet the ceiling the coordinator's clock sets (a segment of S seconds held t seconds: slower than S / t).
+    /// Nothing a node claims about itself goes in.
+    func schedulerFleet(now clock: Double) -> [SchedulerNode] {
+        var ceilings: [UInt64: [String: Double]] = [:]
+        for task in tasks.values {
+            guard let job = jobs[task.jobID], let seconds = job.segmentSeconds[safe: task.segment] else { continue }
+            let elapsed = clock - task.startedAt
+            guard elapsed > 0, seconds > 0 else { continue }
+            let codec = job.request.codec.rawValue
+            ceilings[task.session, default: [:]][codec] = min(ceilings[task.session]?[codec] ?? .infinity, seconds / elapsed)
+        }
+        return nodes.values.sorted(by: { $0.session < $1.session }).map { node in
+            var entry = SchedulerNode(
+                id: node.session, name: node.nodeID, slots: node.slots, busySlots: node.inFlight.count,
+                speeds: speeds.speeds(node: node.nodeID), draining: node.draining || quarantined[node.nodeID] != nil)
+            entry.speedCeilings = ceilings[node.session] ?? [:]
+            return entry
+        }
     }
 
     /// Every running task, as the policy sees it.
