@@ -43,6 +43,8 @@ public struct CoordinatorConfiguration: Sendable {
     public var quarantine = QuarantinePolicy()
     /// The most slots one node may claim in its hello; a claim of more gets this many.
     public var maxNodeSlots = 64
+    /// Results refused by the verifier after which a node is banned (the first quarantines it at once).
+    public var banAfterRefusals = 2
     /// What the periodic cleanup removes, and how often it runs.
     public var cleanup = CleanupPolicy()
     /// How sources given as http(s) URLs are fetched (size, time, retries, which addresses).

@@ -168,6 +168,13 @@ public actor Coordinator {
         case .quarantineNode(let id, let seconds, let reason):
             let until = Date(timeIntervalSinceNow: seconds)
             record("quarantine node \(id)") { _ = try await $0.quarantineNode(id, until: until, reason: reason) }
+        case .banNode(let ban):
+            let stored = JobStore.StoredBan(
+                nodeID: ban.nodeID, reason: ban.reason, evidence: ban.evidence, address: ban.address, manual: ban.manual,
+                bannedAt: Date(timeIntervalSince1970: ban.since))
+            record("ban node \(ban.nodeID)") { try await $0.saveBan(stored) }
+        case .unbanNode(let id):
+            record("lift the ban of node \(id)") { _ = try await $0.deleteBan(id) }
         }
     }
 
@@ -193,6 +200,11 @@ public actor Coordinator {
         }
         for node in try await store.nodes(states: [.connected, .draining]) {
             _ = try await store.markNode(node.id, .gone, reason: "coordinator restarted")
+        }
+        for ban in try await store.bans() {
+            state.bans[ban.nodeID] = FarmState.Ban(
+                nodeID: ban.nodeID, reason: ban.reason, evidence: ban.evidence, address: ban.address, manual: ban.manual,
+                since: ban.bannedAt.timeIntervalSince1970)
         }
         // Jobs that ended before the restart keep answering, so a finished output can still be fetched.
         for snapshot in try await store.finishedJobs(limit: Self.archivedJobLimit) where state.jobs[snapshot.job.id] == nil {

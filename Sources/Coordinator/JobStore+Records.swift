@@ -175,6 +175,7 @@ public struct EventKind: RawRepresentable, Sendable, Hashable, Codable, CustomSt
     public static let jobQueued = EventKind(rawValue: "job.queued")
     /// A job changed state (running, done, failed, cancelled, back to queued).
     public static let jobState = EventKind(rawValue: "job.state")
+    public static let nodeBanned = EventKind(rawValue: "node.banned")
     /// A job's segments were planned.
     public static let jobPlanned = EventKind(rawValue: "job.planned")
     /// A job's plan differed from the stored one and replaced it (done segments dropped).

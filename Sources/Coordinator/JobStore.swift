@@ -234,6 +234,7 @@ extension JobStore {
             }
         }
         registerRunMigrations(&migrator)
+        registerBanMigrations(&migrator)
         return migrator
     }
 }

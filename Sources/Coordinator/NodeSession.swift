@@ -174,6 +174,11 @@ struct NodeSession: Sendable {
                 message: "node \(hello.nodeID) failed to prove the join token"
                     + (channelBinding.isPlainTCP ? "" : " over this TLS channel (a wrong token, or a proxy in between)"))
         }
+        // The token decides who may join; a ban (the node's id, or a public address it was banned from) overrides it.
+        if let banned = await coordinator.banReason(nodeID: hello.nodeID, host: connection.channel.remoteAddress?.ipAddress) {
+            try? await outbound.write(.reject(Reject(reason: banned)))
+            throw ProtocolError(code: .authenticationFailed, message: banned)
+        }
         try await outbound.write(
             .welcome(
                 Welcome(
@@ -333,6 +338,10 @@ struct NodeMessageHandler: Sendable {
                 return try PacketFileReader(path: path).header
             }
             await coordinator.taskCompleted(session, result, path: path, parameters: header.parameters)
+        } catch let error as MediaError where error.code == .verificationFailed {
+            // Evidence against the node: quarantined at once, banned after a second.
+            unlinkQuietly(path)
+            await coordinator.resultRefused(session, taskID: taskID, evidence: error.message, host: channel?.remoteAddress?.ipAddress)
         } catch {
             unlinkQuietly(path)
             await coordinator.taskFailed(session, taskID: taskID, reason: "\(error)", retryable: true, kind: .segment)

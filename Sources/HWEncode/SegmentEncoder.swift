@@ -12,6 +12,9 @@ public struct SegmentEncodeRequest: Sendable {
     /// The frame count the coordinator expects from its index; nil skips the check.
     public var expectedFrames: Int?
     public var decoderThreads: Int
+    /// Test-only (`FARM_TEST_WRONG_PICTURES` on a node): every frame's luma is inverted before it is encoded, so the
+    /// segment has the right frames at the right times and the wrong pictures, as a hostile node's might.
+    public var invertPictures = false
 
     public init(
         input: String, output: String, config: EncoderConfig, startPTS: Int64?, endPTS: Int64?, expectedFrames: Int?,
@@ -77,6 +80,18 @@ public enum SegmentEncoder {
         try encodeOnce(request, fault: nil, progress: progress, isCancelled: isCancelled)
     }
 
+    /// Inverts an 8-bit frame's first plane in place (the `invertPictures` test fault).
+    static func invertLuma(_ frame: UnsafeMutablePointer<AVFrame>) throws {
+        guard av_frame_make_writable(frame) >= 0, let plane = frame.pointee.data.0 else {
+            throw MediaError(.ffmpeg, "cannot make a frame writable")
+        }
+        let stride = Int(frame.pointee.linesize.0)
+        for row in 0..<Int(frame.pointee.height) {
+            let line = plane + row * stride
+            for x in 0..<Int(frame.pointee.width) { line[x] = 255 &- line[x] }
+        }
+    }
+
     static func encodeOnce(
         _ request: SegmentEncodeRequest, fault: HardwareFault?, progress: (Int) -> Void, isCancelled: () -> Bool
     ) throws -> SegmentEncodeReport {
@@ -123,6 +138,7 @@ public enum SegmentEncoder {
             }
             let t0 = clock.now
             let converted = try converter.convert(frame)
+            if request.invertPictures { try invertLuma(converted) }
             converted.pointee.pts = pts
             converted.pointee.pict_type = AV_PICTURE_TYPE_NONE
             try encoder.send(converted)

@@ -296,8 +296,13 @@ final class Connection: Sendable {
             if TestFaults.failedTasks.take() {
                 throw MediaError(.verificationFailed, "injected encode failure (FARM_TEST_FAIL_TASKS)")
             }
-            let request = try SegmentFiles.request(
+            var made = try SegmentFiles.request(
                 for: assign, input: input, output: output, threads: self.configuration.threads)
+            if TestFaults.wrongPictures.take() {
+                made.invertPictures = true
+                logger.warning("test fault (FARM_TEST_WRONG_PICTURES): encoding inverted pictures")
+            }
+            let request = made
             logger[metadataKey: "encoder"] = "\(request.config.encoder)"
             logger.info("encoding segment", metadata: ["expectedFrames": "\(assign.expectedFrames)"])
             let chooser = self.configuration.chooser ?? EncoderChooser(report: .empty, mode: .off)

@@ -13,7 +13,11 @@ import Synchronization
 ///   coordinator's lease timeout must take the segment back.
 /// - `FARM_TEST_FAIL_TASKS=all|N`: every task (or the first N) fails as an encode failure, for the
 ///   coordinator's retry, quarantine and failed-on-3-nodes rules.
+/// - `FARM_TEST_WRONG_PICTURES=all|N`: every segment (or the first N) is encoded from pictures whose luma is
+///   inverted: the right frames at the right times, the wrong pictures. The coordinator's verifier must refuse
+///   them, quarantine the node and ban it.
 enum TestFaults {
+    static let wrongPictures = Budget(environment: "FARM_TEST_WRONG_PICTURES")
     static let corruptResults = Budget(environment: "FARM_TEST_CORRUPT_RESULT")
     static let stalls = Budget(environment: "FARM_TEST_STALL")
     static let failedTasks = Budget(environment: "FARM_TEST_FAIL_TASKS")

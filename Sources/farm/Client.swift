@@ -301,6 +301,14 @@ struct Nodes: AsyncParsableCommand {
                 ])
             }
             printTable(rows)
+            if !list.bans.isEmpty {
+                print("\nbanned:")
+                var banned = [["ID", "ADDRESS", "SINCE", "REASON"]]
+                for ban in list.bans {
+                    banned.append([ban.id, ban.address ?? "-", ISO8601DateFormatter().string(from: ban.since), ban.reason])
+                }
+                printTable(banned)
+            }
         } catch let error as APIClient.Failure {
             fail(error.description)
         }

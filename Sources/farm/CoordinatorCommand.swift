@@ -105,6 +105,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var quarantineSeconds = 300.0
 
     @Option(
+        name: .customLong("ban-after-refusals"),
+        help: "Results refused by the verifier after which a node is banned (the first quarantines it at once).")
+    var banAfterRefusals = 2
+
+    @Option(
         name: .customLong("lease-timeout"),
         help: "Seconds without a heartbeat after which a node is closed and its segments go to others (stall detector).")
     var leaseTimeout = 30
@@ -138,6 +143,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard cleanupIntervalHours >= 0 else { throw ValidationError("--cleanup-interval-hours must not be negative") }
         guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
         guard quarantineSeconds >= 0 else { throw ValidationError("--quarantine-seconds must not be negative") }
+        guard (1...1000).contains(banAfterRefusals) else {
+            throw ValidationError("--ban-after-refusals \(banAfterRefusals): must be 1 to 1000")
+        }
         // Nodes heartbeat every 2 s: a shorter timeout would close healthy nodes.
         guard leaseTimeout >= 3 else { throw ValidationError("--lease-timeout must be at least 3 seconds") }
         for root in sourceRoots {
@@ -175,6 +183,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.cleanup.retentionSeconds = retentionHours * 3600
         configuration.cleanup.managedOutputDirectory = dataDirectory + "/outputs"
         configuration.quarantine.seconds = quarantineSeconds
+        configuration.banAfterRefusals = banAfterRefusals
         configuration.leaseTimeoutSeconds = leaseTimeout
         configuration.maxNodeSlots = maxNodeSlots ?? tier?.nodeSlots ?? 64
         configuration.maxNodeBytesPerSecond = maxNodeMiBPerSecond << 20

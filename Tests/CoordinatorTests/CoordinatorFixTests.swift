@@ -84,6 +84,41 @@ import Testing
         #expect(failed.error?.contains("3 times while this job was assembling") == true, "\(failed.error ?? "")")
     }
 
+    @Test func bansOutliveTheCoordinator() async throws {
+        let directory = try TestMedia.temporaryDirectory("farm-bans")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var logger = Logger(label: "farm.test")
+        logger.logLevel = .critical
+        let first = Coordinator(
+            configuration: CoordinatorConfiguration(
+                nodeListenPort: 0, dataDirectory: directory.appendingPathComponent("data").path, joinToken: "token",
+                minimumFreeBytes: 0, nodeSecurity: .insecurePlainTCP, logger: logger))
+        let listener = try await first.bind()
+        _ = try await first.open()
+        let task = Task { try await first.run(listener) }
+        // The ban's write goes through the store's queue, which the running coordinator drains; wait for it.
+        let store = try await JobStore(dataDirectory: directory.appendingPathComponent("data").path)
+        var banned: NodeBan?
+        for _ in 0..<100 where banned == nil {
+            try await Task.sleep(for: .milliseconds(20))
+            banned = try? await first.banNode("hostile", reason: "wrong pictures", address: false)
+        }
+        var saved: [JobStore.StoredBan] = []
+        for _ in 0..<100 where saved.isEmpty {
+            try await Task.sleep(for: .milliseconds(50))
+            saved = try await store.bans()
+        }
+        task.cancel()
+        do { try await task.value } catch is CancellationError {} catch { Issue.record("the coordinator stopped: \(error)") }
+        #expect(saved.map(\.nodeID) == ["hostile"])
+        let second = Self.coordinator(directory)
+        _ = try await second.open()
+        let bans = await second.bans()
+        #expect(bans.map(\.nodeID) == ["hostile"] && bans.first?.reason.contains("wrong pictures") == true)
+        #expect(await second.banReason(nodeID: "hostile", host: nil)?.contains("is banned") == true)
+        #expect(await second.unbanNode("hostile") != nil)
+    }
+
     @Test func cancellingAWaitEndsTheWaitOnlyNotTheCoordinator() async throws {
         MediaLog.quiet()
         let directory = try TestMedia.temporaryDirectory("farm-wait")

@@ -132,6 +132,57 @@ import Testing
         #expect(abs(measured - 0.04) < 0.001, "\(measured)")
     }
 
+    @Test func aRefusedResultQuarantinesAtOnceAndASecondBans() throws {
+        let evidence = "segment 0 refused: frame 3 has SSIM 0.412 against the source, below 0.93"
+        // Default rules: the first refusal quarantines the node at once; its segment goes to another node.
+        var farm = Farm()
+        farm.job("a", segments: 1)
+        let bad = farm.join("bad")
+        let task = try #require(farm.assigned(to: bad).first)
+        farm.take(farm.state.resultRefused(bad, taskID: task.taskID, evidence: evidence, host: "203.0.113.5", wallClock: 1e9, now: farm.now))
+        #expect(farm.state.quarantined["bad"]?.reason.contains("SSIM 0.412") == true)
+        #expect(farm.state.bans.isEmpty)
+        #expect(farm.state.refusedResults == 1)
+        let good = farm.join("good")
+        farm.tick(to: 1)
+        #expect(farm.assigned(to: good).contains { $0.segmentIndex == 0 }, "the refused segment goes to the good node")
+        #expect(farm.assigned(to: bad).count == 1, "a quarantined node gets nothing new")
+
+        // Without quarantine time, the second refusal bans: id and public address, sessions closed.
+        var rules = FarmState.Rules()
+        rules.quarantine.seconds = 0
+        var second = Farm(rules: rules)
+        second.job("a", segments: 3)
+        let node = second.join("bad")
+        for round in 0..<2 {
+            second.tick(to: Double(round) * 2)
+            let held = try #require(second.state.nodes[node]?.inFlight.first)
+            second.take(second.state.resultRefused(node, taskID: held, evidence: evidence, host: "203.0.113.5", wallClock: 1e9, now: second.now))
+        }
+        let ban = try #require(second.state.ban(nodeID: "bad", host: nil))
+        #expect(ban.reason == "2 results refused by the verifier" && ban.evidence == evidence && !ban.manual)
+        #expect(ban.address == "203.0.113.5")
+        #expect(second.state.ban(nodeID: "renamed", host: "203.0.113.5")?.nodeID == "bad", "a new id from the same address")
+        #expect(second.closes(node))
+        #expect(second.effects.contains { if case .persist(.banNode(let b)) = $0 { b == ban } else { false } })
+        // Lifted: nothing of it stays.
+        let lifted = second.state.unban("bad")
+        #expect(lifted.ban == ban && second.state.ban(nodeID: "bad", host: "203.0.113.5") == nil)
+        #expect(second.state.unban("bad").ban == nil)
+
+        // A private or loopback address is not banned with the node.
+        var local = Farm(rules: rules)
+        local.job("a", segments: 3)
+        let lan = local.join("lan")
+        for round in 0..<2 {
+            local.tick(to: Double(round) * 2)
+            let held = try #require(local.state.nodes[lan]?.inFlight.first)
+            local.take(local.state.resultRefused(lan, taskID: held, evidence: evidence, host: "10.0.0.7", wallClock: 1e9, now: local.now))
+        }
+        #expect(local.state.ban(nodeID: "lan", host: nil)?.address == nil)
+        #expect(local.state.ban(nodeID: "other", host: "10.0.0.7") == nil)
+    }
+
     @Test func hostileProgressIsIgnoredAndHonestProgressExtendsTheLease() throws {
         var farm = Farm()
         farm.job("a", segments: 1)

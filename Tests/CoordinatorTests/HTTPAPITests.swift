@@ -169,7 +169,7 @@ import Testing
         let routed = Set(router.routes.map { "\($0.method.rawValue) \($0.path.description)" })
         let documented = Self.documentedOperations(APIDocument.yaml)
         let indexed = Set(HTTPAPI.endpoints.map { "\($0.method) \($0.path)" })
-        #expect(routed.count == 22)
+        #expect(routed.count == 24)
         #expect(routed.subtracting(documented).isEmpty, "routes missing from the document: \(routed.subtracting(documented).sorted())")
         #expect(documented.subtracting(routed).isEmpty, "documented but not routed: \(documented.subtracting(routed).sorted())")
         #expect(indexed == routed, "GET /api and the router disagree")
@@ -653,6 +653,52 @@ import Testing
         #expect(ByteRange.parse("bytes=0-1,5-9", size: 1000) == .whole)
         #expect(ByteRange.parse("items=0-1", size: 1000) == .whole)
         #expect(ByteRange.parse("bytes=9-1", size: 1000) == .whole)
+    }
+
+    @Test func nodesAreBannedAndUnbannedByHand() async throws {
+        let f = try Fixture()
+        defer { f.remove() }
+        try await f.app.test(.router) { client in
+            try await client.execute(
+                uri: "/nodes/node-7/ban", method: .post, headers: Self.json, body: Self.body(#"{"reason": "seen copying sources"}"#)
+            ) { response throws in
+                #expect(response.status == .ok)
+                let ban = try Self.object(response)
+                #expect(ban["id"] as? String == "node-7" && ban["manual"] as? Bool == true)
+                #expect((ban["reason"] as? String)?.contains("seen copying sources") == true)
+            }
+            // Its address only while it is connected; no body at all is a ban without a reason.
+            try await client.execute(
+                uri: "/nodes/node-8/ban", method: .post, headers: Self.json, body: Self.body(#"{"address": true}"#)
+            ) { response throws in
+                #expect(response.status == .badRequest)
+                #expect(try Self.error(response).contains("not connected"))
+            }
+            try await client.execute(uri: "/nodes/node-8/ban", method: .post) { response throws in
+                #expect(response.status == .ok, "\(String(buffer: response.body))")
+            }
+            try await client.execute(uri: "/nodes", method: .get) { response throws in
+                let bans = try #require(try Self.object(response)["bans"] as? [[String: Any]])
+                #expect(bans.map { $0["id"] as? String } == ["node-7", "node-8"])
+            }
+            try await client.execute(uri: "/metrics", method: .get) { response throws in
+                #expect(String(buffer: response.body).contains("farm_nodes_banned 2"))
+            }
+            try await client.execute(uri: "/nodes/node-7/ban", method: .delete) { response throws in
+                #expect(response.status == .ok)
+                #expect(try Self.object(response)["id"] as? String == "node-7")
+            }
+            try await client.execute(uri: "/nodes/node-7/ban", method: .delete) { response throws in
+                #expect(response.status == .notFound)
+            }
+            let long = String(repeating: "x", count: 501)
+            try await client.execute(
+                uri: "/nodes/node-9/ban", method: .post, headers: Self.json, body: Self.body(#"{"reason": "\#(long)"}"#)
+            ) { response throws in
+                #expect(response.status == .badRequest)
+            }
+        }
+        #expect(await f.coordinator.bans().map(\.nodeID) == ["node-8"])
     }
 
     @Test func nodeAddressesArePlain() {

@@ -10,7 +10,7 @@ public enum APIDocument {
     }
 
     /// SHA-256 (hex) of docs/openapi.yaml when this folder was generated.
-    public static let sha256 = "f4c80ac53f53d104592a6d7404fb540bd5e1f0a07dc24cdd7805b733b581b957"
+    public static let sha256 = "f82ead142074dc1d8bdeab6ddfa42b9047512d8c6f1a573c17ac8a0132cf4308"
 
     /// Every operation, in the document's order.
     public static let operations: [Operation] = [
@@ -23,7 +23,9 @@ public enum APIDocument {
         .init(method: "GET", path: "/uploads/{id}", summary: "A resumable upload's offset"),
         .init(method: "PUT", path: "/uploads/{id}", summary: "Append a chunk"),
         .init(method: "DELETE", path: "/uploads/{id}", summary: "Abandon a resumable upload"),
-        .init(method: "GET", path: "/nodes", summary: "Connected render nodes"),
+        .init(method: "GET", path: "/nodes", summary: "Connected render nodes, and the bans in force"),
+        .init(method: "POST", path: "/nodes/{id}/ban", summary: "Ban a node by hand"),
+        .init(method: "DELETE", path: "/nodes/{id}/ban", summary: "Lift a node's ban"),
         .init(method: "GET", path: "/health", summary: "Liveness"),
         .init(method: "GET", path: "/ready", summary: "Readiness: the coordinator can accept jobs"),
         .init(method: "GET", path: "/api", summary: "An index of the endpoints"),
@@ -272,19 +274,60 @@ paths:
         '404': {$ref: '#/components/responses/Error'}
   /nodes:
     get:
-      summary: Connected render nodes
+      summary: Connected render nodes, and the bans in force
       operationId: listNodes
       responses:
         '200':
-          description: Every connected node.
+          description: Every connected node, and every banned one (connected or not).
           content:
             application/json:
               schema:
                 type: object
-                required: [nodes]
+                required: [nodes, bans]
                 properties:
                   nodes: {type: array, items: {$ref: '#/components/schemas/Node'}}
+                  bans: {type: array, items: {$ref: '#/components/schemas/Ban'}}
         '401': {$ref: '#/components/responses/Unauthorized'}
+  /nodes/{id}/ban:
+    parameters:
+      - {name: id, in: path, required: true, schema: {type: string, minLength: 1, maxLength: 128}}
+    post:
+      summary: Ban a node by hand
+      description: >-
+        The node's connections close and it cannot join again, under this id, until the ban is lifted. With
+        `address`, the source address it is connected from is banned too, whatever kind of address it is (nodes
+        behind one NAT share it). A node whose results the verifier refuses twice is banned without being asked.
+      operationId: banNode
+      requestBody:
+        required: false
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              properties:
+                reason: {type: string, maxLength: 500, description: Why; shown with the ban.}
+                address: {type: boolean, default: false, description: 'Ban the address the node is connected from too.'}
+      responses:
+        '200':
+          description: The ban now in force.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Ban'}
+        '400': {$ref: '#/components/responses/Error'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '409': {$ref: '#/components/responses/Error'}
+    delete:
+      summary: Lift a node's ban
+      operationId: unbanNode
+      responses:
+        '200':
+          description: The ban that was lifted.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Ban'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '404': {$ref: '#/components/responses/Error'}
   /health:
     get:
       summary: Liveness
@@ -679,6 +722,16 @@ components:
         capabilities: {type: object, description: The node's hardware probe report.}
         quarantined_for_s: {type: number, description: 'While quarantined after repeated failures: seconds until it takes work again.'}
         quarantine_reason: {type: string, description: Why the node was quarantined.}
+    Ban:
+      type: object
+      required: [id, reason, evidence, manual, since]
+      properties:
+        id: {type: string, description: The node id banned.}
+        reason: {type: string}
+        evidence: {type: string, description: 'What proved it: the verifier''s refusal (segment, frame, score), or the operator''s reason.'}
+        address: {type: string, description: The source address banned with the node, when one was.}
+        manual: {type: boolean, description: Banned by an operator rather than by the verifier.}
+        since: {type: string, format: date-time}
     Ready:
       type: object
       required: [ready, nodes, unfinished_jobs]

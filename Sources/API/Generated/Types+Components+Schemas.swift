@@ -732,6 +732,61 @@ extension Components {
                 case quarantine_reason
             }
         }
+        /// - Remark: Generated from `#/components/schemas/Ban`.
+        public struct Ban: Codable, Hashable, Sendable {
+            /// The node id banned.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Ban/id`.
+            public var id: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Ban/reason`.
+            public var reason: Swift.String
+            /// What proved it: the verifier's refusal (segment, frame, score), or the operator's reason.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Ban/evidence`.
+            public var evidence: Swift.String
+            /// The source address banned with the node
+            ///
+            /// - Remark: Generated from `#/components/schemas/Ban/address`.
+            public var address: Swift.String?
+            /// Banned by an operator rather than by the verifier.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Ban/manual`.
+            public var manual: Swift.Bool
+            /// - Remark: Generated from `#/components/schemas/Ban/since`.
+            public var since: Foundation.Date
+            /// Creates a new `Ban`.
+            ///
+            /// - Parameters:
+            ///   - id: The node id banned.
+            ///   - reason:
+            ///   - evidence: What proved it: the verifier's refusal (segment, frame, score), or the operator's reason.
+            ///   - address: The source address banned with the node
+            ///   - manual: Banned by an operator rather than by the verifier.
+            ///   - since:
+            public init(
+                id: Swift.String,
+                reason: Swift.String,
+                evidence: Swift.String,
+                address: Swift.String? = nil,
+                manual: Swift.Bool,
+                since: Foundation.Date
+            ) {
+                self.id = id
+                self.reason = reason
+                self.evidence = evidence
+                self.address = address
+                self.manual = manual
+                self.since = since
+            }
+            public enum CodingKeys: String, CodingKey {
+                case id
+                case reason
+                case evidence
+                case address
+                case manual
+                case since
+            }
+        }
         /// - Remark: Generated from `#/components/schemas/Ready`.
         public struct Ready: Codable, Hashable, Sendable {
             /// - Remark: Generated from `#/components/schemas/Ready/ready`.

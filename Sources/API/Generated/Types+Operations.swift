@@ -2286,7 +2286,7 @@ public enum Operations {
             }
         }
     }
-    /// Connected render nodes
+    /// Connected render nodes, and the bans in force
     ///
     /// - Remark: HTTP `GET /nodes`.
     /// - Remark: Generated from `#/paths//nodes/get(listNodes)`.
@@ -2321,15 +2321,23 @@ public enum Operations {
                     public struct jsonPayload: Codable, Hashable, Sendable {
                         /// - Remark: Generated from `#/paths/nodes/GET/responses/200/content/json/nodes`.
                         public var nodes: [Components.Schemas.Node]
+                        /// - Remark: Generated from `#/paths/nodes/GET/responses/200/content/json/bans`.
+                        public var bans: [Components.Schemas.Ban]
                         /// Creates a new `jsonPayload`.
                         ///
                         /// - Parameters:
                         ///   - nodes:
-                        public init(nodes: [Components.Schemas.Node]) {
+                        ///   - bans:
+                        public init(
+                            nodes: [Components.Schemas.Node],
+                            bans: [Components.Schemas.Ban]
+                        ) {
                             self.nodes = nodes
+                            self.bans = bans
                         }
                         public enum CodingKeys: String, CodingKey {
                             case nodes
+                            case bans
                         }
                     }
                     /// - Remark: Generated from `#/paths/nodes/GET/responses/200/content/application\/json`.
@@ -2357,7 +2365,7 @@ public enum Operations {
                     self.body = body
                 }
             }
-            /// Every connected node.
+            /// Every connected node, and every banned one (connected or not).
             ///
             /// - Remark: Generated from `#/paths//nodes/get(listNodes)/responses/200`.
             ///
@@ -2398,6 +2406,430 @@ public enum Operations {
                     default:
                         try throwUnexpectedResponseStatus(
                             expectedStatus: "unauthorized",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// Undocumented response.
+            ///
+            /// A response with a code that is not documented in the OpenAPI document.
+            case undocumented(statusCode: Swift.Int, OpenAPIRuntime.UndocumentedPayload)
+        }
+        @frozen public enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case other(Swift.String)
+            public init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            public var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                }
+            }
+            public static var allCases: [Self] {
+                [
+                    .json
+                ]
+            }
+        }
+    }
+    /// Ban a node by hand
+    ///
+    /// The node's connections close and it cannot join again, under this id, until the ban is lifted. With `address`, the source address it is connected from is banned too, whatever kind of address it is (nodes behind one NAT share it). A node whose results the verifier refuses twice is banned without being asked.
+    ///
+    /// - Remark: HTTP `POST /nodes/{id}/ban`.
+    /// - Remark: Generated from `#/paths//nodes/{id}/ban/post(banNode)`.
+    public enum banNode {
+        public static let id: Swift.String = "banNode"
+        public struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/path`.
+            public struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/path/id`.
+                public var id: Swift.String
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - id:
+                public init(id: Swift.String) {
+                    self.id = id
+                }
+            }
+            public var path: Operations.banNode.Input.Path
+            /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/header`.
+            public struct Headers: Sendable, Hashable {
+                public var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.banNode.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                public init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.banNode.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            public var headers: Operations.banNode.Input.Headers
+            /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/requestBody`.
+            @frozen public enum Body: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/requestBody/json`.
+                public struct jsonPayload: Codable, Hashable, Sendable {
+                    /// Why; shown with the ban.
+                    ///
+                    /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/requestBody/json/reason`.
+                    public var reason: Swift.String?
+                    /// Ban the address the node is connected from too.
+                    ///
+                    /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/requestBody/json/address`.
+                    public var address: Swift.Bool?
+                    /// Creates a new `jsonPayload`.
+                    ///
+                    /// - Parameters:
+                    ///   - reason: Why; shown with the ban.
+                    ///   - address: Ban the address the node is connected from too.
+                    public init(
+                        reason: Swift.String? = nil,
+                        address: Swift.Bool? = nil
+                    ) {
+                        self.reason = reason
+                        self.address = address
+                    }
+                    public enum CodingKeys: String, CodingKey {
+                        case reason
+                        case address
+                    }
+                    public init(from decoder: any Swift.Decoder) throws {
+                        let container = try decoder.container(keyedBy: CodingKeys.self)
+                        self.reason = try container.decodeIfPresent(
+                            Swift.String.self,
+                            forKey: .reason
+                        )
+                        self.address = try container.decodeIfPresent(
+                            Swift.Bool.self,
+                            forKey: .address
+                        )
+                        try decoder.ensureNoAdditionalProperties(knownKeys: [
+                            "reason",
+                            "address"
+                        ])
+                    }
+                }
+                /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/requestBody/content/application\/json`.
+                case json(Operations.banNode.Input.Body.jsonPayload)
+            }
+            public var body: Operations.banNode.Input.Body?
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            ///   - body:
+            public init(
+                path: Operations.banNode.Input.Path,
+                headers: Operations.banNode.Input.Headers = .init(),
+                body: Operations.banNode.Input.Body? = nil
+            ) {
+                self.path = path
+                self.headers = headers
+                self.body = body
+            }
+        }
+        @frozen public enum Output: Sendable, Hashable {
+            public struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/responses/200/content`.
+                @frozen public enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/responses/200/content/application\/json`.
+                    case json(Components.Schemas.Ban)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    public var json: Components.Schemas.Ban {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                public var body: Operations.banNode.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                public init(body: Operations.banNode.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The ban now in force.
+            ///
+            /// - Remark: Generated from `#/paths//nodes/{id}/ban/post(banNode)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.banNode.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            public var ok: Operations.banNode.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// What was wrong, in one line.
+            ///
+            /// - Remark: Generated from `#/paths//nodes/{id}/ban/post(banNode)/responses/400`.
+            ///
+            /// HTTP response code: `400 badRequest`.
+            case badRequest(Components.Responses._Error)
+            /// The associated value of the enum case if `self` is `.badRequest`.
+            ///
+            /// - Throws: An error if `self` is not `.badRequest`.
+            /// - SeeAlso: `.badRequest`.
+            public var badRequest: Components.Responses._Error {
+                get throws {
+                    switch self {
+                    case let .badRequest(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "badRequest",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// The bearer token is missing or wrong.
+            ///
+            /// - Remark: Generated from `#/paths//nodes/{id}/ban/post(banNode)/responses/401`.
+            ///
+            /// HTTP response code: `401 unauthorized`.
+            case unauthorized(Components.Responses.Unauthorized)
+            /// The associated value of the enum case if `self` is `.unauthorized`.
+            ///
+            /// - Throws: An error if `self` is not `.unauthorized`.
+            /// - SeeAlso: `.unauthorized`.
+            public var unauthorized: Components.Responses.Unauthorized {
+                get throws {
+                    switch self {
+                    case let .unauthorized(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "unauthorized",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// What was wrong, in one line.
+            ///
+            /// - Remark: Generated from `#/paths//nodes/{id}/ban/post(banNode)/responses/409`.
+            ///
+            /// HTTP response code: `409 conflict`.
+            case conflict(Components.Responses._Error)
+            /// The associated value of the enum case if `self` is `.conflict`.
+            ///
+            /// - Throws: An error if `self` is not `.conflict`.
+            /// - SeeAlso: `.conflict`.
+            public var conflict: Components.Responses._Error {
+                get throws {
+                    switch self {
+                    case let .conflict(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "conflict",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// Undocumented response.
+            ///
+            /// A response with a code that is not documented in the OpenAPI document.
+            case undocumented(statusCode: Swift.Int, OpenAPIRuntime.UndocumentedPayload)
+        }
+        @frozen public enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case other(Swift.String)
+            public init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            public var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                }
+            }
+            public static var allCases: [Self] {
+                [
+                    .json
+                ]
+            }
+        }
+    }
+    /// Lift a node's ban
+    ///
+    /// - Remark: HTTP `DELETE /nodes/{id}/ban`.
+    /// - Remark: Generated from `#/paths//nodes/{id}/ban/delete(unbanNode)`.
+    public enum unbanNode {
+        public static let id: Swift.String = "unbanNode"
+        public struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/nodes/{id}/ban/DELETE/path`.
+            public struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/nodes/{id}/ban/DELETE/path/id`.
+                public var id: Swift.String
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - id:
+                public init(id: Swift.String) {
+                    self.id = id
+                }
+            }
+            public var path: Operations.unbanNode.Input.Path
+            /// - Remark: Generated from `#/paths/nodes/{id}/ban/DELETE/header`.
+            public struct Headers: Sendable, Hashable {
+                public var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.unbanNode.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                public init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.unbanNode.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            public var headers: Operations.unbanNode.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            public init(
+                path: Operations.unbanNode.Input.Path,
+                headers: Operations.unbanNode.Input.Headers = .init()
+            ) {
+                self.path = path
+                self.headers = headers
+            }
+        }
+        @frozen public enum Output: Sendable, Hashable {
+            public struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/nodes/{id}/ban/DELETE/responses/200/content`.
+                @frozen public enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/nodes/{id}/ban/DELETE/responses/200/content/application\/json`.
+                    case json(Components.Schemas.Ban)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    public var json: Components.Schemas.Ban {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                public var body: Operations.unbanNode.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                public init(body: Operations.unbanNode.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The ban that was lifted.
+            ///
+            /// - Remark: Generated from `#/paths//nodes/{id}/ban/delete(unbanNode)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.unbanNode.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            public var ok: Operations.unbanNode.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// The bearer token is missing or wrong.
+            ///
+            /// - Remark: Generated from `#/paths//nodes/{id}/ban/delete(unbanNode)/responses/401`.
+            ///
+            /// HTTP response code: `401 unauthorized`.
+            case unauthorized(Components.Responses.Unauthorized)
+            /// The associated value of the enum case if `self` is `.unauthorized`.
+            ///
+            /// - Throws: An error if `self` is not `.unauthorized`.
+            /// - SeeAlso: `.unauthorized`.
+            public var unauthorized: Components.Responses.Unauthorized {
+                get throws {
+                    switch self {
+                    case let .unauthorized(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "unauthorized",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// What was wrong, in one line.
+            ///
+            /// - Remark: Generated from `#/paths//nodes/{id}/ban/delete(unbanNode)/responses/404`.
+            ///
+            /// HTTP response code: `404 notFound`.
+            case notFound(Components.Responses._Error)
+            /// The associated value of the enum case if `self` is `.notFound`.
+            ///
+            /// - Throws: An error if `self` is not `.notFound`.
+            /// - SeeAlso: `.notFound`.
+            public var notFound: Components.Responses._Error {
+                get throws {
+                    switch self {
+                    case let .notFound(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "notFound",
                             response: self
                         )
                     }

@@ -99,11 +99,23 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `DELETE /uploads/{id}`.
     /// - Remark: Generated from `#/paths//uploads/{id}/delete(deleteUpload)`.
     func deleteUpload(_ input: Operations.deleteUpload.Input) async throws -> Operations.deleteUpload.Output
-    /// Connected render nodes
+    /// Connected render nodes, and the bans in force
     ///
     /// - Remark: HTTP `GET /nodes`.
     /// - Remark: Generated from `#/paths//nodes/get(listNodes)`.
     func listNodes(_ input: Operations.listNodes.Input) async throws -> Operations.listNodes.Output
+    /// Ban a node by hand
+    ///
+    /// The node's connections close and it cannot join again, under this id, until the ban is lifted. With `address`, the source address it is connected from is banned too, whatever kind of address it is (nodes behind one NAT share it). A node whose results the verifier refuses twice is banned without being asked.
+    ///
+    /// - Remark: HTTP `POST /nodes/{id}/ban`.
+    /// - Remark: Generated from `#/paths//nodes/{id}/ban/post(banNode)`.
+    func banNode(_ input: Operations.banNode.Input) async throws -> Operations.banNode.Output
+    /// Lift a node's ban
+    ///
+    /// - Remark: HTTP `DELETE /nodes/{id}/ban`.
+    /// - Remark: Generated from `#/paths//nodes/{id}/ban/delete(unbanNode)`.
+    func unbanNode(_ input: Operations.unbanNode.Input) async throws -> Operations.unbanNode.Output
     /// Liveness
     ///
     /// - Remark: HTTP `GET /health`.
@@ -348,12 +360,42 @@ extension APIProtocol {
             headers: headers
         ))
     }
-    /// Connected render nodes
+    /// Connected render nodes, and the bans in force
     ///
     /// - Remark: HTTP `GET /nodes`.
     /// - Remark: Generated from `#/paths//nodes/get(listNodes)`.
     public func listNodes(headers: Operations.listNodes.Input.Headers = .init()) async throws -> Operations.listNodes.Output {
         try await listNodes(Operations.listNodes.Input(headers: headers))
+    }
+    /// Ban a node by hand
+    ///
+    /// The node's connections close and it cannot join again, under this id, until the ban is lifted. With `address`, the source address it is connected from is banned too, whatever kind of address it is (nodes behind one NAT share it). A node whose results the verifier refuses twice is banned without being asked.
+    ///
+    /// - Remark: HTTP `POST /nodes/{id}/ban`.
+    /// - Remark: Generated from `#/paths//nodes/{id}/ban/post(banNode)`.
+    public func banNode(
+        path: Operations.banNode.Input.Path,
+        headers: Operations.banNode.Input.Headers = .init(),
+        body: Operations.banNode.Input.Body? = nil
+    ) async throws -> Operations.banNode.Output {
+        try await banNode(Operations.banNode.Input(
+            path: path,
+            headers: headers,
+            body: body
+        ))
+    }
+    /// Lift a node's ban
+    ///
+    /// - Remark: HTTP `DELETE /nodes/{id}/ban`.
+    /// - Remark: Generated from `#/paths//nodes/{id}/ban/delete(unbanNode)`.
+    public func unbanNode(
+        path: Operations.unbanNode.Input.Path,
+        headers: Operations.unbanNode.Input.Headers = .init()
+    ) async throws -> Operations.unbanNode.Output {
+        try await unbanNode(Operations.unbanNode.Input(
+            path: path,
+            headers: headers
+        ))
     }
     /// Liveness
     ///

@@ -113,3 +113,11 @@ extension Schemas.Validation {
             })
     }
 }
+
+extension Components.Schemas.Ban {
+    init(_ ban: NodeBan) {
+        self.init(
+            id: ban.nodeID, reason: ban.reason, evidence: ban.evidence, address: ban.address, manual: ban.manual,
+            since: ban.since)
+    }
+}

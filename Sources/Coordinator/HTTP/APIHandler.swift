@@ -60,7 +60,36 @@ struct APIHandler: APIProtocol {
     }
 
     func listNodes(_ input: Operations.listNodes.Input) async throws -> Operations.listNodes.Output {
-        .ok(.init(body: .json(.init(nodes: await routes.nodes()))))
+        .ok(.init(body: .json(.init(nodes: await routes.nodes(), bans: await routes.coordinator.bans().map(Schemas.Ban.init)))))
+    }
+
+    func banNode(_ input: Operations.banNode.Input) async throws -> Operations.banNode.Output {
+        let id = try Self.nodeID(input.path.id)
+        var reason: String?
+        var address = false
+        if case .json(let body)? = input.body {
+            if let given = body.reason {
+                guard given.count <= 500 else { throw APIError.badRequest("reason has \(given.count) characters; at most 500") }
+                reason = given.isEmpty ? nil : given
+            }
+            address = body.address ?? false
+        }
+        let ban = try await routes.coordinator.banNode(id, reason: reason, address: address)
+        return .ok(.init(body: .json(Schemas.Ban(ban))))
+    }
+
+    func unbanNode(_ input: Operations.unbanNode.Input) async throws -> Operations.unbanNode.Output {
+        let id = try Self.nodeID(input.path.id)
+        guard let ban = await routes.coordinator.unbanNode(id) else {
+            throw APIError(.notFound, "node \(id) is not banned")
+        }
+        return .ok(.init(body: .json(Schemas.Ban(ban))))
+    }
+
+    /// A node id from a path: 1 to 128 characters.
+    static func nodeID(_ id: String) throws -> String {
+        guard (1...128).contains(id.count) else { throw APIError.badRequest("a node id has 1 to 128 characters, not \(id.count)") }
+        return id
     }
 
     func health(_ input: Operations.health.Input) async throws -> Operations.health.Output {
@@ -157,5 +186,20 @@ struct PlainLocationHeader: ServerMiddleware {
             response.headerFields[.location] = plain
         }
         return (response, responseBody)
+    }
+}
+
+/// A request that carries no body (no `Content-Type`, and `Content-Length: 0` or no length and no
+/// `Transfer-Encoding`) reaches the generated server as one without a body, so that an operation whose body is
+/// optional (`POST /nodes/{id}/ban`) takes a bare `POST` instead of refusing empty bytes as bad JSON.
+struct EmptyBodyIsNoBody: ServerMiddleware {
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        let fields = request.headerFields
+        let empty = fields[.contentType] == nil
+            && (fields[.contentLength] == "0" || (fields[.contentLength] == nil && fields[.transferEncoding] == nil))
+        return try await next(request, empty ? nil : body, metadata)
     }
 }

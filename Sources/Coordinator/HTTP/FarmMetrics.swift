@@ -34,10 +34,13 @@ final class FarmMetrics: Sendable {
     private let fallbacks: Prometheus.Counter
     private let scaleUp: Prometheus.Gauge
     private let scaleDownHint: Prometheus.Gauge
+    private let bans: Prometheus.Gauge
+    private let refused: Prometheus.Counter
     private let scaleDownWindow: Duration
 
     private struct State {
         var segmentsSeen = 0
+        var refusalsSeen = 0
         var fallbacksSeen = 0
         var segmentSamples: [(ContinuousClock.Instant, Int)] = []
         var lowUtilisationSince: ContinuousClock.Instant?
@@ -69,6 +72,8 @@ final class FarmMetrics: Sendable {
         fallbacks = registry.makeCounter(descriptor: Self.descriptor("farm_fallbacks_total", "Segments a node re-encoded in software after its hardware encoder failed."))
         scaleUp = registry.makeGauge(descriptor: Self.descriptor("farm_scale_up", "1 when more nodes are wanted: more than 10 jobs queued, or a job waited more than 30 s."))
         scaleDownHint = registry.makeGauge(descriptor: Self.descriptor("farm_scale_down_hint", "1 when utilisation has stayed under 30 % for the scale-down window."))
+        bans = registry.makeGauge(descriptor: Self.descriptor("farm_nodes_banned", "Bans in force (node ids, with their addresses where banned)."))
+        refused = registry.makeCounter(descriptor: Self.descriptor("farm_results_refused_total", "Results the verifier refused: evidence against their nodes."))
     }
 
     private static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
@@ -81,8 +86,17 @@ final class FarmMetrics: Sendable {
     }
 
     /// Sets every gauge from a snapshot and renders the registry in the Prometheus text format.
-    func render(jobs: [JobStatus], nodeList: [NodeStatus], now: ContinuousClock.Instant = .now) -> String {
+    func render(
+        jobs: [JobStatus], nodeList: [NodeStatus], bans banCount: Int = 0, refusedResults: Int = 0,
+        now: ContinuousClock.Instant = .now
+    ) -> String {
         update(jobs: jobs, nodeList: nodeList, now: now)
+        bans.set(Double(banCount))
+        let newRefusals = state.withLock { s in
+            defer { s.refusalsSeen = max(s.refusalsSeen, refusedResults) }
+            return max(refusedResults - s.refusalsSeen, 0)
+        }
+        if newRefusals > 0 { refused.increment(by: Int64(newRefusals)) }
         return registry.emitToString()
     }
 

@@ -126,7 +126,7 @@ public enum HTTPAPI {
             try APIHandler(routes: routes).registerHandlers(
                 on: StreamingRoutesTransport(router: router),
                 configuration: OpenAPIRuntime.Configuration(jsonEncodingOptions: [.sortedKeys, .withoutEscapingSlashes]),
-                middlewares: [PlainLocationHeader()])
+                middlewares: [EmptyBodyIsNoBody(), PlainLocationHeader()])
         } catch {
             preconditionFailure("the generated routes do not fit the router: \(error)")
         }
@@ -504,7 +504,9 @@ struct Routes: Sendable {
 
     func metricsText() async -> String {
         // This run's jobs: counters count what happened since the start, not what the store remembers.
-        metrics.render(jobs: await coordinator.listJobs(includingEarlierRuns: false), nodeList: await coordinator.connectedNodes())
+        metrics.render(
+            jobs: await coordinator.listJobs(includingEarlierRuns: false), nodeList: await coordinator.connectedNodes(),
+            bans: await coordinator.bans().count, refusedResults: await coordinator.refusedResults)
     }
 }
 

@@ -36,6 +36,8 @@ package enum StoreWrite: Sendable, Equatable {
     case upsertNode(id: String, address: String, slots: Int, threads: Int, capabilities: String)
     case markNode(id: String, state: StoredNode.State, reason: String?)
     case quarantineNode(id: String, forSeconds: Double, reason: String)
+    case banNode(FarmState.Ban)
+    case unbanNode(id: String)
 }
 
 extension Array where Element == FarmEffect {

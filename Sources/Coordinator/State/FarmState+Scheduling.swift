@@ -111,7 +111,8 @@ extension FarmState {
         return nodes.values.sorted(by: { $0.session < $1.session }).map { node in
             var entry = SchedulerNode(
                 id: node.session, name: node.nodeID, slots: node.slots, busySlots: node.inFlight.count,
-                speeds: speeds.speeds(node: node.nodeID), draining: node.draining || quarantined[node.nodeID] != nil)
+                speeds: speeds.speeds(node: node.nodeID),
+                draining: node.draining || quarantined[node.nodeID] != nil || bans[node.nodeID] != nil)
             entry.speedCeilings = ceilings[node.session] ?? [:]
             return entry
         }

@@ -21,6 +21,8 @@ package struct FarmState: Sendable {
         /// (at the node's measured speed) before progress must extend it.
         package var minimumLeaseSeconds = 120.0
         package var leaseTimeFactor = 3.0
+        /// Refused results after which a node is banned (the first quarantines it at once).
+        package var banAfterRefusals = 2
 
         package init() {}
 
@@ -29,6 +31,7 @@ package struct FarmState: Sendable {
             maxSegmentFailures = configuration.maxSegmentFailures
             quarantine = configuration.quarantine
             maxNodeSlots = configuration.maxNodeSlots
+            banAfterRefusals = configuration.banAfterRefusals
         }
     }
 
@@ -142,6 +145,10 @@ package struct FarmState: Sendable {
     /// time, with the reason.
     var nodeFailures: [String: [Double]] = [:]
     var quarantined: [String: (until: Double, reason: String)] = [:]
+    /// Results the verifier refused, per node id and in all; and the bans in force, by node id.
+    var refusals: [String: Int] = [:]
+    package var refusedResults = 0
+    package var bans: [String: Ban] = [:]
 
     /// Replaces the policy's decisions (the scheduler simulation compares the naive policy with it).
     package typealias Decide = @Sendable (
