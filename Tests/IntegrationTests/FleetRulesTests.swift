@@ -144,6 +144,58 @@ import Testing
         }
     }
 
+    @Test func aNodeReturningWrongPicturesIsBannedAndTheJobEndsExact() async throws {
+        // The liar encodes every segment from inverted pictures: right frames, right times, wrong pictures. The
+        // verifier refuses them; the first refusal would quarantine it (0 s here, so it gets a second chance), the
+        // second bans it. The honest node encodes everything, and the output matches the source picture by picture.
+        let fleet = try await Fleet(
+            "farm-wrong-pictures", nodes: [("liar", ["FARM_TEST_WRONG_PICTURES": "all"]), ("honest", [:])],
+            coordinatorArguments: ["--quarantine-seconds", "0"])
+        defer { try? FileManager.default.removeItem(at: fleet.directory) }
+        try await fleet.stopping {
+            let (clip, id) = try await fleet.submitClip(seconds: 8)
+            let job = try await fleet.waitForEnd(id, timeout: 90)
+            let log = fleet.coordinatorText
+            #expect(job["state"] as? String == "done", "\(job) \(log.suffix(3000))")
+            let segments = try #require(job["segments"] as? [[String: Any]])
+            #expect(segments.allSatisfy { $0["node"] as? String == "honest" }, "\(segments)")
+
+            let listing = try await fleet.get("/nodes")
+            let bans = try #require(listing["bans"] as? [[String: Any]])
+            let ban = try #require(bans.first { $0["id"] as? String == "liar" }, "\(listing)")
+            #expect(ban["reason"] as? String == "2 results refused by the verifier", "\(ban)")
+            #expect((ban["evidence"] as? String)?.contains("SSIM") == true, "\(ban)")
+            #expect(ban["address"] == nil, "a loopback address is not banned unless asked")
+            let nodes = try #require(listing["nodes"] as? [[String: Any]])
+            #expect(!nodes.contains { $0["id"] as? String == "liar" })
+            #expect(log.contains("node banned"))
+
+            // The banned node tried again and was told why.
+            let liarLog = fleet.directory.appendingPathComponent("liar.log").path
+            let told = await FarmBinary.waitUntil(timeout: 30) {
+                ((try? String(contentsOfFile: liarLog, encoding: .utf8)) ?? "").contains("node liar is banned")
+            }
+            #expect(told, "\(((try? String(contentsOfFile: liarLog, encoding: .utf8)) ?? "").suffix(1500))")
+
+            try await fleet.expectOutput(of: id, matches: clip)
+            // Pictures against the source: the worst frame's PSNR is an honest encode's, not an inverted one's.
+            let output = fleet.directory.appendingPathComponent("out.mp4").path
+            let stats = try TestMedia.run(
+                "ffmpeg", ["-v", "error", "-i", output, "-i", clip, "-lavfi", "[0:v][1:v]psnr=stats_file=-", "-f", "null", "-"])
+            let worst = stats.split(separator: "\n").compactMap { line in
+                line.split(separator: " ").first { $0.hasPrefix("psnr_y:") }.flatMap { Double($0.dropFirst(7)) }
+            }.min()
+            #expect((worst ?? 0) > 25, "worst luma PSNR \(worst ?? -1) dB")
+
+            // Lifted by hand: it is gone from the list.
+            var request = FleetRulesTests.authorized(fleet.base + "/nodes/liar/ban")
+            request.httpMethod = "DELETE"
+            let (_, response) = try await URLSession.shared.data(for: request)
+            #expect((response as? HTTPURLResponse)?.statusCode == 200)
+            #expect((try await fleet.get("/nodes")["bans"] as? [[String: Any]])?.isEmpty == true)
+        }
+    }
+
     @Test func stragglingSegmentIsDuplicatedAndTheFirstResultKept() async throws {
         // One node 40 times slower than it should be: its segment is late, runs a second time on the
         // fast node, and the copy that ends first (the fast one) is kept; the other is cancelled.
