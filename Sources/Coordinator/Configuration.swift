@@ -1,4 +1,5 @@
 public import FarmHWEncode
+internal import Foundation
 public import Logging
 
 /// How a coordinator runs.
@@ -45,6 +46,9 @@ public struct CoordinatorConfiguration: Sendable {
     public var maxNodeSlots = 64
     /// Results refused by the verifier after which a node is banned (the first quarantines it at once).
     public var banAfterRefusals = 2
+    /// Threads of the coordinator's own CPU work at once (verifying results); `--work-threads`, the tier's
+    /// coordinator CPU with `--tier`, else every core.
+    public var workThreads = ProcessInfo.processInfo.activeProcessorCount
     /// What the periodic cleanup removes, and how often it runs.
     public var cleanup = CleanupPolicy()
     /// How sources given as http(s) URLs are fetched (size, time, retries, which addresses).

@@ -91,8 +91,12 @@ public actor Coordinator {
     private let storeOperations: AsyncStream<@Sendable (JobStore) async -> Void>
     private let storeContinuation: AsyncStream<@Sendable (JobStore) async -> Void>.Continuation
 
+    /// The threads the coordinator's own CPU work (verification) shares.
+    let cpuBudget: CPUBudget
+
     public init(configuration: CoordinatorConfiguration) {
         self.configuration = configuration
+        self.cpuBudget = CPUBudget(threads: configuration.workThreads)
         self.logger = configuration.logger
         self.state = FarmState(rules: FarmState.Rules(configuration))
         (jobStream, jobContinuation) = AsyncStream<String>.makeStream()

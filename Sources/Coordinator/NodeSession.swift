@@ -230,88 +230,94 @@ struct NodeMessageHandler: Sendable {
     ) async throws where Inbound.Element == Message {
         let perSecond = coordinator.configuration.maxNodeMessagesPerSecond
         var limit = MessageRateLimit(perSecond: perSecond)
-        while let message = try await iterator.next() {
-            guard limit.admit() else {
-                let reason = "more than \(perSecond) messages a second (\(2 * perSecond) in a burst)"
-                logger.warning(
-                    "node exceeded the message rate limit; disconnecting it",
-                    metadata: ["node": "\(nodeID)", "limit": "\(reason)"])
-                // Best effort: the node may not be reading, so this is not awaited; closing follows.
-                channel?.writeAndFlush(Message.reject(Reject(reason: "message rate: \(reason)")), promise: nil)
-                throw ProtocolError(code: .rateLimited, message: "node \(nodeID) sent \(reason)")
-            }
-            switch message {
-            case .result(let result):
-                guard receivers[result.taskID] == nil else {
-                    throw ProtocolError(code: .unexpectedMessage, message: "second result for task \(result.taskID)")
+        // Verifications run as children of this group: closing the connection cancels them.
+        try await withThrowingDiscardingTaskGroup { verifications in
+            while let message = try await iterator.next() {
+                guard limit.admit() else {
+                    let reason = "more than \(perSecond) messages a second (\(2 * perSecond) in a burst)"
+                    logger.warning(
+                        "node exceeded the message rate limit; disconnecting it",
+                        metadata: ["node": "\(nodeID)", "limit": "\(reason)"])
+                    // Best effort: the node may not be reading, so this is not awaited; closing follows.
+                    channel?.writeAndFlush(Message.reject(Reject(reason: "message rate: \(reason)")), promise: nil)
+                    throw ProtocolError(code: .rateLimited, message: "node \(nodeID) sent \(reason)")
                 }
-                // A node holds at most its slots' tasks (plus ones cancelled while it sent them): more
-                // results at once are a node piling up receivers.
-                guard receivers.count < coordinator.configuration.maxNodeSlots * 2 else {
-                    throw ProtocolError(
-                        code: .unexpectedMessage, message: "a result while \(receivers.count) are in flight already")
-                }
-                // Checked before anything is allocated: a result must stay within the bytes a
-                // segment may have (else the connection closes) and have the segment's frames (else
-                // it fails the task and its bytes are read and dropped). A result of a task the node
-                // no longer holds (cancelled while it was sent) is read and dropped too.
-                var path: String? = nil
-                if let expected = await coordinator.expectations(session, taskID: result.taskID) {
-                    if result.byteLength > UInt64(max(expected.maxBytes, 0)) {
-                        let reason = "result of \(result.byteLength) bytes exceeds the \(expected.maxBytes) bytes a segment may have"
-                        await coordinator.taskFailed(session, taskID: result.taskID, reason: reason, retryable: true, kind: .node)
-                        throw ProtocolError(code: .unexpectedMessage, message: "task \(result.taskID): \(reason)")
+                switch message {
+                case .result(let result):
+                    guard receivers[result.taskID] == nil else {
+                        throw ProtocolError(code: .unexpectedMessage, message: "second result for task \(result.taskID)")
                     }
-                    if result.frames != UInt64(max(expected.frames, 0)) {
-                        await coordinator.taskFailed(
-                            session, taskID: result.taskID,
-                            reason: "node encoded \(result.frames) frames, the segment has \(expected.frames)", retryable: true)
-                    } else {
-                        path = await coordinator.resultPath(session, taskID: result.taskID)
+                    // A node holds at most its slots' tasks (plus ones cancelled while it sent them): more
+                    // results at once are a node piling up receivers.
+                    guard receivers.count < coordinator.configuration.maxNodeSlots * 2 else {
+                        throw ProtocolError(
+                            code: .unexpectedMessage, message: "a result while \(receivers.count) are in flight already")
                     }
+                    // Checked before anything is allocated: a result must stay within the bytes a
+                    // segment may have (else the connection closes) and have the segment's frames (else
+                    // it fails the task and its bytes are read and dropped). A result of a task the node
+                    // no longer holds (cancelled while it was sent) is read and dropped too.
+                    var path: String? = nil
+                    if let expected = await coordinator.expectations(session, taskID: result.taskID) {
+                        if result.byteLength > UInt64(max(expected.maxBytes, 0)) {
+                            let reason = "result of \(result.byteLength) bytes exceeds the \(expected.maxBytes) bytes a segment may have"
+                            await coordinator.taskFailed(session, taskID: result.taskID, reason: reason, retryable: true, kind: .node)
+                            throw ProtocolError(code: .unexpectedMessage, message: "task \(result.taskID): \(reason)")
+                        }
+                        if result.frames != UInt64(max(expected.frames, 0)) {
+                            await coordinator.taskFailed(
+                                session, taskID: result.taskID,
+                                reason: "node encoded \(result.frames) frames, the segment has \(expected.frames)", retryable: true)
+                        } else {
+                            path = await coordinator.resultPath(session, taskID: result.taskID)
+                        }
+                    }
+                    var handle: WriteFileHandle? = nil
+                    if let path {
+                        handle = try await FileSystem.shared.openFile(
+                            forWritingAt: FilePath(path), options: .newFile(replaceExisting: true))
+                    }
+                    receivers[result.taskID] = Receiver(result: result, path: path, handle: handle)
+                    if result.byteLength == 0 { try await complete(result.taskID, &receivers, session: session, verifications: &verifications) }
+                case .data(let chunk):
+                    guard var receiver = receivers[chunk.taskID] else {
+                        throw ProtocolError(code: .unexpectedMessage, message: "data for task \(chunk.taskID) without a result")
+                    }
+                    let count = Int64(chunk.bytes.readableBytes)
+                    guard UInt64(receiver.received + count) <= receiver.result.byteLength else {
+                        throw ProtocolError(
+                            code: .unexpectedMessage,
+                            message: "task \(chunk.taskID) sent more than its announced \(receiver.result.byteLength) bytes")
+                    }
+                    if let handle = receiver.handle {
+                        try await handle.write(contentsOf: chunk.bytes, toAbsoluteOffset: receiver.received)
+                        receiver.checksum.update(chunk.bytes)
+                    }
+                    receiver.received += count
+                    receivers[chunk.taskID] = receiver
+                    if UInt64(receiver.received) == receiver.result.byteLength {
+                        try await complete(chunk.taskID, &receivers, session: session, verifications: &verifications)
+                    }
+                case .failure(let failure):
+                    await coordinator.taskFailed(
+                        session, taskID: failure.taskID, reason: failure.reason, retryable: failure.retryable, kind: failure.kind)
+                case .heartbeat(let heartbeat):
+                    await coordinator.heartbeat(session, heartbeat)
+                case .drain:
+                    await coordinator.nodeDraining(session)
+                    logger.info("node is draining", metadata: ["node": "\(nodeID)"])
+                default:
+                    throw ProtocolError(code: .unexpectedMessage, message: "unexpected \(message.name) from node \(nodeID)")
                 }
-                var handle: WriteFileHandle? = nil
-                if let path {
-                    handle = try await FileSystem.shared.openFile(
-                        forWritingAt: FilePath(path), options: .newFile(replaceExisting: true))
-                }
-                receivers[result.taskID] = Receiver(result: result, path: path, handle: handle)
-                if result.byteLength == 0 { try await complete(result.taskID, &receivers, session: session) }
-            case .data(let chunk):
-                guard var receiver = receivers[chunk.taskID] else {
-                    throw ProtocolError(code: .unexpectedMessage, message: "data for task \(chunk.taskID) without a result")
-                }
-                let count = Int64(chunk.bytes.readableBytes)
-                guard UInt64(receiver.received + count) <= receiver.result.byteLength else {
-                    throw ProtocolError(
-                        code: .unexpectedMessage,
-                        message: "task \(chunk.taskID) sent more than its announced \(receiver.result.byteLength) bytes")
-                }
-                if let handle = receiver.handle {
-                    try await handle.write(contentsOf: chunk.bytes, toAbsoluteOffset: receiver.received)
-                    receiver.checksum.update(chunk.bytes)
-                }
-                receiver.received += count
-                receivers[chunk.taskID] = receiver
-                if UInt64(receiver.received) == receiver.result.byteLength {
-                    try await complete(chunk.taskID, &receivers, session: session)
-                }
-            case .failure(let failure):
-                await coordinator.taskFailed(
-                    session, taskID: failure.taskID, reason: failure.reason, retryable: failure.retryable, kind: failure.kind)
-            case .heartbeat(let heartbeat):
-                await coordinator.heartbeat(session, heartbeat)
-            case .drain:
-                await coordinator.nodeDraining(session)
-                logger.info("node is draining", metadata: ["node": "\(nodeID)"])
-            default:
-                throw ProtocolError(code: .unexpectedMessage, message: "unexpected \(message.name) from node \(nodeID)")
             }
         }
     }
 
     /// The last byte of a result arrived: check it end to end before the coordinator trusts it.
-    private func complete(_ taskID: UInt64, _ receivers: inout [UInt64: Receiver], session: UInt64) async throws {
+    private func complete(
+        _ taskID: UInt64, _ receivers: inout [UInt64: Receiver], session: UInt64,
+        verifications: inout ThrowingDiscardingTaskGroup<any Error>
+    ) async throws {
         guard let receiver = receivers.removeValue(forKey: taskID) else { return }
         if let handle = receiver.handle, await !Self.closeQuietly(handle) {
             if let path = receiver.path { unlinkQuietly(path) }
@@ -329,19 +335,40 @@ struct NodeMessageHandler: Sendable {
             unlinkQuietly(path)
             return
         }
+        let coordinator = self.coordinator
+        let host = channel?.remoteAddress?.ipAddress
+        // The check runs beside the read loop (heartbeats and other results keep arriving) and waits for a thread
+        // of the coordinator's CPU budget, shared with every other node's checks.
+        verifications.addTask {
+            await Self.verify(result, path: path, expected: expected, session: session, host: host, coordinator: coordinator)
+        }
+    }
+
+    /// Checks a whole result as if its node were hostile, then reports it: done, refused (evidence against the
+    /// node), or failed.
+    private static func verify(
+        _ result: TaskResult, path: String, expected: ResultExpectations, session: UInt64, host: String?,
+        coordinator: Coordinator
+    ) async {
+        let taskID = result.taskID
         do {
             // The node is not trusted: its segment is decoded in full and compared with the source.
-            let header = try await Offload.run("check result \(taskID)") { cancel in
-                if let check = expected.check {
-                    _ = try SegmentVerifier.verify(resultPath: path, check) { cancel.isCancelled }
+            let header = try await coordinator.cpuBudget.run {
+                try await Offload.run("check result \(taskID)") { cancel in
+                    if let check = expected.check {
+                        _ = try SegmentVerifier.verify(resultPath: path, check) { cancel.isCancelled }
+                    }
+                    return try PacketFileReader(path: path).header
                 }
-                return try PacketFileReader(path: path).header
             }
             await coordinator.taskCompleted(session, result, path: path, parameters: header.parameters)
+        } catch let error as MediaError where error.code == .cancelled {
+            // The connection closed while its result waited or was checked: the node's leaving requeues the task.
+            unlinkQuietly(path)
         } catch let error as MediaError where error.code == .verificationFailed {
             // Evidence against the node: quarantined at once, banned after a second.
             unlinkQuietly(path)
-            await coordinator.resultRefused(session, taskID: taskID, evidence: error.message, host: channel?.remoteAddress?.ipAddress)
+            await coordinator.resultRefused(session, taskID: taskID, evidence: error.message, host: host)
         } catch {
             unlinkQuietly(path)
             await coordinator.taskFailed(session, taskID: taskID, reason: "\(error)", retryable: true, kind: .segment)

@@ -105,6 +105,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var quarantineSeconds = 300.0
 
     @Option(
+        name: .customLong("work-threads"),
+        help: "Threads of the coordinator's own CPU work at once, verification of results first (default: the tier's coordinator CPU, else every core).")
+    var workThreads: Int?
+
+    @Option(
         name: .customLong("ban-after-refusals"),
         help: "Results refused by the verifier after which a node is banned (the first quarantines it at once).")
     var banAfterRefusals = 2
@@ -143,6 +148,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard cleanupIntervalHours >= 0 else { throw ValidationError("--cleanup-interval-hours must not be negative") }
         guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
         guard quarantineSeconds >= 0 else { throw ValidationError("--quarantine-seconds must not be negative") }
+        if let workThreads, !(1...1024).contains(workThreads) {
+            throw ValidationError("--work-threads \(workThreads): must be 1 to 1024")
+        }
         guard (1...1000).contains(banAfterRefusals) else {
             throw ValidationError("--ban-after-refusals \(banAfterRefusals): must be 1 to 1000")
         }
@@ -184,6 +192,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.cleanup.managedOutputDirectory = dataDirectory + "/outputs"
         configuration.quarantine.seconds = quarantineSeconds
         configuration.banAfterRefusals = banAfterRefusals
+        if let threads = workThreads ?? tier?.spec.coordinatorCPU { configuration.workThreads = threads }
         configuration.leaseTimeoutSeconds = leaseTimeout
         configuration.maxNodeSlots = maxNodeSlots ?? tier?.nodeSlots ?? 64
         configuration.maxNodeBytesPerSecond = maxNodeMiBPerSecond << 20

@@ -84,6 +84,39 @@ import Testing
         #expect(failed.error?.contains("3 times while this job was assembling") == true, "\(failed.error ?? "")")
     }
 
+    @Test func theCPUBudgetRunsAtMostItsThreadsAtOnce() async throws {
+        let budget = CPUBudget(threads: 2)
+        final class Count: @unchecked Sendable {
+            let lock = NSLock()
+            var now = 0
+            var most = 0
+            var order: [Int] = []
+            func change(_ by: Int, _ index: Int? = nil) {
+                lock.lock()
+                defer { lock.unlock() }
+                now += by
+                most = max(most, now)
+                if let index { order.append(index) }
+            }
+        }
+        let count = Count()
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<8 {
+                group.addTask {
+                    await budget.run {
+                        count.change(1, i)
+                        try? await Task.sleep(for: .milliseconds(30))
+                        count.change(-1)
+                    }
+                }
+            }
+        }
+        #expect(count.most == 2, "\(count.most) ran at once")
+        #expect(count.order.sorted() == Array(0..<8), "every piece ran: \(count.order)")
+        #expect(await budget.mostWaiting >= 1)
+        #expect(await budget.waiting == 0)
+    }
+
     @Test func bansOutliveTheCoordinator() async throws {
         let directory = try TestMedia.temporaryDirectory("farm-bans")
         defer { try? FileManager.default.removeItem(at: directory) }

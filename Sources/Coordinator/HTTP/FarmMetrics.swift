@@ -36,6 +36,7 @@ final class FarmMetrics: Sendable {
     private let scaleDownHint: Prometheus.Gauge
     private let bans: Prometheus.Gauge
     private let refused: Prometheus.Counter
+    private let workWaiting: Prometheus.Gauge
     private let scaleDownWindow: Duration
 
     private struct State {
@@ -73,6 +74,7 @@ final class FarmMetrics: Sendable {
         scaleUp = registry.makeGauge(descriptor: Self.descriptor("farm_scale_up", "1 when more nodes are wanted: more than 10 jobs queued, or a job waited more than 30 s."))
         scaleDownHint = registry.makeGauge(descriptor: Self.descriptor("farm_scale_down_hint", "1 when utilisation has stayed under 30 % for the scale-down window."))
         bans = registry.makeGauge(descriptor: Self.descriptor("farm_nodes_banned", "Bans in force (node ids, with their addresses where banned)."))
+        workWaiting = registry.makeGauge(descriptor: Self.descriptor("farm_work_waiting", "Pieces of the coordinator's CPU work (result checks) waiting for a thread of its budget."))
         refused = registry.makeCounter(descriptor: Self.descriptor("farm_results_refused_total", "Results the verifier refused: evidence against their nodes."))
     }
 
@@ -88,9 +90,10 @@ final class FarmMetrics: Sendable {
     /// Sets every gauge from a snapshot and renders the registry in the Prometheus text format.
     func render(
         jobs: [JobStatus], nodeList: [NodeStatus], bans banCount: Int = 0, refusedResults: Int = 0,
-        now: ContinuousClock.Instant = .now
+        workWaiting waiting: Int = 0, now: ContinuousClock.Instant = .now
     ) -> String {
         update(jobs: jobs, nodeList: nodeList, now: now)
+        workWaiting.set(Double(waiting))
         bans.set(Double(banCount))
         let newRefusals = state.withLock { s in
             defer { s.refusalsSeen = max(s.refusalsSeen, refusedResults) }

@@ -506,7 +506,8 @@ struct Routes: Sendable {
         // This run's jobs: counters count what happened since the start, not what the store remembers.
         metrics.render(
             jobs: await coordinator.listJobs(includingEarlierRuns: false), nodeList: await coordinator.connectedNodes(),
-            bans: await coordinator.bans().count, refusedResults: await coordinator.refusedResults)
+            bans: await coordinator.bans().count, refusedResults: await coordinator.refusedResults,
+            workWaiting: await coordinator.cpuBudget.waiting)
     }
 }
 
