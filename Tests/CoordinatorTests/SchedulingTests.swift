@@ -311,7 +311,10 @@ import Testing
     @Test func expectedFinishMatchesTheSimulatedRun() {
         let scenario = SchedulerSimulation.benchmarkScenarios()[0].exact
         let outcome = SchedulerSimulation.run(scenario, policy: .farm(policy))
-        #expect(outcome.etaError10Percent! < 2)
+        // At 10 % done the slowest nodes have no result yet and the coordinator takes no claimed calibration:
+        // their speed is the median capped by the clock, which leaves about 2 % (it was under 2 % when a
+        // node's own calibration claim seeded its speed). By 50 % every node is measured.
+        #expect(outcome.etaError10Percent! < 3)
         #expect(outcome.etaError50Percent! < 2)
     }
 

@@ -12,7 +12,9 @@ extension FarmState {
     mutating func schedule(now clock: Double) -> [FarmEffect] {
         quarantined = quarantined.filter { $0.value.until > clock }
         var effects: [FarmEffect] = []
-        let fleet = schedulerFleet(now: clock)
+        // Decisions use measured speeds and the median alone: a ceiling from a running task's own age would make
+        // that task never look late, and stragglers would never be duplicated.
+        let fleet = schedulerFleet(now: clock, ceilings: false)
         var ready: [SchedulerSegment] = []
         for id in jobOrder {
             guard let job = jobs[id], job.state == .running, job.settings != nil else { continue }
@@ -96,12 +98,12 @@ extension FarmState {
         predictedFinish = policy.expectedFinish(nodes: fleet, remaining: remaining, running: running, now: clock)
     }
 
-    /// The fleet as the policy sees it at `clock`: slots, busy slots, measured speeds, and for speeds not measured
-    /// yet the ceiling the coordinator's clock sets (a segment of S seconds held t seconds: slower than S / t).
-    /// Nothing a node claims about itself goes in.
-    func schedulerFleet(now clock: Double) -> [SchedulerNode] {
+    /// The fleet as the policy sees it at `clock`: slots, busy slots, measured speeds, and (with `ceilings`, for
+    /// predictions) for speeds not measured yet the ceiling the coordinator's clock sets (a segment of S seconds held
+    /// t seconds: slower than S / t). Nothing a node claims about itself goes in.
+    func schedulerFleet(now clock: Double, ceilings withCeilings: Bool = true) -> [SchedulerNode] {
         var ceilings: [UInt64: [String: Double]] = [:]
-        for task in tasks.values {
+        for task in tasks.values where withCeilings {
             guard let job = jobs[task.jobID], let seconds = job.segmentSeconds[safe: task.segment] else { continue }
             let elapsed = clock - task.startedAt
             guard elapsed > 0, seconds > 0 else { continue }
