@@ -159,7 +159,7 @@ let package = Package(
         .target(
             name: "FarmBenchmarks",
             dependencies: [
-                "FarmCoordinator", "FarmMedia", "FarmProtocol",
+                "FarmCoordinator", "FarmMedia", "FarmProtocol", "FarmHWEncode",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -85,7 +85,7 @@ extension Reliability {
         }
 
         @Test func apiKeepsAnsweringManyClientsWhileAJobRenders() async throws {
-            let farm = try FaultFarm("farm-load", apiToken: "load-test-token")
+            let farm = try FaultFarm("farm-load", apiToken: "load-test-token-long-enough-for-the-coordinator")
             defer { farm.remove() }
             try await farm.stopping {
                 try await farm.startCoordinator()

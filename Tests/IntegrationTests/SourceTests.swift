@@ -61,7 +61,7 @@ import Testing
         ) async throws -> (Int, [String: String], Data) {
             var request = URLRequest(url: URL(string: base + path)!)
             request.httpMethod = method
-            request.setValue("Bearer source-api-token", forHTTPHeaderField: "Authorization")
+            request.setValue("Bearer source-api-token-long-enough-for-the-coordinator", forHTTPHeaderField: "Authorization")
             if let body {
                 request.httpBody = body
                 request.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -281,7 +281,7 @@ import Testing
             // A chunk whose connection breaks after 40 % of it: the server keeps what arrived.
             let half = bytes.count * 2 / 5
             var head = "PUT /uploads/\(id) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
-            head += "Authorization: Bearer source-api-token\r\n"
+            head += "Authorization: Bearer source-api-token-long-enough-for-the-coordinator\r\n"
             head += "Content-Range: bytes 0-\(bytes.count - 1)/\(bytes.count)\r\nContent-Length: \(bytes.count)\r\n\r\n"
             _ = try Sockets.exchange(port: first.httpPort, Data(head.utf8) + bytes.prefix(half), closeAfterSending: true)
             var offset = 0

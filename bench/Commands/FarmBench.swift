@@ -5,5 +5,5 @@ import ArgumentParser
 struct FarmBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "farm-bench", abstract: "Benchmarks of farm's parts that need no render.",
-        subcommands: [BenchScheduler.self, BenchWire.self])
+        subcommands: [BenchScheduler.self, BenchWire.self, BenchVerify.self])
 }
