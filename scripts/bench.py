@@ -127,6 +127,15 @@ def main():
     wire_plain = json.loads(run([os.path.join(os.path.dirname(args.farm), "farm-bench"), "wire", "--bytes", str(2 << 30), "--directory", WORK,
                                  "--insecure-plain-tcp"]).stdout)
 
+    print("the coordinator's check of results against the nodes' encodes (720p, medium and veryfast; samples 0 and 6) ...",
+          file=sys.stderr)
+    bench = os.path.join(os.path.dirname(args.farm), "farm-bench")
+    verify = {}
+    for preset, samples in (("medium", None), ("veryfast", None), ("medium", 0)):
+        key = preset + ("" if samples is None else f"_samples_{samples}")
+        verify[key] = json.loads(run([bench, "verify", "--seconds", "16", "--directory", WORK, "--preset", preset,
+                                      *([] if samples is None else ["--random-samples", str(samples)])]).stdout)
+
     minutes = farm_summary["status"]["sourceSeconds"] / 60
     results["render"] = {
         "source_seconds": farm_summary["status"]["sourceSeconds"],
@@ -173,6 +182,7 @@ def main():
                        "gb_per_s": round(wire["gigabytesPerSecond"], 3), "transport": wire["transport"]}
     results["wire_plain"] = {"bytes": wire_plain["bytes"], "seconds": round(wire_plain["seconds"], 3),
                              "gb_per_s": round(wire_plain["gigabytesPerSecond"], 3), "transport": wire_plain["transport"]}
+    results["verify"] = verify
     r, m, w, wp = results["render"], results["memory"], results["wire"], results["wire_plain"]
     results["goals"] = {
         "wall_ratio_le_0.90": r["wall_ratio"] <= 0.90,
@@ -180,6 +190,7 @@ def main():
         "psnr_within_0.2db": abs(r["psnr_delta_db"]) <= 0.2,
         "coordinator_rss_under_150mb": max(r["coordinator_peak_rss_mb"], m["long_peak_rss_mb"]) < 150,
         "wire_ge_1gbps": w["gb_per_s"] >= 1.0,
+        "verify_share_le_0.15": verify["medium"]["verify_share"] <= 0.15,
         "scheduler_ratio_le_1.05": all(sc["ratio"] <= 1.05 for sc in scheduler["scenarios"]
                                        if "stragglers" not in sc["name"]),
     }
@@ -200,6 +211,14 @@ def main():
          f"{m['long_over_short']}x", "< 150 MB, flat"),
         ("protocol throughput (loopback, TLS)", f"{w['bytes']} B in {w['seconds']} s", f"{w['gb_per_s']} GB/s", ">= 1 GB/s"),
         ("protocol throughput (loopback, plain TCP)", f"{wp['bytes']} B in {wp['seconds']} s", f"{wp['gb_per_s']} GB/s", "(report)"),
+        ("verifier CPU / encode CPU (medium)", f"{verify['medium']['verify_cpu_s']:.2f} s / {verify['medium']['encode_cpu_s']:.2f} s",
+         f"{verify['medium']['verify_share']:.3f}", "<= 0.15"),
+        ("verifier CPU / encode CPU (veryfast)", f"{verify['veryfast']['verify_cpu_s']:.2f} s / {verify['veryfast']['encode_cpu_s']:.2f} s",
+         f"{verify['veryfast']['verify_share']:.3f}", "(report)"),
+        ("frames verified per second per core", f"{verify['medium']['random_samples']} random samples / none: "
+         f"{verify['medium_samples_0']['verify_fps_per_core']:.0f} without", f"{verify['medium']['verify_fps_per_core']:.0f}", "(report)"),
+        ("software nodes a tier's coordinator keeps up with (medium)",
+         ", ".join(f"{t} {n}" for t, n in sorted(verify["medium"]["fleet_per_tier"].items())), "", "(report)"),
         ("one node at 1/4 speed vs ideal", f"{results['slow_node']['slowed_wall_s']} s / {results['slow_node']['ideal_s']} s",
          f"{results['slow_node']['ratio_to_ideal']}", "(report)"),
     ] + [(f"scheduler sim {sc['name']}", f"makespan {sc['makespan_s']:.1f} s, bound {sc['lower_bound_s']:.1f} s, naive {sc['naive_ratio']:.3f}",

@@ -28,7 +28,8 @@ public struct SegmentCheck: Sendable {
     /// Keyframe interval in frames; 0 leaves it to the encoder.
     public var gopSize: Int
     /// Frames compared at random positions, besides the first and the last.
-    public var randomSamples = 6
+    public var randomSamples = SegmentCheck.defaultRandomSamples
+    public static let defaultRandomSamples = 6
     /// A fixed SSIM below which a result is refused; nil (the rule) measures each compared frame's
     /// threshold with a ``QualityYardstick`` at `yardstickSteps` CRF steps above the job's.
     public var threshold: Double?

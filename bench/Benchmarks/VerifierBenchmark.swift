@@ -18,6 +18,8 @@ public enum VerifierBenchmark {
         public var frames: Int
         public var segments: Int
         public var preset: String
+        /// Frames compared at random positions in each segment, besides its first and last.
+        public var randomSamples: Int
         /// CPU seconds of the encodes (a node's work) and of the checks (the coordinator's).
         public var encodeCPUSeconds: Double
         public var verifyCPUSeconds: Double
@@ -35,6 +37,7 @@ public enum VerifierBenchmark {
 
         enum CodingKeys: String, CodingKey {
             case width, height, frames, segments, preset
+            case randomSamples = "random_samples"
             case encodeCPUSeconds = "encode_cpu_s"
             case verifyCPUSeconds = "verify_cpu_s"
             case verifyShare = "verify_share"
@@ -48,7 +51,7 @@ public enum VerifierBenchmark {
     /// Runs the measurement in `directory` (created if needed; its files are removed afterwards).
     public static func run(
         directory: String, width: Int = 1280, height: Int = 720, seconds: Double = 8, segmentSeconds: Int = 2,
-        preset: String = "medium"
+        preset: String = "medium", randomSamples: Int? = nil
     ) throws -> Report {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let source = directory + "/verify-source.mp4"
@@ -84,12 +87,13 @@ public enum VerifierBenchmark {
                     input: sourcePath, output: resultPath, config: config, startPTS: startPTS, endPTS: endPTS,
                     expectedFrames: expected))
             encodeCPU += cpuSeconds() - t0
-            let check = SegmentCheck(
+            var check = SegmentCheck(
                 segment: segment, sourcePath: sourcePath, startPTS: startPTS, endPTS: endPTS, codec: config.codec.rawValue,
                 encoder: config.encoder, crf: config.crf, pixelFormat: config.pixelFormat, width: config.width,
                 height: config.height, sampleAspectRatio: config.sampleAspectRatio, colorRange: config.colorRange,
                 colorPrimaries: config.colorPrimaries, colorTransfer: config.colorTransfer, colorSpace: config.colorSpace,
                 gopSize: config.gopSize)
+            if let randomSamples { check.randomSamples = randomSamples }
             t0 = cpuSeconds()
             let verdict = try SegmentVerifier.verify(resultPath: resultPath, check)
             verifyCPU += cpuSeconds() - t0
@@ -105,7 +109,8 @@ public enum VerifierBenchmark {
             fleet[tier.rawValue] = Int((Double(tier.spec.coordinatorCPU) * verifyFPS / nodeFPS).rounded(.down))
         }
         return Report(
-            width: width, height: height, frames: frames, segments: count, preset: preset, encodeCPUSeconds: encodeCPU,
+            width: width, height: height, frames: frames, segments: count, preset: preset,
+            randomSamples: randomSamples ?? SegmentCheck.defaultRandomSamples, encodeCPUSeconds: encodeCPU,
             verifyCPUSeconds: verifyCPU, verifyShare: verifyCPU / max(encodeCPU, 1e-9), encodeFPSPerCore: encodeFPS,
             verifyFPSPerCore: verifyFPS, comparedFrames: compared, fleetPerTier: fleet)
     }

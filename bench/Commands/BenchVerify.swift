@@ -17,13 +17,20 @@ struct BenchVerify: AsyncParsableCommand {
     @Option(help: "The encoder preset of the nodes.")
     var preset = "medium"
 
+    @Option(help: "Frames compared at random positions per segment, besides the first and the last (default: the verifier's).")
+    var randomSamples: Int?
+
     func validate() throws {
         guard seconds >= 2, seconds <= 600 else { throw ValidationError("--seconds must be 2 to 600") }
+        if let randomSamples, !(0...1000).contains(randomSamples) {
+            throw ValidationError("--random-samples must be 0 to 1000")
+        }
     }
 
     func run() async throws {
         MediaLog.quiet()
-        let report = try VerifierBenchmark.run(directory: directory, seconds: seconds, preset: preset)
+        let report = try VerifierBenchmark.run(
+            directory: directory, seconds: seconds, preset: preset, randomSamples: randomSamples)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(report), as: UTF8.self))

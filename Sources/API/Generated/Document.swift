@@ -10,7 +10,7 @@ public enum APIDocument {
     }
 
     /// SHA-256 (hex) of docs/openapi.yaml when this folder was generated.
-    public static let sha256 = "f82ead142074dc1d8bdeab6ddfa42b9047512d8c6f1a573c17ac8a0132cf4308"
+    public static let sha256 = "5852f6fca528af5c7f6cf695bcd0f3a4163704c0de42ac1e69a7669aa4ebaf1b"
 
     /// Every operation, in the document's order.
     public static let operations: [Operation] = [
@@ -306,8 +306,8 @@ paths:
               type: object
               additionalProperties: false
               properties:
-                reason: {type: string, maxLength: 500, description: Why; shown with the ban.}
-                address: {type: boolean, default: false, description: 'Ban the address the node is connected from too.'}
+                reason: {type: [string, 'null'], maxLength: 500, description: 'Why; shown with the ban (null: no reason).'}
+                address: {type: [boolean, 'null'], default: false, description: 'Ban the address the node is connected from too (null: no).'}
       responses:
         '200':
           description: The ban now in force.
@@ -327,6 +327,7 @@ paths:
             application/json:
               schema: {$ref: '#/components/schemas/Ban'}
         '401': {$ref: '#/components/responses/Unauthorized'}
+        '400': {$ref: '#/components/responses/Error'}
         '404': {$ref: '#/components/responses/Error'}
   /health:
     get:

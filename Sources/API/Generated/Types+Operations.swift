@@ -2480,19 +2480,19 @@ public enum Operations {
             @frozen public enum Body: Sendable, Hashable {
                 /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/requestBody/json`.
                 public struct jsonPayload: Codable, Hashable, Sendable {
-                    /// Why; shown with the ban.
+                    /// Why; shown with the ban (null: no reason).
                     ///
                     /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/requestBody/json/reason`.
                     public var reason: Swift.String?
-                    /// Ban the address the node is connected from too.
+                    /// Ban the address the node is connected from too (null: no).
                     ///
                     /// - Remark: Generated from `#/paths/nodes/{id}/ban/POST/requestBody/json/address`.
                     public var address: Swift.Bool?
                     /// Creates a new `jsonPayload`.
                     ///
                     /// - Parameters:
-                    ///   - reason: Why; shown with the ban.
-                    ///   - address: Ban the address the node is connected from too.
+                    ///   - reason: Why; shown with the ban (null: no reason).
+                    ///   - address: Ban the address the node is connected from too (null: no).
                     public init(
                         reason: Swift.String? = nil,
                         address: Swift.Bool? = nil
@@ -2807,6 +2807,29 @@ public enum Operations {
                     default:
                         try throwUnexpectedResponseStatus(
                             expectedStatus: "unauthorized",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// What was wrong, in one line.
+            ///
+            /// - Remark: Generated from `#/paths//nodes/{id}/ban/delete(unbanNode)/responses/400`.
+            ///
+            /// HTTP response code: `400 badRequest`.
+            case badRequest(Components.Responses._Error)
+            /// The associated value of the enum case if `self` is `.badRequest`.
+            ///
+            /// - Throws: An error if `self` is not `.badRequest`.
+            /// - SeeAlso: `.badRequest`.
+            public var badRequest: Components.Responses._Error {
+                get throws {
+                    switch self {
+                    case let .badRequest(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "badRequest",
                             response: self
                         )
                     }
