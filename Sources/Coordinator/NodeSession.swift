@@ -49,7 +49,10 @@ public struct NodeListener: Sendable {
         if let identity {
             logger.info(
                 "node port uses TLS",
-                metadata: ["certificateSHA256": "\(identity.binding)", "certificate": "\(identity.origin)"])
+                metadata: [
+                    "certificateSHA256": "\(identity.binding)", "keySHA256": "\(identity.pin)",
+                    "certificate": "\(identity.origin)",
+                ])
         } else {
             logger.warning(
                 """

@@ -22,6 +22,9 @@ public enum NodeChannelSecurity: Sendable {
     case tlsCertificateInDataDirectory
     /// TLS with the certificate chain (PEM, leaf first) and private key (PEM) in these files.
     case tlsCertificateFiles(certificate: String, key: String)
+    /// TLS with a certificate chain and private key given as PEM text (`FARM_TLS_CERT`/`FARM_TLS_KEY`, as
+    /// `farm keys` prints them).
+    case tlsCertificatePEM(certificate: String, key: String)
     /// TLS with a self-signed certificate made in memory for this process only (the embedded `farm render`).
     case tlsEphemeralCertificate
     /// Plain TCP: no encryption, and a join proof bound to nothing. Only when explicitly asked for.
@@ -33,6 +36,40 @@ extension NodeChannelSecurity {
     public static func certificateFiles(dataDirectory: String) -> (certificate: String, key: String) {
         let paths = NodeTLSIdentity.paths(dataDirectory: dataDirectory)
         return (paths.certificate, paths.key)
+    }
+}
+
+extension NodeChannelSecurity {
+    /// What `farm keys` made or found: the two files and the pin of the key.
+    public struct KeyFiles: Sendable {
+        public var certificate: String
+        public var key: String
+        /// ``CoordinatorKeyPin`` of the certificate's public key.
+        public var pin: String
+        public var created: Bool
+    }
+
+    /// Makes a self-signed node-port certificate and key in `directory` (`node-cert.pem`, and `node-key.pem` readable
+    /// by its owner only), or reads the ones already there; returns them with the key's pin.
+    public static func makeKeyFiles(directory: String, subject: String) throws -> KeyFiles {
+        let certificate = directory + "/node-cert.pem"
+        let key = directory + "/node-key.pem"
+        let manager = FileManager.default
+        var created = false
+        if !manager.fileExists(atPath: certificate) || !manager.fileExists(atPath: key) {
+            guard !manager.fileExists(atPath: certificate), !manager.fileExists(atPath: key) else {
+                throw CoordinatorError(.io, "\(directory) holds only one of node-cert.pem and node-key.pem; remove it to make both")
+            }
+            let (pem, keyPEM) = try NodeTLSIdentity.generate(subject: subject)
+            try NodeTLSIdentity.createDirectory(directory)
+            try writeFileAtomically(keyPEM, to: key, mode: 0o600)
+            try writeFileAtomically(pem, to: certificate, mode: 0o644)
+            created = true
+        }
+        let identity = try NodeTLSIdentity.make(
+            .tlsCertificateFiles(certificate: certificate, key: key), dataDirectory: "", subject: subject,
+            logger: Logger(label: "farm.keys"))!
+        return KeyFiles(certificate: certificate, key: key, pin: identity.pin, created: created)
     }
 }
 
@@ -50,6 +87,8 @@ struct NodeTLSIdentity: Sendable {
     let binding: ChannelBinding
     /// Where the certificate came from, for the log.
     let origin: String
+    /// SHA-256 of the leaf's public key (``CoordinatorKeyPin``), what `farm node --coordinator-key-sha256` pins.
+    let pin: String
 
     /// Where the certificate and key live in a data directory.
     static func paths(dataDirectory: String) -> (directory: String, certificate: String, key: String) {
@@ -69,6 +108,12 @@ struct NodeTLSIdentity: Sendable {
             return try NodeTLSIdentity(certificatePEM: certificate, keyPEM: key, origin: "generated in memory")
         case .tlsCertificateFiles(let certificate, let key):
             return try load(certificate: certificate, key: key, logger: logger)
+        case .tlsCertificatePEM(let certificate, let key):
+            do {
+                return try NodeTLSIdentity(certificatePEM: certificate, keyPEM: key, origin: "read from FARM_TLS_CERT and FARM_TLS_KEY")
+            } catch {
+                throw CoordinatorError(.invalidRequest, "FARM_TLS_CERT and FARM_TLS_KEY do not make a TLS identity (\(error))")
+            }
         case .tlsCertificateInDataDirectory:
             let paths = paths(dataDirectory: dataDirectory)
             let manager = FileManager.default
@@ -104,6 +149,7 @@ struct NodeTLSIdentity: Sendable {
         configuration.minimumTLSVersion = .tlsv12
         self.context = try NIOSSLContext(configuration: configuration)
         self.binding = .tlsServerEndPoint(certificateDER: try leaf.toDERBytes())
+        self.pin = CoordinatorKeyPin.sha256Hex(spki: try leaf.extractPublicKey().toSPKIBytes())
         self.origin = origin
     }
 
@@ -153,7 +199,7 @@ struct NodeTLSIdentity: Sendable {
         return (try certificate.serializeAsPEM().pemString, key.pemRepresentation)
     }
 
-    private static func createDirectory(_ path: String) throws {
+    static func createDirectory(_ path: String) throws {
         do {
             try FileManager.default.createDirectory(
                 atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

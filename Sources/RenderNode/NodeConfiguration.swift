@@ -39,6 +39,10 @@ public struct NodeConfiguration: Sendable {
     /// Over TLS the node needs no certificate set-up: it does not check the coordinator's certificate chain, it binds
     /// its join proof to the certificate's hash instead, so a proxy that presents another certificate fails.
     public var insecurePlainTCP: Bool
+    /// The pin of the coordinator's key (``CoordinatorKeyPin``, `--coordinator-key-sha256`): a coordinator whose
+    /// certificate carries another key is refused before the node proves anything to it. Nil trusts whoever holds
+    /// the join token, and the node warns.
+    public var coordinatorKeySHA256: String?
     /// Where the node logs.
     public var logger: Logger
 

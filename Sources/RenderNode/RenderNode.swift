@@ -76,6 +76,13 @@ public final class RenderNode: Sendable {
             unlink("\(self.configuration.workDirectory)/.lock")
             close(lock)
         }
+        if !self.configuration.insecurePlainTCP, self.configuration.coordinatorKeySHA256 == nil {
+            logger.warning(
+                """
+                no --coordinator-key-sha256: this node trusts any coordinator that holds the join token (pin the \
+                coordinator's key with the SHA-256 that `farm keys` prints)
+                """)
+        }
         if self.configuration.insecurePlainTCP {
             logger.warning(
                 """

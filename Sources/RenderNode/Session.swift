@@ -116,6 +116,20 @@ enum Session {
         guard let certificate, let der = try? certificate.toDERBytes() else {
             throw NodeError(code: .handshakeFailed, message: "the coordinator presented no TLS certificate")
         }
+        if let pin = configuration.coordinatorKeySHA256 {
+            guard let spki = try? certificate.extractPublicKey().toSPKIBytes() else {
+                throw NodeError(code: .handshakeFailed, message: "cannot read the public key of the coordinator's certificate")
+            }
+            let seen = CoordinatorKeyPin.sha256Hex(spki: spki)
+            guard seen == pin else {
+                throw NodeError(
+                    code: .authenticationFailed,
+                    message: """
+                        the coordinator at \(configuration.coordinatorHost):\(configuration.coordinatorPort) presented the key \
+                        \(seen), not the pinned \(pin) (--coordinator-key-sha256): a different coordinator, or a proxy in between
+                        """)
+            }
+        }
         return .tlsServerEndPoint(certificateDER: der)
     }
 

@@ -173,14 +173,23 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         if let problem = SecretStrength.problem(token, what: "join token") { fail(problem) }
         let dataDirectory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
-        let nodeSecurity: NodeChannelSecurity =
-            if insecurePlainTCP {
-                .insecurePlainTCP
-            } else if let tlsCert, let tlsKey {
-                .tlsCertificateFiles(certificate: tlsCert, key: tlsKey)
-            } else {
-                .tlsCertificateInDataDirectory
+        let environment = FarmEnvironment.current
+        if (environment.tlsCertificate == nil) != (environment.tlsKey == nil) {
+            fail("FARM_TLS_CERT and FARM_TLS_KEY go together")
+        }
+        let nodeSecurity: NodeChannelSecurity
+        if insecurePlainTCP {
+            nodeSecurity = .insecurePlainTCP
+        } else if let tlsCert, let tlsKey {
+            nodeSecurity = .tlsCertificateFiles(certificate: tlsCert, key: tlsKey)
+        } else if let certificate = environment.tlsCertificate, let key = environment.tlsKey {
+            guard let certificatePEM = FarmEnvironment.pem(certificate), let keyPEM = FarmEnvironment.pem(key) else {
+                fail("FARM_TLS_CERT and FARM_TLS_KEY must hold PEM, or base64 of PEM as `farm keys` prints it")
             }
+            nodeSecurity = .tlsCertificatePEM(certificate: certificatePEM, key: keyPEM)
+        } else {
+            nodeSecurity = .tlsCertificateInDataDirectory
+        }
         var configuration = CoordinatorConfiguration(
             nodeListenHost: host, nodeListenPort: port, dataDirectory: dataDirectory, joinToken: token,
             coordinatorID: ProcessInfo.processInfo.hostName,
@@ -238,8 +247,15 @@ struct CoordinatorCommand: AsyncParsableCommand {
             (httpConfiguration.tlsCertificateFile, httpConfiguration.tlsKeyFile) = (httpTLSCert, httpTLSKey)
         } else if httpTLSNodeCertificate {
             // The node port made or loaded its certificate when it bound, above.
-            let files = tlsCert.map { ($0, tlsKey!) } ?? NodeChannelSecurity.certificateFiles(dataDirectory: dataDirectory)
-            (httpConfiguration.tlsCertificateFile, httpConfiguration.tlsKeyFile) = files
+            switch nodeSecurity {
+            case .tlsCertificateFiles(let certificate, let key):
+                (httpConfiguration.tlsCertificateFile, httpConfiguration.tlsKeyFile) = (certificate, key)
+            case .tlsCertificatePEM(let certificate, let key):
+                httpConfiguration.tlsPEM = (certificate, key)
+            default:
+                (httpConfiguration.tlsCertificateFile, httpConfiguration.tlsKeyFile) =
+                    NodeChannelSecurity.certificateFiles(dataDirectory: dataDirectory)
+            }
         } else if httpHost != "127.0.0.1", httpHost != "::1", httpHost != "localhost" {
             httpLogger.notice(
                 """

@@ -9,7 +9,7 @@ struct Farm: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "farm",
         abstract: "A render farm: split long videos at keyframes, encode the segments on nodes, join them exactly.",
-        subcommands: [Render.self, CoordinatorCommand.self, NodeCommand.self, Probe.self, Tiers.self, Submit.self, Jobs.self, Nodes.self, Cancel.self,
+        subcommands: [Render.self, CoordinatorCommand.self, NodeCommand.self, KeysCommand.self, Probe.self, Tiers.self, Submit.self, Jobs.self, Nodes.self, Cancel.self,
             Capacity.self,
         ])
 }

@@ -47,6 +47,11 @@ struct NodeCommand: AsyncParsableCommand {
         help: "Dial the coordinator over plain TCP instead of TLS (only for a coordinator started with it).")
     var insecurePlainTCP = false
 
+    @Option(
+        name: .customLong("coordinator-key-sha256"),
+        help: "The SHA-256 of the coordinator's public key that `farm keys` printed (else FARM_COORDINATOR_KEY_SHA256); another key is refused.")
+    var coordinatorKeySHA256: String?
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -70,15 +75,24 @@ struct NodeCommand: AsyncParsableCommand {
         } catch {
             fail(Self.startupFailure(error, report: report))
         }
+        var pin: String?
+        if let given = coordinatorKeySHA256 ?? environment.coordinatorKeySHA256 {
+            guard let parsed = CoordinatorKeyPin.parse(given) else {
+                fail("the coordinator key pin \(given) is not 64 hexadecimal digits (the SHA-256 that `farm keys` prints)")
+            }
+            guard !insecurePlainTCP else { fail("a coordinator key pin needs TLS, not --insecure-plain-tcp") }
+            pin = parsed
+        }
         let id = nodeID ?? "\(ProcessInfo.processInfo.hostName)-\(UUID().uuidString.prefix(6).lowercased())"
         let work = workDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("farm-node-\(id)").path
-        let node = RenderNode(
-            configuration: NodeConfiguration(
-                coordinatorHost: host, coordinatorPort: port, nodeID: id, joinToken: token,
-                slots: slots ?? tier?.nodeSlots ?? 1, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0,
-                workDirectory: work, reconnect: !exitOnDisconnect,
-                capabilitiesJSON: try await capabilities(report, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0),
-                chooser: chooser, insecurePlainTCP: insecurePlainTCP, logger: Logger(label: "farm.node")))
+        var configuration = NodeConfiguration(
+            coordinatorHost: host, coordinatorPort: port, nodeID: id, joinToken: token,
+            slots: slots ?? tier?.nodeSlots ?? 1, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0,
+            workDirectory: work, reconnect: !exitOnDisconnect,
+            capabilitiesJSON: try await capabilities(report, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0),
+            chooser: chooser, insecurePlainTCP: insecurePlainTCP, logger: Logger(label: "farm.node"))
+        configuration.coordinatorKeySHA256 = pin
+        let node = RenderNode(configuration: configuration)
         let task = Task { try await node.run() }
         let signals = SignalWatcher(signals: [SIGINT, SIGTERM]) { node.drain() }
         defer { signals.stop() }

@@ -266,6 +266,55 @@ import Testing
         }
     }
 
+    // MARK: - Nodes know their coordinator
+
+    /// `farm keys` makes the node-port key before deployment and prints its pin; a coordinator given it through
+    /// `FARM_TLS_CERT`/`FARM_TLS_KEY` presents it; a node pinned to it joins, a node pinned to another key refuses
+    /// the coordinator (with the join token right), and a node without a pin joins with a warning.
+    @Test func nodesPinTheCoordinatorsKey() async throws {
+        let farm = try Farm("farm-pin", seconds: 0.5)
+        defer { farm.remove() }
+        let made = try await FarmBinary.run(["keys", "--out", farm.path("keys"), "--json"], timeout: 30)
+        #expect(made.status == 0, "\(made.stderr)")
+        let keys = try #require(try JSONSerialization.jsonObject(with: Data(made.stdout.utf8)) as? [String: String])
+        let pin = try #require(keys["spki_sha256"])
+        #expect(pin.count == 64)
+        // Run again: the files are kept, and so is the pin.
+        let again = try await FarmBinary.run(["keys", "--out", farm.path("keys"), "--json"], timeout: 30)
+        #expect(again.stdout.contains(pin))
+        let text = try await FarmBinary.run(["keys", "--out", farm.path("keys")], timeout: 30)
+        #expect(text.stdout.contains("--coordinator-key-sha256 \(pin)"), "\(text.stdout)")
+        try await farm.stopping {
+            let coordinator = try await farm.coordinator(
+                "coordinator.log",
+                environment: ["FARM_TLS_CERT": try #require(keys["FARM_TLS_CERT"]), "FARM_TLS_KEY": try #require(keys["FARM_TLS_KEY"])])
+            #expect(coordinator.text.contains("keySHA256=\(pin)"), "\(coordinator.text.suffix(1500))")
+            _ = try await farm.node("pinned", port: coordinator.nodePort, arguments: ["--coordinator-key-sha256", pin.uppercased()])
+            _ = try await farm.node("unpinned", port: coordinator.nodePort)
+            let joined = await FarmBinary.waitUntil(timeout: 30) {
+                coordinator.text.contains("node=pinned") && coordinator.text.contains("node=unpinned")
+                    && coordinator.text.components(separatedBy: "node joined").count == 3
+            }
+            #expect(joined, "\(coordinator.text.suffix(2000))")
+            let unpinnedLog = (try? String(contentsOfFile: farm.path("unpinned.log"), encoding: .utf8)) ?? ""
+            #expect(unpinnedLog.contains("no --coordinator-key-sha256"), "\(unpinnedLog.suffix(1000))")
+
+            let other = String(pin.reversed())
+            let refused = try await FarmBinary.run(
+                ["node", "--coordinator", "127.0.0.1:\(coordinator.nodePort)", "--node-id", "misled", "--exit-on-disconnect",
+                 "--no-calibrate", "--hardware", "off", "--coordinator-key-sha256", other],
+                environment: ["FARM_JOIN_TOKEN": Self.joinToken], timeout: 30)
+            #expect(refused.status != 0 && refused.status < 128)
+            #expect(refused.stderr.contains("not the pinned \(other)"), "\(refused.stderr.suffix(1500))")
+            #expect(!coordinator.text.contains("node=misled"), "the misled node proved nothing")
+            let malformed = try await FarmBinary.run(
+                ["node", "--coordinator", "127.0.0.1:\(coordinator.nodePort)", "--exit-on-disconnect",
+                 "--coordinator-key-sha256", "replace-with-the-pin"],
+                environment: ["FARM_JOIN_TOKEN": Self.joinToken], timeout: 30)
+            #expect(malformed.status != 0 && malformed.stderr.contains("not 64 hexadecimal digits"), "\(malformed.stderr)")
+        }
+    }
+
     // MARK: - HTTPS and idle connections
 
     /// `--http-tls-cert`/`--http-tls-key` serve the API over HTTPS (curl checks the chain and the name), plain HTTP to

@@ -30,7 +30,7 @@ public enum HTTPAPI {
         let (router, uploads) = makeRouter(coordinator: coordinator, configuration: configuration)
         let logger = configuration.logger
         let host = configuration.host
-        let scheme = configuration.tlsCertificateFile == nil ? "http" : "https"
+        let scheme = configuration.tlsCertificateFile == nil && configuration.tlsPEM == nil ? "http" : "https"
         return Application(
             router: router,
             server: try serverBuilder(configuration),
@@ -50,7 +50,19 @@ public enum HTTPAPI {
         let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: idle))
         switch (configuration.tlsCertificateFile, configuration.tlsKeyFile) {
         case (nil, nil):
-            return http1
+            guard let pem = configuration.tlsPEM else { return http1 }
+            let chain: [NIOSSLCertificate]
+            let privateKey: NIOSSLPrivateKey
+            do {
+                chain = try NIOSSLCertificate.fromPEMBytes(Array(pem.certificate.utf8))
+                privateKey = try NIOSSLPrivateKey(bytes: Array(pem.key.utf8), format: .pem)
+            } catch {
+                throw CoordinatorError(.invalidRequest, "the HTTPS certificate and key given as PEM do not load (\(error))")
+            }
+            var tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+            tls.minimumTLSVersion = .tlsv12
+            return try .tls(http1, tlsConfiguration: tls)
         case (let certificate?, let key?):
             let chain: [NIOSSLCertificate]
             do {

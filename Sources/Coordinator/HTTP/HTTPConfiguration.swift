@@ -32,6 +32,8 @@ public struct HTTPConfiguration: Sendable {
     /// When both are set, the API serves HTTPS with this certificate chain (PEM, leaf first) and key (PEM).
     public var tlsCertificateFile: String?
     public var tlsKeyFile: String?
+    /// The same as PEM text (the node port's identity from `FARM_TLS_CERT`/`FARM_TLS_KEY`); the files win.
+    public var tlsPEM: (certificate: String, key: String)?
     /// A connection that sends nothing for this long, between requests or in the middle of reading one, is closed
     /// (a response being written, a download among them, is not cut).
     public var idleTimeoutSeconds: Double = 60
