@@ -368,6 +368,11 @@ struct NodeMessageHandler: Sendable {
         } catch let error as MediaError where error.code == .cancelled {
             // The connection closed while its result waited or was checked: the node's leaving requeues the task.
             unlinkQuietly(path)
+        } catch let error as MediaError where error.code == .verificationDoubtful {
+            // Too close to the threshold to hold against the node: another node encodes the segment again (the
+            // third encode that settles it), and neither quarantine nor ban follows.
+            unlinkQuietly(path)
+            await coordinator.taskFailed(session, taskID: taskID, reason: error.message, retryable: true, kind: .segment)
         } catch let error as MediaError where error.code == .verificationFailed {
             // Evidence against the node: quarantined at once, banned after a second.
             unlinkQuietly(path)

@@ -6,7 +6,7 @@ public struct MediaError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case ffmpeg, endOfFile, tryAgain, invalidInput, noVideoStream, unsupported, io, verificationFailed,
-                cancelled, mismatch
+                verificationDoubtful, cancelled, mismatch
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -27,6 +27,9 @@ public struct MediaError: Error, Sendable, CustomStringConvertible {
         public static let io = Code(.io)
         /// An output failed its checks (frame count, timestamps, decode).
         public static let verificationFailed = Code(.verificationFailed)
+        /// A node's segment was refused by a margin too small to hold against the node: only its pictures scored
+        /// just below their threshold. The segment is encoded again elsewhere, and nothing counts against the node.
+        public static let verificationDoubtful = Code(.verificationDoubtful)
         /// The work was cancelled.
         public static let cancelled = Code(.cancelled)
         /// Two things that must agree do not (parameter sets, frame counts).

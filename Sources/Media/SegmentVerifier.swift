@@ -118,7 +118,9 @@ public enum SegmentVerifier {
         } catch let error as MediaError where error.code == .cancelled {
             throw error
         } catch let error as MediaError {
-            throw MediaError(.verificationFailed, "segment \(check.segment) refused: \(error.message)", averror: error.averror)
+            throw MediaError(
+                error.code == .verificationDoubtful ? .verificationDoubtful : .verificationFailed,
+                "segment \(check.segment) refused: \(error.message)", averror: error.averror)
         }
     }
 
@@ -172,9 +174,10 @@ public enum SegmentVerifier {
             result, check, sourceHeader: sourceHeader, source: source, expected: expected, isCancelled: isCancelled)
         let verdict = SegmentVerdict(frames: expected.count, scores: scores, seconds: 0)
         if let low = verdict.closest, low.margin < 0 {
-            let doubt = low.margin >= -doubtfulMargin ? " (doubtful: within \(doubtfulMargin) of the threshold, a third encode should settle it)" : ""
+            let doubtful = low.margin >= -doubtfulMargin
+            let doubt = doubtful ? " (doubtful: within \(doubtfulMargin) of the threshold, a third encode should settle it)" : ""
             throw MediaError(
-                .verificationFailed,
+                doubtful ? .verificationDoubtful : .verificationFailed,
                 "frame \(low.frame) SSIM \(format(low.ssim)) below \(format(low.threshold)) (the source's picture)\(doubt)")
         }
         return verdict

@@ -104,6 +104,24 @@ import Testing
         #expect((verdict.closest?.margin ?? -1) >= SegmentVerifier.doubtfulMargin)
     }
 
+    /// A refusal by a hair is reported as doubtful (the coordinator then holds nothing against the node); a clear
+    /// one is not. The same honest segment against thresholds set just above, and well above, its own score.
+    @Test func aRefusalByAHairIsDoubtfulAndAClearOneIsNot() throws {
+        let f = try Fixture()
+        defer { try? FileManager.default.removeItem(at: f.dir) }
+        let honest = try f.encode("honest.pkt")
+        var check = f.check
+        check.randomSamples = 0
+        check.threshold = 0
+        let lowest = try #require(try SegmentVerifier.verify(resultPath: honest, check).scores.map(\.ssim).min())
+        for (above, code) in [(SegmentVerifier.doubtfulMargin / 2, MediaError.Code.verificationDoubtful), (0.05, .verificationFailed)] {
+            check.threshold = lowest + above
+            let error = try #require(throws: MediaError.self) { try SegmentVerifier.verify(resultPath: honest, check) }
+            #expect(error.code == code, "\(above): \(error.message)")
+            #expect(error.message.contains("doubtful") == (code == .verificationDoubtful), "\(error.message)")
+        }
+    }
+
     @Test func reversedGOPsRestampedWithTheOriginalTimesAreRefused() throws {
         let f = try Fixture()
         defer { try? FileManager.default.removeItem(at: f.dir) }
