@@ -1,5 +1,6 @@
 internal import FarmProtocol
 public import Foundation
+internal import Logging
 
 /// A ban as the API shows it.
 public struct NodeBan: Sendable, Hashable {
@@ -61,5 +62,51 @@ extension NodeBan {
         self.init(
             nodeID: ban.nodeID, reason: ban.reason, evidence: ban.evidence, address: ban.address, manual: ban.manual,
             since: Date(timeIntervalSince1970: ban.since))
+    }
+}
+
+// Enrolment: a node that proves the join token under an id nobody holds gets a credential of its own, and its id is
+// bound to it. From then on it joins with the credential; the join token can be rotated without it, and a ban of its
+// id (`POST /nodes/{id}/ban`) refuses the credential too.
+extension Coordinator {
+    /// Enrolments one source address may make per minute (nodes behind one NAT share it).
+    static let enrolmentsPerAddressPerMinute = 10
+    /// Credentials kept at most.
+    static let maxCredentials = 100_000
+
+    /// The credential `nodeID` is enrolled with, if it is.
+    func credential(of nodeID: String) -> [UInt8]? { credentials[nodeID] }
+
+    /// Enrols `nodeID`, which just proved the join token from `host`: a fresh credential, saved in the job store before
+    /// the node is told it. Throws with the reason when the id is taken, the address enrols too often, or the store
+    /// cannot keep it.
+    func enrol(_ nodeID: String, host: String?) async throws -> [UInt8] {
+        guard credentials[nodeID] == nil else {
+            throw CoordinatorError(.invalidRequest, "node \(nodeID) is enrolled already: it joins with its credential")
+        }
+        guard credentials.count < Self.maxCredentials else {
+            throw CoordinatorError(.queueFull, "\(Self.maxCredentials) nodes are enrolled; no more enrolments")
+        }
+        let clock = now
+        let key = host ?? "unknown"
+        let recent = (enrolments[key] ?? []).filter { clock - $0 < 60 }
+        guard recent.count < Self.enrolmentsPerAddressPerMinute else {
+            throw CoordinatorError(
+                .queueFull, "address \(key) enrolled \(recent.count) nodes in the last minute; try again later")
+        }
+        enrolments[key] = recent + [clock]
+        if enrolments.count > 10_000 { enrolments = enrolments.filter { !$0.value.allSatisfy { clock - $0 >= 60 } } }
+        let credential = JoinProof.makeCredential()
+        // Held before the write, so that a second connection under the same id is refused meanwhile.
+        credentials[nodeID] = credential
+        let stored = JobStore.StoredCredential(nodeID: nodeID, secret: Data(credential), address: host, enrolledAt: Date())
+        do {
+            try await persist { try await $0.saveCredential(stored) }
+        } catch {
+            credentials[nodeID] = nil
+            throw CoordinatorError(.io, "cannot keep the credential of node \(nodeID): \(error)")
+        }
+        logger.notice("node enrolled", metadata: ["node": "\(nodeID)", "address": "\(key)"])
+        return credential
     }
 }

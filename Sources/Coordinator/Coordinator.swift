@@ -93,6 +93,9 @@ public actor Coordinator {
 
     /// The threads the coordinator's own CPU work (verification) shares.
     let cpuBudget: CPUBudget
+    /// Enrolled nodes' credentials by node id, and recent enrolments by source address (for the rate limit).
+    var credentials: [String: [UInt8]] = [:]
+    var enrolments: [String: [Double]] = [:]
 
     public init(configuration: CoordinatorConfiguration) {
         self.configuration = configuration
@@ -204,6 +207,9 @@ public actor Coordinator {
         }
         for node in try await store.nodes(states: [.connected, .draining]) {
             _ = try await store.markNode(node.id, .gone, reason: "coordinator restarted")
+        }
+        for credential in try await store.credentials() {
+            credentials[credential.nodeID] = [UInt8](credential.secret)
         }
         for ban in try await store.bans() {
             state.bans[ban.nodeID] = FarmState.Ban(

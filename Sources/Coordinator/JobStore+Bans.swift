@@ -59,3 +59,38 @@ extension JobStore {
         }
     }
 }
+
+/// Node credentials: a node that proved the join token is enrolled with a credential of its own, kept here, and
+/// joins with it from then on; its id is then bound to that credential.
+extension JobStore {
+    public struct StoredCredential: Sendable, Hashable, Codable, FetchableRecord, PersistableRecord {
+        public static let databaseTableName = "credentials"
+        public var nodeID: String
+        public var secret: Data
+        /// The source address it enrolled from.
+        public var address: String?
+        public var enrolledAt: Date
+    }
+
+    public func saveCredential(_ credential: StoredCredential) async throws {
+        try await write("enrol node \(credential.nodeID)") { db in
+            try credential.save(db)
+            try Self.insertEvent(db, .nodeEnrolled, "enrolled from \(credential.address ?? "?")", nodeID: credential.nodeID, at: credential.enrolledAt)
+        }
+    }
+
+    public func credentials() async throws -> [StoredCredential] {
+        try await read("list credentials") { db in try StoredCredential.fetchAll(db) }
+    }
+
+    static func registerCredentialMigrations(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v5-credentials") { db in
+            try db.create(table: StoredCredential.databaseTableName) { t in
+                t.primaryKey("nodeID", .text)
+                t.column("secret", .blob).notNull()
+                t.column("address", .text)
+                t.column("enrolledAt", .datetime).notNull()
+            }
+        }
+    }
+}

@@ -176,6 +176,7 @@ public struct EventKind: RawRepresentable, Sendable, Hashable, Codable, CustomSt
     /// A job changed state (running, done, failed, cancelled, back to queued).
     public static let jobState = EventKind(rawValue: "job.state")
     public static let nodeBanned = EventKind(rawValue: "node.banned")
+    public static let nodeEnrolled = EventKind(rawValue: "node.enrolled")
     /// A job's segments were planned.
     public static let jobPlanned = EventKind(rawValue: "job.planned")
     /// A job's plan differed from the stored one and replaced it (done segments dropped).

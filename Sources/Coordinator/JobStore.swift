@@ -235,6 +235,7 @@ extension JobStore {
         }
         registerRunMigrations(&migrator)
         registerBanMigrations(&migrator)
+        registerCredentialMigrations(&migrator)
         return migrator
     }
 }

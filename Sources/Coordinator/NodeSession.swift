@@ -168,27 +168,58 @@ struct NodeSession: Sendable {
             throw ProtocolError(
                 code: .versionMismatch, message: "node \(hello.nodeID) speaks version \(hello.version), not \(farmProtocolVersion)")
         }
-        let expected = JoinProof.node(
-            token: configuration.joinToken, nonce: nonce, nodeID: hello.nodeID, channelBinding: channelBinding)
+        // An enrolled node proves its credential; any other proves the join token, and its id must be free.
+        let host = connection.channel.remoteAddress?.ipAddress
+        let enrolled = await coordinator.credential(of: hello.nodeID)
+        let secret: String
+        switch hello.secret {
+        case .credential:
+            guard let enrolled else {
+                let reason = "node \(hello.nodeID) is not enrolled here (its credential is from another coordinator, or its enrolment was lost); remove the node's credential file to enrol again with the join token"
+                try? await outbound.write(.reject(Reject(reason: reason)))
+                throw ProtocolError(code: .authenticationFailed, message: reason)
+            }
+            secret = JoinProof.credentialSecret(enrolled)
+        case .joinToken:
+            secret = configuration.joinToken
+        }
+        let expected = JoinProof.node(token: secret, nonce: nonce, nodeID: hello.nodeID, channelBinding: channelBinding)
         guard JoinProof.verify(hello.proof, expected) else {
-            try? await outbound.write(.reject(Reject(reason: "join token proof does not match")))
+            let what = hello.secret == .credential ? "its credential" : "the join token"
+            try? await outbound.write(.reject(Reject(reason: "\(hello.secret == .credential ? "credential" : "join token") proof does not match")))
             throw ProtocolError(
                 code: .authenticationFailed,
-                message: "node \(hello.nodeID) failed to prove the join token"
-                    + (channelBinding.isPlainTCP ? "" : " over this TLS channel (a wrong token, or a proxy in between)"))
+                message: "node \(hello.nodeID) failed to prove \(what)"
+                    + (channelBinding.isPlainTCP ? "" : " over this TLS channel (a wrong secret, or a proxy in between)"))
         }
-        // The token decides who may join; a ban (the node's id, or a public address it was banned from) overrides it.
-        if let banned = await coordinator.banReason(nodeID: hello.nodeID, host: connection.channel.remoteAddress?.ipAddress) {
+        // The token decides who may join; a ban (the node's id and so its credential, or a public address it was banned
+        // from) overrides it.
+        if let banned = await coordinator.banReason(nodeID: hello.nodeID, host: host) {
             try? await outbound.write(.reject(Reject(reason: banned)))
             throw ProtocolError(code: .authenticationFailed, message: banned)
+        }
+        var credential: [UInt8] = []
+        if hello.secret == .joinToken {
+            // The id is bound to whoever enrolled it first: the join token does not let another node take it.
+            guard enrolled == nil else {
+                let reason = "node \(hello.nodeID) is enrolled: it joins with its credential, not the join token"
+                try? await outbound.write(.reject(Reject(reason: reason)))
+                throw ProtocolError(code: .authenticationFailed, message: reason)
+            }
+            do {
+                credential = try await coordinator.enrol(hello.nodeID, host: host)
+            } catch {
+                try? await outbound.write(.reject(Reject(reason: "\(error)")))
+                throw ProtocolError(code: .authenticationFailed, message: "node \(hello.nodeID) not enrolled: \(error)")
+            }
         }
         try await outbound.write(
             .welcome(
                 Welcome(
                     coordinatorID: configuration.coordinatorID, heartbeatSeconds: UInt32(configuration.heartbeatSeconds),
                     proof: JoinProof.coordinator(
-                        token: configuration.joinToken, nonce: nonce, nodeID: hello.nodeID,
-                        channelBinding: channelBinding))))
+                        token: secret, nonce: nonce, nodeID: hello.nodeID, channelBinding: channelBinding),
+                    credential: credential)))
         await NodeConnectionGuard.authenticated(connection.channel)
         let session = await coordinator.register(hello, address: address, outgoing: continuation)
         sessionBox.value = session

@@ -60,6 +60,14 @@ public enum JoinProof {
         self.proof(label: "farm-join-v2 node", token: token, nonce: nonce, nodeID: nodeID, binding: channelBinding)
     }
 
+    /// The secret a proof is made with for a node that joins with its credential (instead of the join token).
+    public static func credentialSecret(_ credential: [UInt8]) -> String {
+        "credential:" + credential.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+    }
+
+    /// A fresh credential for a node being enrolled (32 bytes from the system's CSPRNG).
+    public static func makeCredential() -> [UInt8] { makeNonce() }
+
     /// The proof the coordinator sends in its ``Welcome``.
     public static func coordinator(
         token: String, nonce: [UInt8], nodeID: String, channelBinding: ChannelBinding

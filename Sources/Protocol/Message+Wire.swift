@@ -137,6 +137,15 @@ extension Hello: WirePayload {
             threads: try buffer.readWireInteger("threads"),
             capabilitiesJSON: try buffer.readWireString("capabilitiesJSON")
         )
+        // A hello of an earlier version ends here (its version is then refused in the handshake, with the reason);
+        // one of this version must go on.
+        if buffer.readableBytes > 0 || self.version == farmProtocolVersion {
+            let raw: UInt8 = try buffer.readWireInteger("secret")
+            guard let secret = Hello.JoinSecret(rawValue: raw) else {
+                throw ProtocolError.malformed("secret: \(raw) is neither 0 (join token) nor 1 (credential)")
+            }
+            self.secret = secret
+        }
     }
 
     func write(to buffer: inout ByteBuffer) {
@@ -146,6 +155,7 @@ extension Hello: WirePayload {
         buffer.writeInteger(self.slots)
         buffer.writeInteger(self.threads)
         buffer.writeWireString(self.capabilitiesJSON)
+        buffer.writeInteger(self.secret.rawValue)
     }
 }
 
@@ -154,14 +164,19 @@ extension Welcome: WirePayload {
         self.init(
             coordinatorID: try buffer.readWireString("coordinatorID"),
             heartbeatSeconds: try buffer.readWireInteger("heartbeatSeconds"),
-            proof: try buffer.readWireBytes("proof", count: digestSize)
+            proof: try buffer.readWireBytes("proof", count: digestSize),
+            credential: try buffer.readWireBytes("credential")
         )
+        guard credential.isEmpty || credential.count == digestSize else {
+            throw ProtocolError.malformed("credential: \(credential.count) bytes, must be 0 or \(digestSize)")
+        }
     }
 
     func write(to buffer: inout ByteBuffer) {
         buffer.writeWireString(self.coordinatorID)
         buffer.writeInteger(self.heartbeatSeconds)
         buffer.writeWireBytes(self.proof)
+        buffer.writeWireBytes(self.credential)
     }
 }
 

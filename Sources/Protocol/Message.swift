@@ -61,6 +61,16 @@ public struct Hello: Sendable, Equatable {
     public var threads: UInt16
     /// The node's capabilities (the encoder probe), as JSON.
     public var capabilitiesJSON: String
+    /// What `proof` proves: the join token, or the credential the coordinator gave this node at its enrolment.
+    public var secret: JoinSecret
+
+    /// Which secret a ``Hello``'s proof was made with.
+    public enum JoinSecret: UInt8, Sendable, Equatable {
+        /// The farm's join token: a node that is not enrolled yet.
+        case joinToken = 0
+        /// The node's own credential (``Welcome/credential`` of its enrolment).
+        case credential = 1
+    }
 
     /// Creates a hello.
     public init(
@@ -69,7 +79,8 @@ public struct Hello: Sendable, Equatable {
         proof: [UInt8],
         slots: UInt16,
         threads: UInt16,
-        capabilitiesJSON: String
+        capabilitiesJSON: String,
+        secret: JoinSecret = .joinToken
     ) {
         self.version = version
         self.nodeID = nodeID
@@ -77,6 +88,7 @@ public struct Hello: Sendable, Equatable {
         self.slots = slots
         self.threads = threads
         self.capabilitiesJSON = capabilitiesJSON
+        self.secret = secret
     }
 }
 
@@ -88,12 +100,16 @@ public struct Welcome: Sendable, Equatable {
     public var heartbeatSeconds: UInt32
     /// ``JoinProof/coordinator(token:nonce:nodeID:channelBinding:)`` over the challenge's nonce and the node's ID: 32 bytes.
     public var proof: [UInt8]
+    /// A node that joined with the join token is enrolled: this is its own credential (32 bytes), with which it
+    /// joins from then on. Empty for a node that joined with its credential.
+    public var credential: [UInt8]
 
     /// Creates a welcome.
-    public init(coordinatorID: String, heartbeatSeconds: UInt32, proof: [UInt8]) {
+    public init(coordinatorID: String, heartbeatSeconds: UInt32, proof: [UInt8], credential: [UInt8] = []) {
         self.coordinatorID = coordinatorID
         self.heartbeatSeconds = heartbeatSeconds
         self.proof = proof
+        self.credential = credential
     }
 }
 

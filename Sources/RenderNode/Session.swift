@@ -171,32 +171,42 @@ enum Session {
 
         let nodeID = configuration.nodeID
         let binding = try await Self.channelBinding(channel, configuration: configuration)
+        // An enrolled node proves its own credential; a new one proves the join token and is enrolled.
+        let credential = NodeCredential.load(workDirectory: configuration.workDirectory, nodeID: nodeID)
+        let secret = credential.map(JoinProof.credentialSecret) ?? configuration.joinToken
+        let what = credential == nil ? "the join token" : "this node's credential"
         try await outbound.write(
             .hello(
                 Hello(
                     nodeID: nodeID,
-                    proof: JoinProof.node(
-                        token: configuration.joinToken, nonce: challenge.nonce, nodeID: nodeID, channelBinding: binding),
+                    proof: JoinProof.node(token: secret, nonce: challenge.nonce, nodeID: nodeID, channelBinding: binding),
                     slots: UInt16(configuration.effectiveSlots),
                     threads: UInt16(clamping: max(0, configuration.threads)),
-                    capabilitiesJSON: configuration.capabilitiesJSON
+                    capabilitiesJSON: configuration.capabilitiesJSON,
+                    secret: credential == nil ? .joinToken : .credential
                 )))
 
         switch try await Self.next(&iterator, awaiting: "welcome", timedOut: timedOut, configuration: configuration) {
         case .welcome(let welcome):
-            let expected = JoinProof.coordinator(
-                token: configuration.joinToken, nonce: challenge.nonce, nodeID: nodeID, channelBinding: binding)
+            let expected = JoinProof.coordinator(token: secret, nonce: challenge.nonce, nodeID: nodeID, channelBinding: binding)
             guard JoinProof.verify(welcome.proof, expected) else {
                 logger.error(
-                    "coordinator failed to prove the join token; closing", metadata: ["certificateSHA256": "\(binding)"])
-                try? await outbound.write(.reject(Reject(reason: "coordinator failed to prove the join token")))
+                    "coordinator failed to prove \(what); closing", metadata: ["certificateSHA256": "\(binding)"])
+                try? await outbound.write(.reject(Reject(reason: "coordinator failed to prove \(what)")))
                 throw NodeError(
                     code: .authenticationFailed,
-                    message: "coordinator failed to prove the join token (coordinator \(challenge.coordinatorID))")
+                    message: "coordinator failed to prove \(what) (coordinator \(challenge.coordinatorID))")
+            }
+            if credential == nil, !welcome.credential.isEmpty {
+                try NodeCredential.save(welcome.credential, workDirectory: configuration.workDirectory, nodeID: nodeID)
+                logger.notice(
+                    "enrolled: this node joins with its own credential from now on",
+                    metadata: ["file": "\(NodeCredential.path(workDirectory: configuration.workDirectory))"])
             }
             return (welcome, binding)
         case .reject(let reject):
-            throw NodeError(code: .rejected, message: "the coordinator rejected node \(nodeID): \(reject.reason)")
+            let hint = credential == nil ? "" : " (it joined with its credential in \(NodeCredential.path(workDirectory: configuration.workDirectory)))"
+            throw NodeError(code: .rejected, message: "the coordinator rejected node \(nodeID): \(reject.reason)\(hint)")
         case let other:
             let reason = "expected a welcome, got \(other.name)"
             try? await outbound.write(.reject(Reject(reason: reason)))

@@ -95,7 +95,7 @@ import Testing
         let second = try await JobStore(writer: queue)
         #expect(try await second.job("j")?.source == "s")
         let applied = try await queue.read { db in try JobStore.migrator.appliedIdentifiers(db) }
-        #expect(applied == ["v1", "v2-health", "v3-runs", "v4-bans"])
+        #expect(applied == ["v1", "v2-health", "v3-runs", "v4-bans", "v5-credentials"])
         let tables = try await queue.read { db in
             try ["jobs", "segments", "nodes", "events"].map { try db.tableExists($0) }
         }

@@ -266,6 +266,73 @@ import Testing
         }
     }
 
+    // MARK: - Enrolment
+
+    /// A node that proves the join token is enrolled with a credential of its own (kept 0600 in its work directory);
+    /// its id is then bound to it, the farm's join token can be rotated without it, a ban refuses the credential,
+    /// and one address may enrol only so many nodes a minute.
+    @Test func enrolledNodesJoinWithTheirCredentialAcrossATokenRotation() async throws {
+        let farm = try Farm("farm-enrol", seconds: 0.5)
+        defer { farm.remove() }
+        try await farm.stopping {
+            let first = try await farm.coordinator("coordinator-1.log")
+            _ = try await farm.node("enrolee", port: first.nodePort)
+            let credential = farm.path("node-work-enrolee/credential")
+            let enrolled = await FarmBinary.waitUntil(timeout: 30) { first.text.contains("node enrolled") && FileManager.default.fileExists(atPath: credential) }
+            #expect(enrolled, "\(first.text.suffix(1500))")
+            let mode = (try? FileManager.default.attributesOfItem(atPath: credential))?[.posixPermissions] as? Int
+            #expect(mode == 0o600, "\(String(mode ?? -1, radix: 8))")
+
+            // Another node with the token cannot take the enrolled id.
+            let impostor = try await FakeNode.join(port: first.nodePort, tls: true, token: Self.joinToken, nodeID: "enrolee")
+            #expect(impostor.messages == ["reject"], "\(impostor.messages)")
+            _ = await FarmBinary.waitUntil(timeout: 10) { first.text.contains("it joins with its credential, not the join token") }
+            #expect(first.text.contains("it joins with its credential, not the join token"))
+            await first.stop()
+
+            // The join token rotated: the enrolled node comes back with its credential; the old token enrols no one.
+            let rotated = "rotated-join-token-long-enough-for-the-coordinator"
+            let second = try await TestCoordinator.start(
+                data: farm.data, log: farm.path("coordinator-2.log"), nodePort: first.nodePort,
+                arguments: ["--source-root", farm.sources], environment: ["FARM_JOIN_TOKEN": rotated])
+            do {
+                let back = await FarmBinary.waitUntil(timeout: 60) { second.text.contains("node joined") }
+                #expect(back, "\(second.text.suffix(1500))")
+                let stale = try await FakeNode.join(port: second.nodePort, tls: true, token: Self.joinToken, nodeID: "newcomer")
+                #expect(stale.messages == ["reject"], "\(stale.messages)")
+
+                // A ban of the id refuses its credential: the node is closed and, trying again, told why.
+                let (status, body) = try await http(
+                    "POST", "\(second.base)/nodes/enrolee/ban", token: NodeChannelTests.apiTokenOf(farm))
+                #expect(status == 200, "\(body)")
+                let nodeLog = farm.path("enrolee.log")
+                let refused = await FarmBinary.waitUntil(timeout: 30) {
+                    ((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").contains("node enrolee is banned")
+                }
+                #expect(refused, "\(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").suffix(1500))")
+
+                // Enrolments from one address are rate-limited: 10 a minute (the newcomer above did not enrol).
+                var outcomes: [[String]] = []
+                for i in 0..<11 {
+                    outcomes.append(
+                        try await FakeNode.join(port: second.nodePort, tls: true, token: rotated, nodeID: "burst-\(i)", stopAt: "welcome")
+                            .messages)
+                }
+                #expect(outcomes.prefix(10).allSatisfy { $0.first == "welcome" }, "\(outcomes)")
+                #expect(outcomes.last == ["reject"], "\(outcomes)")
+            } catch {
+                await second.stop()
+                throw error
+            }
+            await second.stop()
+        }
+    }
+
+    /// The API token a coordinator of `farm` made for itself (none was given).
+    static func apiTokenOf(_ farm: Farm) -> String {
+        ((try? String(contentsOfFile: farm.data + "/api-token", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     // MARK: - Nodes know their coordinator
 
     /// `farm keys` makes the node-port key before deployment and prints its pin; a coordinator given it through
