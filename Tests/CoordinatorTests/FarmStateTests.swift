@@ -199,6 +199,31 @@ import Testing
         #expect(farm.effects.contains { if case .persist(.renewLease) = $0 { true } else { false } })
     }
 
+    @Test func aNodeThatCreepsAFrameAtATimeLosesTheSegmentAtTheHardCap() throws {
+        var farm = Farm()
+        farm.state.policy = SchedulingPolicy(allowsDuplicates: false)
+        farm.job("a", segments: 1, frames: 100)
+        let creeper = farm.join("creeper")
+        let task = try #require(farm.assigned(to: creeper).first)
+        let first = try #require(farm.state.tasks[task.taskID]?.deadline)
+        let other = farm.join("other")
+        var time = 0.0
+        var lostAt: Double?
+        while time < 2000, lostAt == nil {
+            time += 10
+            let progress = Heartbeat(activeTasks: [TaskProgress(taskID: task.taskID, framesDone: UInt64(time / 10))])
+            farm.take(farm.state.heartbeat(creeper, progress, now: time))
+            farm.take(farm.state.heartbeat(other, Heartbeat(activeTasks: []), now: time))
+            farm.tick(to: time)
+            if !farm.assigned(to: other).isEmpty { lostAt = time }
+        }
+        // Progress extended the lease past its first deadline, but not past 4 whole leases.
+        let lost = try #require(lostAt, "the creeping node kept the segment for 2000 s")
+        #expect(lost > first + 10, "\(lost) vs the first deadline \(first)")
+        #expect(lost <= 4 * first + 20, "\(lost) vs the cap \(4 * first)")
+        #expect(farm.cancels(to: creeper) == [task.taskID])
+    }
+
     @Test func aLeaseWithoutProgressExpiresAndTheSegmentGoesToAnotherNode() throws {
         var farm = Farm()
         farm.state.policy = SchedulingPolicy(allowsDuplicates: false)

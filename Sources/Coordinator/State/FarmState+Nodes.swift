@@ -56,7 +56,11 @@ extension FarmState {
             tasks[progress.taskID]?.progressTime = now
             guard frames > task.framesDone else { continue }
             tasks[progress.taskID]?.framesDone = frames
-            let extended = now + leaseSeconds(task, job: job, remaining: 1 - Double(frames) / Double(max(segment.plan.expectedFrames, 1)))
+            // Rising progress extends the lease, but never past `maximumLeaseFactor` times a whole lease from its start: a
+            // node that creeps a frame at a time cannot hold a segment for ever.
+            let cap = task.startedAt + rules.maximumLeaseFactor * leaseSeconds(task, job: job, remaining: 1)
+            let extended = min(
+                cap, now + leaseSeconds(task, job: job, remaining: 1 - Double(frames) / Double(max(segment.plan.expectedFrames, 1))))
             if extended > task.deadline + 1, !task.isDuplicate || segment.holder == task.taskID {
                 tasks[progress.taskID]?.deadline = extended
                 if segment.holder == task.taskID {

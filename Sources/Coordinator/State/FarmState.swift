@@ -21,6 +21,8 @@ package struct FarmState: Sendable {
         /// (at the node's measured speed) before progress must extend it.
         package var minimumLeaseSeconds = 120.0
         package var leaseTimeFactor = 3.0
+        /// However its progress rises, a lease ends at most this many whole leases after it started.
+        package var maximumLeaseFactor = 4.0
         /// Refused results after which a node is banned (the first quarantines it at once).
         package var banAfterRefusals = 2
 
