@@ -1,4 +1,5 @@
 @testable import FarmCoordinator
+import FarmBenchmarks
 import FarmMedia
 import FarmProtocol
 import Testing
@@ -76,24 +77,24 @@ import Testing
         }
 
         func segment(_ job: String, _ index: Int) -> FarmState.Segment { state.jobs[job]!.segments[index] }
+
+        /// A job of 3 segments and a node `name` whose first two results the verifier refuses (from `host`).
+        mutating func refusedTwice(_ name: String, evidence: String, host: String) throws -> UInt64 {
+            job("a", segments: 3)
+            let node = join(name)
+            for round in 0..<2 {
+                tick(to: Double(round) * 2)
+                let held = try #require(state.nodes[node]?.inFlight.first)
+                take(state.resultRefused(node, taskID: held, evidence: evidence, host: host, wallClock: 1e9, now: now))
+            }
+            return node
+        }
     }
 
-    static let settings = EncodeSettings(
-        codec: "h264", encoder: "libx264", crf: 23, preset: "medium", pixelFormat: "yuv420p", width: 320, height: 240,
-        timeBaseNum: 1, timeBaseDen: 25, frameRateNum: 25, frameRateDen: 1, sampleAspectNum: 1, sampleAspectDen: 1,
-        colorRange: 0, colorPrimaries: 2, colorTransfer: 2, colorSpace: 2, chromaLocation: 0, gopSize: 250,
-        threads: 1, options: [:])
+    static let settings = StateFixtures.settings(width: 320, height: 240)
 
     /// An h264 stream header, as a packet file would carry it.
-    static let parameters: CodecParameters = {
-        var bytes: [UInt8] = []
-        func u32(_ v: UInt32) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
-        u32(0); u32(27); u32(0); u32(0)  // video, h264, tag, format
-        u32(0); u32(0)  // bit rate (8 bytes)
-        for v: UInt32 in [0, 8, 100, 30, 320, 240, 1, 1, 0, 0, 2, 2, 2, 0, 0] { u32(v) }
-        u32(0)  // no extradata
-        return try! CodecParameters(serialized: bytes)
-    }()
+    static let parameters = StateFixtures.parameters(width: 320, height: 240)
 
     @Test func aJoiningNodeGetsOneSegmentPerSlotAndTheLeasesArePersisted() {
         var farm = Farm()
@@ -152,13 +153,7 @@ import Testing
         var rules = FarmState.Rules()
         rules.quarantine.seconds = 0
         var second = Farm(rules: rules)
-        second.job("a", segments: 3)
-        let node = second.join("bad")
-        for round in 0..<2 {
-            second.tick(to: Double(round) * 2)
-            let held = try #require(second.state.nodes[node]?.inFlight.first)
-            second.take(second.state.resultRefused(node, taskID: held, evidence: evidence, host: "203.0.113.5", wallClock: 1e9, now: second.now))
-        }
+        let node = try second.refusedTwice("bad", evidence: evidence, host: "203.0.113.5")
         let ban = try #require(second.state.ban(nodeID: "bad", host: nil))
         #expect(ban.reason == "2 results refused by the verifier" && ban.evidence == evidence && !ban.manual)
         #expect(ban.address == "203.0.113.5")
@@ -172,13 +167,7 @@ import Testing
 
         // A private or loopback address is not banned with the node.
         var local = Farm(rules: rules)
-        local.job("a", segments: 3)
-        let lan = local.join("lan")
-        for round in 0..<2 {
-            local.tick(to: Double(round) * 2)
-            let held = try #require(local.state.nodes[lan]?.inFlight.first)
-            local.take(local.state.resultRefused(lan, taskID: held, evidence: evidence, host: "10.0.0.7", wallClock: 1e9, now: local.now))
-        }
+        _ = try local.refusedTwice("lan", evidence: evidence, host: "10.0.0.7")
         #expect(local.state.ban(nodeID: "lan", host: nil)?.address == nil)
         #expect(local.state.ban(nodeID: "other", host: "10.0.0.7") == nil)
     }

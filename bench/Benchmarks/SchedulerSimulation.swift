@@ -396,11 +396,7 @@ private struct World {
         }
     }
 
-    static let settings = EncodeSettings(
-        codec: "h264", encoder: "libx264", crf: 23, preset: "medium", pixelFormat: "yuv420p", width: 1280, height: 720,
-        timeBaseNum: 1, timeBaseDen: 25, frameRateNum: 25, frameRateDen: 1, sampleAspectNum: 1, sampleAspectDen: 1,
-        colorRange: 0, colorPrimaries: 2, colorTransfer: 2, colorSpace: 2, chromaLocation: 0, gopSize: 250,
-        threads: 1, options: [:])
+    static let settings = StateFixtures.settings(width: 1280, height: 720)
 
     /// The task's true duration: the same draw for the same segment and copy under every policy.
     func actualDuration(job: Int, index: Int, copy: Int, node: Int) -> Double {
@@ -470,12 +466,7 @@ private struct World {
         now = clock
     }
 
-    static let parameters: CodecParameters = {
-        var bytes: [UInt8] = []
-        func u32(_ v: UInt32) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
-        for v: UInt32 in [0, 27, 0, 0, 0, 0, 0, 8, 100, 31, 1280, 720, 1, 1, 0, 0, 2, 2, 2, 0, 0, 0] { u32(v) }
-        return try! CodecParameters(serialized: bytes)
-    }()
+    static let parameters = StateFixtures.parameters(width: 1280, height: 720)
 
     /// Records each job's predicted finish (the state's own) when it passes 10% and 50% of its
     /// source seconds.
