@@ -32,14 +32,9 @@ public actor Coordinator {
                 let frames = done ? segment.frames ?? segment.plan.expectedFrames : 0
                 framesDone += frames
                 if done, let node = segment.doneNode, let encoder = segment.encoder { encodersByNode[node] = encoder }
-                let state =
-                    switch segment.state {
-                    case .done: "done"
-                    case .ready: "queued"
-                    case .pending, .leased: "pending"
-                    }
+                // A job that ended holds no lease (its end released them); the same words as a live job's.
                 return SegmentStatus(
-                    index: segment.index, state: state, attempts: segment.attempts, node: segment.doneNode,
+                    index: segment.index, state: segment.state.statusName, attempts: segment.attempts, node: segment.doneNode,
                     encoder: segment.encoder, frames: frames)
             }
             let started = job.startedAt ?? job.createdAt

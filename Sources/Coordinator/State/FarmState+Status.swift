@@ -12,19 +12,16 @@ extension FarmState {
             tasks.values.filter { $0.jobID == job.id }.sorted { $0.taskID < $1.taskID }.map { ($0.segment, $0) },
             uniquingKeysWith: { a, _ in a })
         for segment in job.segments {
-            let state: String
+            let state = segment.phase.statusName
             var node: String? = segment.lastNode
             var encoder: String?
             var frames = 0
             switch segment.phase {
-            case .pending: state = "pending"
-            case .ready: state = "queued"
+            case .pending, .ready: break
             case .leased:
-                state = "running"
                 frames = running[segment.plan.index]?.framesDone ?? 0
                 node = running[segment.plan.index]?.nodeID
             case .done:
-                state = "done"
                 frames = segment.result?.frames ?? 0
                 encoder = segment.result?.encoder
                 node = segment.result?.nodeID

@@ -16,3 +16,15 @@ public enum SegmentPhase: String, Sendable, Hashable, Codable, CaseIterable {
     /// Its result is on disk and was checked.
     case done
 }
+
+extension SegmentPhase {
+    /// The word status reports (`GET /jobs/{id}`, `farm render`'s progress) use for a segment in this phase.
+    public var statusName: String {
+        switch self {
+        case .pending: "pending"
+        case .ready: "queued"
+        case .leased: "running"
+        case .done: "done"
+        }
+    }
+}
