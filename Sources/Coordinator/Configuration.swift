@@ -46,6 +46,9 @@ public struct CoordinatorConfiguration: Sendable {
     public var maxNodeSlots = 64
     /// Results refused by the verifier after which a node is banned (the first quarantines it at once).
     public var banAfterRefusals = 2
+    /// Node pools: labels given to node ids by the operator, and whether the labels nodes claim count too.
+    public var nodeLabels: [String: Set<String>] = [:]
+    public var acceptNodeLabels = false
     /// Threads of the coordinator's own CPU work at once (verifying results); `--work-threads`, the tier's
     /// coordinator CPU with `--tier`, else every core.
     public var workThreads = ProcessInfo.processInfo.activeProcessorCount
@@ -116,6 +119,8 @@ public struct JobRequest: Sendable, Codable {
     public var expectedSlots: Int?
     /// Keep the segment files after the job (for debugging).
     public var keepWork: Bool
+    /// Labels a node must carry to get this job's segments (`"nodes": {"labels": [...]}`); nil or empty: any node.
+    public var nodeLabels: [String]?
 
     public init(
         source: String, output: String, codec: VideoCodec = .h264, crf: Int? = nil, preset: String = "medium",
@@ -175,6 +180,8 @@ public struct JobStatus: Sendable, Codable {
     public var downloadedBytes: Int64? = nil
     /// The source's full size, when its server said it.
     public var downloadTotalBytes: Int64? = nil
+    /// Labels every node that gets one of its segments carries (`"nodes": {"labels": [...]}`).
+    public var nodeLabels: [String] = []
 }
 
 /// A connected node as a status report shows it.
@@ -192,6 +199,9 @@ public struct NodeStatus: Sendable, Codable {
     public var segmentsDone: Int
     public var secondsSinceHeartbeat: Double
     public var capabilitiesJSON: String
+    /// The labels it carries for placement, and those it claims (believed only with `--accept-node-labels`).
+    public var labels: [String] = []
+    public var claimedLabels: [String] = []
 }
 
 /// An error of the coordinator: what went wrong, with which job, segment or node.

@@ -46,7 +46,8 @@ public actor Coordinator {
                 fps: FarmState.fps(framesDone, in: finished.timeIntervalSince(started)), etaSeconds: 0, error: job.error,
                 segments: segments, sourceSeconds: job.sourceSeconds,
                 wallSeconds: max(finished.timeIntervalSince(job.createdAt), 0), encodersByNode: encodersByNode,
-                dropped: [], fallbacks: 0)
+                dropped: [], fallbacks: 0,
+                nodeLabels: (try? JobStore.decodeJSON(JobRequest.self, from: job.request))?.nodeLabels ?? [])
         }
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FarmAPI
+import FarmProtocol
 import Foundation
 import OpenAPIRuntime
 
@@ -71,6 +72,9 @@ struct Submit: AsyncParsableCommand {
     @Option(name: .customLong("segment-seconds"), help: "Target segment length in seconds.")
     var segmentSeconds: Double?
 
+    @Option(name: .customLong("node-label"), help: "A label every node that gets a segment must carry (repeatable).")
+    var nodeLabels: [String] = []
+
     @Option(name: .customLong("chunk-mib"), help: "Upload chunk size in MiB (each request stays under 100 MB).")
     var chunkMiB = 32.0
 
@@ -86,6 +90,7 @@ struct Submit: AsyncParsableCommand {
             }
         }
         guard chunkMiB > 0, chunkMiB <= 90 else { throw ValidationError("--chunk-mib must be more than 0 and at most 90") }
+        if let problem = NodeLabels.problem(nodeLabels) { throw ValidationError("--node-label: \(problem)") }
         if !remote, !Self.isURL(input) {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), !isDirectory.boolValue else {
@@ -115,6 +120,7 @@ struct Submit: AsyncParsableCommand {
         if let preset { fields.append(("preset", preset)) }
         if let chosenContainer { fields.append(("container", chosenContainer)) }
         if let segmentSeconds { fields.append(("segment_seconds", String(segmentSeconds))) }
+        if !nodeLabels.isEmpty { fields.append(("node_labels", nodeLabels.joined(separator: ","))) }
 
         let created: CreatedReply
         do {
@@ -194,7 +200,7 @@ struct Submit: AsyncParsableCommand {
             source: source, codec: try choice("codec", codec, Components.Schemas.Codec.self), crf: crf,
             preset: try choice("preset", preset, Components.Schemas.Preset.self),
             container: try choice("container", chosenContainer, Components.Schemas.Container.self),
-            segment_seconds: segmentSeconds)
+            segment_seconds: segmentSeconds, nodes: nodeLabels.isEmpty ? nil : .init(labels: nodeLabels))
     }
 
     /// Polls the job until it ends, drawing segments, fps and ETA.

@@ -105,6 +105,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var quarantineSeconds = 300.0
 
     @Option(
+        name: .customLong("node-label"),
+        help: "Give a node id a node-pool label, ID=LABEL (repeatable); jobs that require the label go to it.")
+    var nodeLabels: [String] = []
+
+    @Flag(
+        name: .customLong("accept-node-labels"),
+        help: "Believe the labels nodes claim (farm node --label); without it only --node-label counts, since any holder of the join token can claim a label.")
+    var acceptNodeLabels = false
+
+    @Option(
         name: .customLong("work-threads"),
         help: "Threads of the coordinator's own CPU work at once, verification of results first (default: the tier's coordinator CPU, else every core).")
     var workThreads: Int?
@@ -150,6 +160,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard quarantineSeconds >= 0 else { throw ValidationError("--quarantine-seconds must not be negative") }
         if let workThreads, !(1...1024).contains(workThreads) {
             throw ValidationError("--work-threads \(workThreads): must be 1 to 1024")
+        }
+        for entry in nodeLabels {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, NodeLabels.isValid(parts[1]) else {
+                throw ValidationError("--node-label \(entry): expected ID=LABEL, LABEL 1 to 32 of a-z, 0-9, '.', '_', '-'")
+            }
         }
         guard (1...1000).contains(banAfterRefusals) else {
             throw ValidationError("--ban-after-refusals \(banAfterRefusals): must be 1 to 1000")
@@ -201,6 +217,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.cleanup.managedOutputDirectory = dataDirectory + "/outputs"
         configuration.quarantine.seconds = quarantineSeconds
         configuration.banAfterRefusals = banAfterRefusals
+        for entry in nodeLabels {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            configuration.nodeLabels[parts[0], default: []].insert(parts[1])
+        }
+        configuration.acceptNodeLabels = acceptNodeLabels
         if let threads = workThreads ?? tier?.spec.coordinatorCPU { configuration.workThreads = threads }
         configuration.leaseTimeoutSeconds = leaseTimeout
         configuration.maxNodeSlots = maxNodeSlots ?? tier?.nodeSlots ?? 64

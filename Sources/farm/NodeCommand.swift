@@ -48,6 +48,11 @@ struct NodeCommand: AsyncParsableCommand {
     var insecurePlainTCP = false
 
     @Option(
+        name: .customLong("label"),
+        help: "A node-pool label this node claims, such as trusted (repeatable; the coordinator believes claims only with --accept-node-labels).")
+    var labels: [String] = []
+
+    @Option(
         name: .customLong("coordinator-key-sha256"),
         help: "The SHA-256 of the coordinator's public key that `farm keys` printed (else FARM_COORDINATOR_KEY_SHA256); another key is refused.")
     var coordinatorKeySHA256: String?
@@ -57,6 +62,7 @@ struct NodeCommand: AsyncParsableCommand {
     func validate() throws {
         if let slots { guard (1...64).contains(slots) else { throw ValidationError("--slots must be between 1 and 64") } }
         if let threads { guard (0...256).contains(threads) else { throw ValidationError("--threads must be between 0 and 256") } }
+        if let problem = NodeLabels.problem(labels) { throw ValidationError("--label: \(problem)") }
     }
 
     func run() async throws {
@@ -127,14 +133,15 @@ extension NodeCommand {
     /// so the coordinator can give faster nodes more work from the start; `--no-calibrate` skips it.
     func capabilities(_ report: CapabilityReport, threads: Int) async throws -> String {
         let json = report.jsonString(pretty: false)
-        guard calibrate, let encoder = EncoderCatalog.softwareEncoder(for: .h264) else { return json }
-        let fps = try? await Offload.run("calibrate") { _ in
-            try Calibration.framesPerSecond(encoder: encoder, preset: "medium", frames: 16, threads: max(threads, 1))
+        guard var object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else { return json }
+        if !labels.isEmpty { object["labels"] = Array(Set(labels)).sorted() }
+        if calibrate, let encoder = EncoderCatalog.softwareEncoder(for: .h264),
+            let fps = try? await Offload.run("calibrate", { _ in
+                try Calibration.framesPerSecond(encoder: encoder, preset: "medium", frames: 16, threads: max(threads, 1))
+            })
+        {
+            object["calibration"] = ["h264": (fps * 10).rounded() / 10]
         }
-        guard let fps, var object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
-            return json
-        }
-        object["calibration"] = ["h264": (fps * 10).rounded() / 10]
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
     }

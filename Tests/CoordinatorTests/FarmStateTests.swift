@@ -26,10 +26,10 @@ import Testing
         }
 
         /// A running job of `segments` ready segments of `seconds` each, `frames` frames each.
-        mutating func job(_ id: String, segments: Int, seconds: Double = 4, frames: Int = 100) {
-            state.jobQueued(
-                id: id, request: JobRequest(source: "/in/\(id).mp4", output: "/out/\(id).mp4"),
-                workDirectory: "/work/\(id)", now: now)
+        mutating func job(_ id: String, segments: Int, seconds: Double = 4, frames: Int = 100, labels: [String]? = nil) {
+            var request = JobRequest(source: "/in/\(id).mp4", output: "/out/\(id).mp4")
+            request.nodeLabels = labels
+            state.jobQueued(id: id, request: request, workDirectory: "/work/\(id)", now: now)
             take(state.jobStarted(id))
             let plans = (0..<segments).map {
                 SegmentPlan(index: $0, uniformFrames: frames)
@@ -131,6 +131,40 @@ import Testing
         farm.complete(greedy, try #require(farm.assigned(to: greedy).first))
         let measured = try #require(farm.state.speeds.speeds(node: "greedy")["h264"])
         #expect(abs(measured - 0.04) < 0.001, "\(measured)")
+    }
+
+    @Test func aJobThatRequiresLabelsGoesOnlyToNodesThatCarryThem() throws {
+        var rules = FarmState.Rules()
+        rules.nodeLabels = ["vault": ["trusted"]]
+        var farm = Farm(rules: rules)
+        // The cloud node claims the label; without acceptNodeLabels the claim does not count.
+        let cloud = farm.join("cloud", slots: 2, capabilities: #"{"labels": ["trusted"]}"#)
+        let vault = farm.join("vault", slots: 1)
+        farm.job("secret", segments: 3, labels: ["trusted"])
+        farm.job("open", segments: 3)
+        for round in 1...12 {
+            for session in [cloud, vault] {
+                for task in farm.state.nodes[session]?.inFlight.sorted() ?? [] {
+                    farm.complete(session, try #require(farm.assigned(to: session).first { $0.taskID == task }))
+                }
+            }
+            farm.tick(to: Double(round))
+        }
+        let secret = farm.assigned(to: vault).filter { $0.jobID == "secret" }.map(\.segmentIndex).sorted()
+        #expect(secret == [0, 1, 2], "every segment of the labelled job on the labelled node")
+        #expect(farm.assigned(to: cloud).allSatisfy { $0.jobID == "open" }, "\(farm.assigned(to: cloud).map(\.jobID))")
+        #expect(farm.state.jobs["secret"]?.allSegmentsDone == true && farm.state.jobs["open"]?.allSegmentsDone == true)
+        #expect(farm.state.nodeStatuses(now: farm.now).map(\.labels) == [[], ["trusted"]])
+        #expect(farm.state.nodeStatuses(now: farm.now).first?.claimedLabels == ["trusted"])
+
+        // Believing claims, the cloud node carries the label too.
+        rules.acceptNodeLabels = true
+        var believing = Farm(rules: rules)
+        let claimed = believing.join("cloud", capabilities: #"{"labels": ["trusted", "Not A Label"]}"#)
+        #expect(believing.state.nodes[claimed]?.labels == ["trusted"])
+        believing.job("secret", segments: 1, labels: ["gpu", "trusted"])
+        believing.tick(to: 1)
+        #expect(believing.assigned(to: claimed).isEmpty, "a node without every label gets nothing of the job")
     }
 
     @Test func aRefusedResultQuarantinesAtOnceAndASecondBans() throws {

@@ -279,6 +279,9 @@ import Testing
             (#"{"source": "https:///a.mp4"}"#, .badRequest, "names no host"),
             (#"{"source": "/x.mp4", "upload": "up-1"}"#, .badRequest, "give either source or upload"),
             (#"{"upload": "up-missing"}"#, .notFound, "no upload up-missing"),
+            (#"{"source": "\#(f.clip)", "nodes": {"labels": ["Trusted!"]}}"#, .badRequest, "label 'Trusted!' must be"),
+            (#"{"source": "\#(f.clip)", "nodes": {"pool": "a"}}"#, .badRequest, "unknown field 'nodes.pool'"),
+            (#"{"source": "\#(f.clip)", "nodes": ["trusted"]}"#, .badRequest, "nodes must be an object"),
         ]
         try await f.app.test(.router) { client in
             for (body, status, message) in cases {
@@ -699,6 +702,28 @@ import Testing
             }
         }
         #expect(await f.coordinator.bans().map(\.nodeID) == ["node-8"])
+    }
+
+    @Test func aJobsNodeLabelsAreKeptAndShown() async throws {
+        let f = try Fixture()
+        defer { f.remove() }
+        try await f.app.test(.router) { client in
+            let body = #"{"source": "\#(f.clip)", "nodes": {"labels": ["trusted", "gpu", "trusted"]}, "node_labels": "eu-west"}"#
+            var id = ""
+            try await client.execute(uri: "/jobs", method: .post, headers: Self.json, body: Self.body(body)) { response throws in
+                #expect(response.status == .created, "\(String(buffer: response.body))")
+                id = try #require(try Self.object(response)["id"] as? String)
+            }
+            try await client.execute(uri: "/jobs/\(id)", method: .get) { response throws in
+                #expect(try Self.object(response)["node_labels"] as? [String] == ["eu-west", "gpu", "trusted"])
+            }
+            try await client.execute(
+                uri: "/jobs", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                body: Self.body("source=\(f.clip)&node_labels=trusted")
+            ) { response throws in
+                #expect(response.status == .created, "\(String(buffer: response.body))")
+            }
+        }
     }
 
     @Test func nodeAddressesArePlain() {

@@ -7,6 +7,10 @@ import NIOPosix
 import NIOSSL
 import Testing
 
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
 /// The node channel as an attacker meets it: real `farm coordinator` and `farm node` processes over TLS on loopback,
 /// with fake nodes and a TLS-terminating relay written in the test.
 @Suite(.serialized, .heavy, .timeLimit(.minutes(10))) struct NodeChannelTests {
@@ -331,6 +335,46 @@ import Testing
     /// The API token a coordinator of `farm` made for itself (none was given).
     static func apiTokenOf(_ farm: Farm) -> String {
         ((try? String(contentsOfFile: farm.data + "/api-token", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    // MARK: - Node pools
+
+    /// A job that requires a label goes only to nodes that carry it: one given it by the coordinator (`--node-label`),
+    /// not one that merely claims it (`farm node --label`) without `--accept-node-labels`.
+    @Test func aLabelledJobStaysOnItsPool() async throws {
+        let farm = try Farm(
+            "farm-pools", seconds: 4, videoArgs: ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "0"])
+        defer { farm.remove() }
+        try await farm.stopping {
+            let coordinator = try await farm.coordinator("coordinator.log", arguments: ["--node-label", "vault=trusted"])
+            _ = try await farm.node("vault", port: coordinator.nodePort)
+            _ = try await farm.node("cloud", port: coordinator.nodePort, arguments: ["--label", "trusted", "--slots", "2"])
+            let joined = await FarmBinary.waitUntil(timeout: 30) { coordinator.text.components(separatedBy: "node joined").count == 3 }
+            #expect(joined, "\(coordinator.text.suffix(1500))")
+            let token = Self.apiTokenOf(farm)
+            var request = URLRequest(url: URL(string: "\(coordinator.base)/jobs")!)
+            request.httpMethod = "POST"
+            request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.httpBody = Data(#"{"source": "\#(farm.clip)", "segment_seconds": 1, "preset": "ultrafast", "nodes": {"labels": ["trusted"]}}"#.utf8)
+            let (data, _) = try await URLSession.shared.data(for: request)
+            let id = try #require((try JSONSerialization.jsonObject(with: data) as? [String: Any])?["id"] as? String, "\(String(decoding: data, as: UTF8.self))")
+            var job: [String: Any] = [:]
+            _ = await FarmBinary.waitUntil(timeout: 90) {
+                let (_, body) = (try? await http("GET", "\(coordinator.base)/jobs/\(id)", token: token)) ?? (0, "")
+                job = (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:]
+                return ["done", "failed"].contains(job["state"] as? String ?? "")
+            }
+            #expect(job["state"] as? String == "done", "\(job)")
+            let segments = try #require(job["segments"] as? [[String: Any]])
+            #expect(segments.count >= 3 && segments.allSatisfy { $0["node"] as? String == "vault" }, "\(segments)")
+            let (_, listing) = try await http("GET", "\(coordinator.base)/nodes", token: token)
+            let nodes = try #require((try JSONSerialization.jsonObject(with: Data(listing.utf8)) as? [String: Any])?["nodes"] as? [[String: Any]])
+            let vault = try #require(nodes.first { $0["id"] as? String == "vault" })
+            let cloud = try #require(nodes.first { $0["id"] as? String == "cloud" })
+            #expect(vault["labels"] as? [String] == ["trusted"])
+            #expect(cloud["labels"] as? [String] == [] && cloud["claimed_labels"] as? [String] == ["trusted"], "\(cloud)")
+        }
     }
 
     // MARK: - Nodes know their coordinator

@@ -217,6 +217,13 @@ public struct Client: APIProtocol {
                     in: &request,
                     style: .form,
                     explode: true,
+                    name: "node_labels",
+                    value: input.query.node_labels
+                )
+                try converter.setQueryItemAsURI(
+                    in: &request,
+                    style: .form,
+                    explode: true,
                     name: "filename",
                     value: input.query.filename
                 )
@@ -252,6 +259,7 @@ public struct Client: APIProtocol {
                             "codec",
                             "container",
                             "crf",
+                            "node_labels",
                             "preset",
                             "segment_seconds"
                         ],
@@ -338,6 +346,20 @@ public struct Client: APIProtocol {
                                 )
                                 return .init(
                                     name: "segment_seconds",
+                                    filename: wrapped.filename,
+                                    headerFields: headerFields,
+                                    body: body
+                                )
+                            case let .node_labels(wrapped):
+                                var headerFields: HTTPTypes.HTTPFields = .init()
+                                let value = wrapped.payload
+                                let body = try converter.setRequiredRequestBodyAsBinary(
+                                    value.body,
+                                    headerFields: &headerFields,
+                                    contentType: "text/plain"
+                                )
+                                return .init(
+                                    name: "node_labels",
                                     filename: wrapped.filename,
                                     headerFields: headerFields,
                                     body: body

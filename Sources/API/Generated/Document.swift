@@ -10,7 +10,7 @@ public enum APIDocument {
     }
 
     /// SHA-256 (hex) of docs/openapi.yaml when this folder was generated.
-    public static let sha256 = "5852f6fca528af5c7f6cf695bcd0f3a4163704c0de42ac1e69a7669aa4ebaf1b"
+    public static let sha256 = "b4a3861addb2ada26aeec7194bb63dccc1e341e9234351775abcf95db7a8795b"
 
     /// Every operation, in the document's order.
     public static let operations: [Operation] = [
@@ -87,6 +87,7 @@ paths:
         - {name: preset, in: query, required: false, schema: {$ref: '#/components/schemas/Preset'}, description: For raw uploads.}
         - {name: container, in: query, required: false, schema: {$ref: '#/components/schemas/Container'}, description: For raw uploads.}
         - {name: segment_seconds, in: query, required: false, schema: {$ref: '#/components/schemas/SegmentSeconds'}, description: For raw uploads.}
+        - {name: node_labels, in: query, required: false, schema: {$ref: '#/components/schemas/NodeLabelList'}, description: For raw uploads.}
         - {name: filename, in: query, required: false, schema: {type: string}, description: "The uploaded file's name, for raw uploads."}
       requestBody:
         required: true
@@ -94,7 +95,7 @@ paths:
           application/json:
             schema: {$ref: '#/components/schemas/JobRequest'}
           application/x-www-form-urlencoded:
-            schema: {$ref: '#/components/schemas/JobRequest'}
+            schema: {$ref: '#/components/schemas/JobForm'}
           multipart/form-data:
             schema:
               type: object
@@ -106,6 +107,7 @@ paths:
                 preset: {$ref: '#/components/schemas/Preset'}
                 container: {$ref: '#/components/schemas/Container'}
                 segment_seconds: {$ref: '#/components/schemas/SegmentSeconds'}
+                node_labels: {$ref: '#/components/schemas/NodeLabelList'}
           application/octet-stream:
             schema: {type: string, format: binary}
       responses:
@@ -631,6 +633,8 @@ components:
         preset: {$ref: '#/components/schemas/Preset'}
         container: {$ref: '#/components/schemas/Container'}
         segment_seconds: {$ref: '#/components/schemas/SegmentSeconds'}
+        nodes: {$ref: '#/components/schemas/NodePool'}
+        node_labels: {$ref: '#/components/schemas/NodeLabelList'}
       if: {$ref: '#/components/schemas/AV1Request'}
       then: {properties: {crf: {maximum: 63}}}
       else: {properties: {crf: {maximum: 51}}}
@@ -646,6 +650,8 @@ components:
         preset: {$ref: '#/components/schemas/Preset'}
         container: {$ref: '#/components/schemas/Container'}
         segment_seconds: {$ref: '#/components/schemas/SegmentSeconds'}
+        nodes: {$ref: '#/components/schemas/NodePool'}
+        node_labels: {$ref: '#/components/schemas/NodeLabelList'}
       if: {$ref: '#/components/schemas/AV1Request'}
       then: {properties: {crf: {maximum: 63}}}
       else: {properties: {crf: {maximum: 51}}}
@@ -656,6 +662,43 @@ components:
       properties: {codec: {const: av1}}
     CRF: {type: integer, minimum: 0, maximum: 63, description: 0-51 for h264 and hevc, 0-63 for av1; default per codec (23, 28, 35).}
     SegmentSeconds: {type: number, minimum: 0.5, maximum: 3600, description: Target segment length; chosen from the fleet when absent.}
+    NodeLabel: {type: string, pattern: '^[a-z0-9][a-z0-9._-]{0,31}$', description: 'A node pool''s label, such as trusted.'}
+    NodePool:
+      type: object
+      additionalProperties: false
+      description: Where the job's segments may go.
+      properties:
+        labels: {type: array, maxItems: 16, items: {$ref: '#/components/schemas/NodeLabel'}, description: Every node that gets a segment carries all of these.}
+    NodeLabelList:
+      type: string
+      pattern: '^([a-z0-9][a-z0-9._-]{0,31})(,[a-z0-9][a-z0-9._-]{0,31}){0,15}$'
+      description: 'Labels as text, separated by commas (forms, multipart, query parameters); with nodes.labels, both count.'
+    JobForm:
+      description: 'The fields of JobRequest as a form: exactly one of `source` and `upload`; node labels as `node_labels`.'
+      anyOf:
+        - type: object
+          additionalProperties: false
+          required: [source]
+          properties:
+            source: {type: string, pattern: '^(/|[Hh][Tt][Tt][Pp][Ss]?://)'}
+            codec: {$ref: '#/components/schemas/Codec'}
+            crf: {type: integer, minimum: 0, maximum: 51}
+            preset: {$ref: '#/components/schemas/Preset'}
+            container: {$ref: '#/components/schemas/Container'}
+            segment_seconds: {$ref: '#/components/schemas/SegmentSeconds'}
+            node_labels: {$ref: '#/components/schemas/NodeLabelList'}
+        - type: object
+          additionalProperties: false
+          required: [upload]
+          properties:
+            upload: {type: string, minLength: 1}
+            sha256: {type: string, minLength: 1}
+            codec: {$ref: '#/components/schemas/Codec'}
+            crf: {type: integer, minimum: 0, maximum: 51}
+            preset: {$ref: '#/components/schemas/Preset'}
+            container: {$ref: '#/components/schemas/Container'}
+            segment_seconds: {$ref: '#/components/schemas/SegmentSeconds'}
+            node_labels: {$ref: '#/components/schemas/NodeLabelList'}
     Created:
       type: object
       required: [id, state, url]
@@ -675,7 +718,7 @@ components:
         frames: {type: integer}
     Job:
       type: object
-      required: [id, state, phase, progress, fps, eta_s, error, segments, source, output_url, frames_done, total_frames, source_s, wall_s, encoders_by_node, fallbacks, dropped]
+      required: [id, state, phase, progress, fps, eta_s, error, segments, source, output_url, frames_done, total_frames, source_s, wall_s, encoders_by_node, fallbacks, dropped, node_labels]
       properties:
         id: {type: string}
         state: {type: string, enum: [queued, running, done, failed, cancelled]}
@@ -684,6 +727,7 @@ components:
         fps: {type: number, description: Frames encoded per second since encoding began.}
         eta_s: {$ref: '#/components/schemas/NullableNumber', description: Seconds left; null until a speed is known.}
         error: {$ref: '#/components/schemas/NullableString'}
+        node_labels: {type: array, items: {type: string}, description: Labels every node that gets a segment of this job carries.}
         segments: {type: array, items: {$ref: '#/components/schemas/Segment'}}
         source: {type: string, description: 'The path, or upload:NAME for an uploaded file.'}
         output_url: {$ref: '#/components/schemas/NullableString', description: Where to download the output once the job is done.}
@@ -709,7 +753,7 @@ components:
         url: {type: string}
     Node:
       type: object
-      required: [id, address, state, slots, slots_in_use, threads, segments_done, fps, last_heartbeat_s, capabilities]
+      required: [id, address, state, slots, slots_in_use, threads, segments_done, fps, last_heartbeat_s, capabilities, labels, claimed_labels]
       properties:
         id: {type: string}
         address: {type: string}
@@ -721,6 +765,8 @@ components:
         fps: {$ref: '#/components/schemas/NullableNumber', description: Frames per second measured between observations; null until measured.}
         last_heartbeat_s: {type: number, description: Seconds since the node was last heard from.}
         capabilities: {type: object, description: The node's hardware probe report.}
+        labels: {type: array, items: {type: string}, description: 'The labels it carries for placement: given its id by the operator, and its own claims with --accept-node-labels.'}
+        claimed_labels: {type: array, items: {type: string}, description: What the node claims (farm node --label).}
         quarantined_for_s: {type: number, description: 'While quarantined after repeated failures: seconds until it takes work again.'}
         quarantine_reason: {type: string, description: Why the node was quarantined.}
     Ban:

@@ -447,6 +447,13 @@ fileprivate extension UniversalServer where APIHandler: APIProtocol {
                         name: "segment_seconds",
                         as: Components.Schemas.SegmentSeconds.self
                     ),
+                    node_labels: try converter.getOptionalQueryItemAsURI(
+                        in: request.soar_query,
+                        style: .form,
+                        explode: true,
+                        name: "node_labels",
+                        as: Components.Schemas.NodeLabelList.self
+                    ),
                     filename: try converter.getOptionalQueryItemAsURI(
                         in: request.soar_query,
                         style: .form,
@@ -478,7 +485,7 @@ fileprivate extension UniversalServer where APIHandler: APIProtocol {
                     )
                 case "application/x-www-form-urlencoded":
                     body = try await converter.getRequiredRequestBodyAsURLEncodedForm(
-                        Components.Schemas.JobRequest.self,
+                        Components.Schemas.JobForm.self,
                         from: requestBody,
                         transforming: { value in
                             .urlEncodedForm(value)
@@ -501,6 +508,7 @@ fileprivate extension UniversalServer where APIHandler: APIProtocol {
                             "codec",
                             "container",
                             "crf",
+                            "node_labels",
                             "preset",
                             "segment_seconds"
                         ],
@@ -602,6 +610,22 @@ fileprivate extension UniversalServer where APIHandler: APIProtocol {
                                     }
                                 )
                                 return .segment_seconds(.init(
+                                    payload: .init(body: body),
+                                    filename: filename
+                                ))
+                            case "node_labels":
+                                try converter.verifyContentTypeIfPresent(
+                                    in: headerFields,
+                                    matches: "text/plain"
+                                )
+                                let body = try converter.getRequiredRequestBodyAsBinary(
+                                    OpenAPIRuntime.HTTPBody.self,
+                                    from: part.body,
+                                    transforming: {
+                                        $0
+                                    }
+                                )
+                                return .node_labels(.init(
                                     payload: .init(body: body),
                                     filename: filename
                                 ))

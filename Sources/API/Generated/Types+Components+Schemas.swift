@@ -125,6 +125,10 @@ extension Components {
             public var container: Components.Schemas.Container?
             /// - Remark: Generated from `#/components/schemas/SourceJob/segment_seconds`.
             public var segment_seconds: Components.Schemas.SegmentSeconds?
+            /// - Remark: Generated from `#/components/schemas/SourceJob/nodes`.
+            public var nodes: Components.Schemas.NodePool?
+            /// - Remark: Generated from `#/components/schemas/SourceJob/node_labels`.
+            public var node_labels: Components.Schemas.NodeLabelList?
             /// Creates a new `SourceJob`.
             ///
             /// - Parameters:
@@ -134,13 +138,17 @@ extension Components {
             ///   - preset:
             ///   - container:
             ///   - segment_seconds:
+            ///   - nodes:
+            ///   - node_labels:
             public init(
                 source: Swift.String,
                 codec: Components.Schemas.Codec? = nil,
                 crf: Components.Schemas.CRF? = nil,
                 preset: Components.Schemas.Preset? = nil,
                 container: Components.Schemas.Container? = nil,
-                segment_seconds: Components.Schemas.SegmentSeconds? = nil
+                segment_seconds: Components.Schemas.SegmentSeconds? = nil,
+                nodes: Components.Schemas.NodePool? = nil,
+                node_labels: Components.Schemas.NodeLabelList? = nil
             ) {
                 self.source = source
                 self.codec = codec
@@ -148,6 +156,8 @@ extension Components {
                 self.preset = preset
                 self.container = container
                 self.segment_seconds = segment_seconds
+                self.nodes = nodes
+                self.node_labels = node_labels
             }
             public enum CodingKeys: String, CodingKey {
                 case source
@@ -156,6 +166,8 @@ extension Components {
                 case preset
                 case container
                 case segment_seconds
+                case nodes
+                case node_labels
             }
             public init(from decoder: any Swift.Decoder) throws {
                 let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -183,13 +195,23 @@ extension Components {
                     Components.Schemas.SegmentSeconds.self,
                     forKey: .segment_seconds
                 )
+                self.nodes = try container.decodeIfPresent(
+                    Components.Schemas.NodePool.self,
+                    forKey: .nodes
+                )
+                self.node_labels = try container.decodeIfPresent(
+                    Components.Schemas.NodeLabelList.self,
+                    forKey: .node_labels
+                )
                 try decoder.ensureNoAdditionalProperties(knownKeys: [
                     "source",
                     "codec",
                     "crf",
                     "preset",
                     "container",
-                    "segment_seconds"
+                    "segment_seconds",
+                    "nodes",
+                    "node_labels"
                 ])
             }
         }
@@ -213,6 +235,10 @@ extension Components {
             public var container: Components.Schemas.Container?
             /// - Remark: Generated from `#/components/schemas/UploadJob/segment_seconds`.
             public var segment_seconds: Components.Schemas.SegmentSeconds?
+            /// - Remark: Generated from `#/components/schemas/UploadJob/nodes`.
+            public var nodes: Components.Schemas.NodePool?
+            /// - Remark: Generated from `#/components/schemas/UploadJob/node_labels`.
+            public var node_labels: Components.Schemas.NodeLabelList?
             /// Creates a new `UploadJob`.
             ///
             /// - Parameters:
@@ -223,6 +249,8 @@ extension Components {
             ///   - preset:
             ///   - container:
             ///   - segment_seconds:
+            ///   - nodes:
+            ///   - node_labels:
             public init(
                 upload: Swift.String,
                 sha256: Swift.String? = nil,
@@ -230,7 +258,9 @@ extension Components {
                 crf: Components.Schemas.CRF? = nil,
                 preset: Components.Schemas.Preset? = nil,
                 container: Components.Schemas.Container? = nil,
-                segment_seconds: Components.Schemas.SegmentSeconds? = nil
+                segment_seconds: Components.Schemas.SegmentSeconds? = nil,
+                nodes: Components.Schemas.NodePool? = nil,
+                node_labels: Components.Schemas.NodeLabelList? = nil
             ) {
                 self.upload = upload
                 self.sha256 = sha256
@@ -239,6 +269,8 @@ extension Components {
                 self.preset = preset
                 self.container = container
                 self.segment_seconds = segment_seconds
+                self.nodes = nodes
+                self.node_labels = node_labels
             }
             public enum CodingKeys: String, CodingKey {
                 case upload
@@ -248,6 +280,8 @@ extension Components {
                 case preset
                 case container
                 case segment_seconds
+                case nodes
+                case node_labels
             }
             public init(from decoder: any Swift.Decoder) throws {
                 let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -279,6 +313,14 @@ extension Components {
                     Components.Schemas.SegmentSeconds.self,
                     forKey: .segment_seconds
                 )
+                self.nodes = try container.decodeIfPresent(
+                    Components.Schemas.NodePool.self,
+                    forKey: .nodes
+                )
+                self.node_labels = try container.decodeIfPresent(
+                    Components.Schemas.NodeLabelList.self,
+                    forKey: .node_labels
+                )
                 try decoder.ensureNoAdditionalProperties(knownKeys: [
                     "upload",
                     "sha256",
@@ -286,7 +328,9 @@ extension Components {
                     "crf",
                     "preset",
                     "container",
-                    "segment_seconds"
+                    "segment_seconds",
+                    "nodes",
+                    "node_labels"
                 ])
             }
         }
@@ -315,6 +359,287 @@ extension Components {
         ///
         /// - Remark: Generated from `#/components/schemas/SegmentSeconds`.
         public typealias SegmentSeconds = Swift.Double
+        /// A node pool's label, such as trusted.
+        ///
+        /// - Remark: Generated from `#/components/schemas/NodeLabel`.
+        public typealias NodeLabel = Swift.String
+        /// Where the job's segments may go.
+        ///
+        /// - Remark: Generated from `#/components/schemas/NodePool`.
+        public struct NodePool: Codable, Hashable, Sendable {
+            /// Every node that gets a segment carries all of these.
+            ///
+            /// - Remark: Generated from `#/components/schemas/NodePool/labels`.
+            public var labels: [Components.Schemas.NodeLabel]?
+            /// Creates a new `NodePool`.
+            ///
+            /// - Parameters:
+            ///   - labels: Every node that gets a segment carries all of these.
+            public init(labels: [Components.Schemas.NodeLabel]? = nil) {
+                self.labels = labels
+            }
+            public enum CodingKeys: String, CodingKey {
+                case labels
+            }
+            public init(from decoder: any Swift.Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.labels = try container.decodeIfPresent(
+                    [Components.Schemas.NodeLabel].self,
+                    forKey: .labels
+                )
+                try decoder.ensureNoAdditionalProperties(knownKeys: [
+                    "labels"
+                ])
+            }
+        }
+        /// Labels as text, separated by commas (forms, multipart, query parameters); with nodes.labels, both count.
+        ///
+        /// - Remark: Generated from `#/components/schemas/NodeLabelList`.
+        public typealias NodeLabelList = Swift.String
+        /// The fields of JobRequest as a form: exactly one of `source` and `upload`; node labels as `node_labels`.
+        ///
+        /// - Remark: Generated from `#/components/schemas/JobForm`.
+        public struct JobForm: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/JobForm/value1`.
+            public struct Value1Payload: Codable, Hashable, Sendable {
+                /// - Remark: Generated from `#/components/schemas/JobForm/value1/source`.
+                public var source: Swift.String
+                /// - Remark: Generated from `#/components/schemas/JobForm/value1/codec`.
+                public var codec: Components.Schemas.Codec?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value1/crf`.
+                public var crf: Swift.Int?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value1/preset`.
+                public var preset: Components.Schemas.Preset?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value1/container`.
+                public var container: Components.Schemas.Container?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value1/segment_seconds`.
+                public var segment_seconds: Components.Schemas.SegmentSeconds?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value1/node_labels`.
+                public var node_labels: Components.Schemas.NodeLabelList?
+                /// Creates a new `Value1Payload`.
+                ///
+                /// - Parameters:
+                ///   - source:
+                ///   - codec:
+                ///   - crf:
+                ///   - preset:
+                ///   - container:
+                ///   - segment_seconds:
+                ///   - node_labels:
+                public init(
+                    source: Swift.String,
+                    codec: Components.Schemas.Codec? = nil,
+                    crf: Swift.Int? = nil,
+                    preset: Components.Schemas.Preset? = nil,
+                    container: Components.Schemas.Container? = nil,
+                    segment_seconds: Components.Schemas.SegmentSeconds? = nil,
+                    node_labels: Components.Schemas.NodeLabelList? = nil
+                ) {
+                    self.source = source
+                    self.codec = codec
+                    self.crf = crf
+                    self.preset = preset
+                    self.container = container
+                    self.segment_seconds = segment_seconds
+                    self.node_labels = node_labels
+                }
+                public enum CodingKeys: String, CodingKey {
+                    case source
+                    case codec
+                    case crf
+                    case preset
+                    case container
+                    case segment_seconds
+                    case node_labels
+                }
+                public init(from decoder: any Swift.Decoder) throws {
+                    let container = try decoder.container(keyedBy: CodingKeys.self)
+                    self.source = try container.decode(
+                        Swift.String.self,
+                        forKey: .source
+                    )
+                    self.codec = try container.decodeIfPresent(
+                        Components.Schemas.Codec.self,
+                        forKey: .codec
+                    )
+                    self.crf = try container.decodeIfPresent(
+                        Swift.Int.self,
+                        forKey: .crf
+                    )
+                    self.preset = try container.decodeIfPresent(
+                        Components.Schemas.Preset.self,
+                        forKey: .preset
+                    )
+                    self.container = try container.decodeIfPresent(
+                        Components.Schemas.Container.self,
+                        forKey: .container
+                    )
+                    self.segment_seconds = try container.decodeIfPresent(
+                        Components.Schemas.SegmentSeconds.self,
+                        forKey: .segment_seconds
+                    )
+                    self.node_labels = try container.decodeIfPresent(
+                        Components.Schemas.NodeLabelList.self,
+                        forKey: .node_labels
+                    )
+                    try decoder.ensureNoAdditionalProperties(knownKeys: [
+                        "source",
+                        "codec",
+                        "crf",
+                        "preset",
+                        "container",
+                        "segment_seconds",
+                        "node_labels"
+                    ])
+                }
+            }
+            /// - Remark: Generated from `#/components/schemas/JobForm/value1`.
+            public var value1: Components.Schemas.JobForm.Value1Payload?
+            /// - Remark: Generated from `#/components/schemas/JobForm/value2`.
+            public struct Value2Payload: Codable, Hashable, Sendable {
+                /// - Remark: Generated from `#/components/schemas/JobForm/value2/upload`.
+                public var upload: Swift.String
+                /// - Remark: Generated from `#/components/schemas/JobForm/value2/sha256`.
+                public var sha256: Swift.String?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value2/codec`.
+                public var codec: Components.Schemas.Codec?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value2/crf`.
+                public var crf: Swift.Int?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value2/preset`.
+                public var preset: Components.Schemas.Preset?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value2/container`.
+                public var container: Components.Schemas.Container?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value2/segment_seconds`.
+                public var segment_seconds: Components.Schemas.SegmentSeconds?
+                /// - Remark: Generated from `#/components/schemas/JobForm/value2/node_labels`.
+                public var node_labels: Components.Schemas.NodeLabelList?
+                /// Creates a new `Value2Payload`.
+                ///
+                /// - Parameters:
+                ///   - upload:
+                ///   - sha256:
+                ///   - codec:
+                ///   - crf:
+                ///   - preset:
+                ///   - container:
+                ///   - segment_seconds:
+                ///   - node_labels:
+                public init(
+                    upload: Swift.String,
+                    sha256: Swift.String? = nil,
+                    codec: Components.Schemas.Codec? = nil,
+                    crf: Swift.Int? = nil,
+                    preset: Components.Schemas.Preset? = nil,
+                    container: Components.Schemas.Container? = nil,
+                    segment_seconds: Components.Schemas.SegmentSeconds? = nil,
+                    node_labels: Components.Schemas.NodeLabelList? = nil
+                ) {
+                    self.upload = upload
+                    self.sha256 = sha256
+                    self.codec = codec
+                    self.crf = crf
+                    self.preset = preset
+                    self.container = container
+                    self.segment_seconds = segment_seconds
+                    self.node_labels = node_labels
+                }
+                public enum CodingKeys: String, CodingKey {
+                    case upload
+                    case sha256
+                    case codec
+                    case crf
+                    case preset
+                    case container
+                    case segment_seconds
+                    case node_labels
+                }
+                public init(from decoder: any Swift.Decoder) throws {
+                    let container = try decoder.container(keyedBy: CodingKeys.self)
+                    self.upload = try container.decode(
+                        Swift.String.self,
+                        forKey: .upload
+                    )
+                    self.sha256 = try container.decodeIfPresent(
+                        Swift.String.self,
+                        forKey: .sha256
+                    )
+                    self.codec = try container.decodeIfPresent(
+                        Components.Schemas.Codec.self,
+                        forKey: .codec
+                    )
+                    self.crf = try container.decodeIfPresent(
+                        Swift.Int.self,
+                        forKey: .crf
+                    )
+                    self.preset = try container.decodeIfPresent(
+                        Components.Schemas.Preset.self,
+                        forKey: .preset
+                    )
+                    self.container = try container.decodeIfPresent(
+                        Components.Schemas.Container.self,
+                        forKey: .container
+                    )
+                    self.segment_seconds = try container.decodeIfPresent(
+                        Components.Schemas.SegmentSeconds.self,
+                        forKey: .segment_seconds
+                    )
+                    self.node_labels = try container.decodeIfPresent(
+                        Components.Schemas.NodeLabelList.self,
+                        forKey: .node_labels
+                    )
+                    try decoder.ensureNoAdditionalProperties(knownKeys: [
+                        "upload",
+                        "sha256",
+                        "codec",
+                        "crf",
+                        "preset",
+                        "container",
+                        "segment_seconds",
+                        "node_labels"
+                    ])
+                }
+            }
+            /// - Remark: Generated from `#/components/schemas/JobForm/value2`.
+            public var value2: Components.Schemas.JobForm.Value2Payload?
+            /// Creates a new `JobForm`.
+            ///
+            /// - Parameters:
+            ///   - value1:
+            ///   - value2:
+            public init(
+                value1: Components.Schemas.JobForm.Value1Payload? = nil,
+                value2: Components.Schemas.JobForm.Value2Payload? = nil
+            ) {
+                self.value1 = value1
+                self.value2 = value2
+            }
+            public init(from decoder: any Swift.Decoder) throws {
+                var errors: [any Swift.Error] = []
+                do {
+                    self.value1 = try .init(from: decoder)
+                } catch {
+                    errors.append(error)
+                }
+                do {
+                    self.value2 = try .init(from: decoder)
+                } catch {
+                    errors.append(error)
+                }
+                try Swift.DecodingError.verifyAtLeastOneSchemaIsNotNil(
+                    [
+                        self.value1,
+                        self.value2
+                    ],
+                    type: Self.self,
+                    codingPath: decoder.codingPath,
+                    errors: errors
+                )
+            }
+            public func encode(to encoder: any Swift.Encoder) throws {
+                try self.value1?.encode(to: encoder)
+                try self.value2?.encode(to: encoder)
+            }
+        }
         /// - Remark: Generated from `#/components/schemas/Created`.
         public struct Created: Codable, Hashable, Sendable {
             /// - Remark: Generated from `#/components/schemas/Created/id`.
@@ -432,6 +757,10 @@ extension Components {
             public var eta_s: Components.Schemas.NullableNumber?
             /// - Remark: Generated from `#/components/schemas/Job/error`.
             public var error: Components.Schemas.NullableString?
+            /// Labels every node that gets a segment of this job carries.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Job/node_labels`.
+            public var node_labels: [Swift.String]
             /// - Remark: Generated from `#/components/schemas/Job/segments`.
             public var segments: [Components.Schemas.Segment]
             /// The path, or upload:NAME for an uploaded file.
@@ -498,6 +827,7 @@ extension Components {
             ///   - fps: Frames encoded per second since encoding began.
             ///   - eta_s: Seconds left; null until a speed is known.
             ///   - error:
+            ///   - node_labels: Labels every node that gets a segment of this job carries.
             ///   - segments:
             ///   - source: The path, or upload:NAME for an uploaded file.
             ///   - output_url: Where to download the output once the job is done.
@@ -518,6 +848,7 @@ extension Components {
                 fps: Swift.Double,
                 eta_s: Components.Schemas.NullableNumber? = nil,
                 error: Components.Schemas.NullableString? = nil,
+                node_labels: [Swift.String],
                 segments: [Components.Schemas.Segment],
                 source: Swift.String,
                 output_url: Components.Schemas.NullableString? = nil,
@@ -538,6 +869,7 @@ extension Components {
                 self.fps = fps
                 self.eta_s = eta_s
                 self.error = error
+                self.node_labels = node_labels
                 self.segments = segments
                 self.source = source
                 self.output_url = output_url
@@ -559,6 +891,7 @@ extension Components {
                 case fps
                 case eta_s
                 case error
+                case node_labels
                 case segments
                 case source
                 case output_url
@@ -667,6 +1000,14 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Node/capabilities`.
             public var capabilities: OpenAPIRuntime.OpenAPIObjectContainer
+            /// The labels it carries for placement: given its id by the operator, and its own claims with --accept-node-labels.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Node/labels`.
+            public var labels: [Swift.String]
+            /// What the node claims (farm node --label).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Node/claimed_labels`.
+            public var claimed_labels: [Swift.String]
             /// While quarantined after repeated failures: seconds until it takes work again.
             ///
             /// - Remark: Generated from `#/components/schemas/Node/quarantined_for_s`.
@@ -688,6 +1029,8 @@ extension Components {
             ///   - fps: Frames per second measured between observations; null until measured.
             ///   - last_heartbeat_s: Seconds since the node was last heard from.
             ///   - capabilities: The node's hardware probe report.
+            ///   - labels: The labels it carries for placement: given its id by the operator, and its own claims with --accept-node-labels.
+            ///   - claimed_labels: What the node claims (farm node --label).
             ///   - quarantined_for_s: While quarantined after repeated failures: seconds until it takes work again.
             ///   - quarantine_reason: Why the node was quarantined.
             public init(
@@ -701,6 +1044,8 @@ extension Components {
                 fps: Components.Schemas.NullableNumber? = nil,
                 last_heartbeat_s: Swift.Double,
                 capabilities: OpenAPIRuntime.OpenAPIObjectContainer,
+                labels: [Swift.String],
+                claimed_labels: [Swift.String],
                 quarantined_for_s: Swift.Double? = nil,
                 quarantine_reason: Swift.String? = nil
             ) {
@@ -714,6 +1059,8 @@ extension Components {
                 self.fps = fps
                 self.last_heartbeat_s = last_heartbeat_s
                 self.capabilities = capabilities
+                self.labels = labels
+                self.claimed_labels = claimed_labels
                 self.quarantined_for_s = quarantined_for_s
                 self.quarantine_reason = quarantine_reason
             }
@@ -728,6 +1075,8 @@ extension Components {
                 case fps
                 case last_heartbeat_s
                 case capabilities
+                case labels
+                case claimed_labels
                 case quarantined_for_s
                 case quarantine_reason
             }

@@ -213,6 +213,10 @@ public enum Operations {
                 ///
                 /// - Remark: Generated from `#/paths/jobs/POST/query/segment_seconds`.
                 public var segment_seconds: Components.Schemas.SegmentSeconds?
+                /// For raw uploads.
+                ///
+                /// - Remark: Generated from `#/paths/jobs/POST/query/node_labels`.
+                public var node_labels: Components.Schemas.NodeLabelList?
                 /// The uploaded file's name, for raw uploads.
                 ///
                 /// - Remark: Generated from `#/paths/jobs/POST/query/filename`.
@@ -225,6 +229,7 @@ public enum Operations {
                 ///   - preset: For raw uploads.
                 ///   - container: For raw uploads.
                 ///   - segment_seconds: For raw uploads.
+                ///   - node_labels: For raw uploads.
                 ///   - filename: The uploaded file's name, for raw uploads.
                 public init(
                     codec: Components.Schemas.Codec? = nil,
@@ -232,6 +237,7 @@ public enum Operations {
                     preset: Components.Schemas.Preset? = nil,
                     container: Components.Schemas.Container? = nil,
                     segment_seconds: Components.Schemas.SegmentSeconds? = nil,
+                    node_labels: Components.Schemas.NodeLabelList? = nil,
                     filename: Swift.String? = nil
                 ) {
                     self.codec = codec
@@ -239,6 +245,7 @@ public enum Operations {
                     self.preset = preset
                     self.container = container
                     self.segment_seconds = segment_seconds
+                    self.node_labels = node_labels
                     self.filename = filename
                 }
             }
@@ -260,7 +267,7 @@ public enum Operations {
                 /// - Remark: Generated from `#/paths/jobs/POST/requestBody/content/application\/json`.
                 case json(Components.Schemas.JobRequest)
                 /// - Remark: Generated from `#/paths/jobs/POST/requestBody/content/application\/x-www-form-urlencoded`.
-                case urlEncodedForm(Components.Schemas.JobRequest)
+                case urlEncodedForm(Components.Schemas.JobForm)
                 /// - Remark: Generated from `#/paths/jobs/POST/requestBody/multipartForm`.
                 @frozen public enum multipartFormPayload: Sendable, Hashable {
                     /// - Remark: Generated from `#/paths/jobs/POST/requestBody/multipartForm/file`.
@@ -335,6 +342,18 @@ public enum Operations {
                         }
                     }
                     case segment_seconds(OpenAPIRuntime.MultipartPart<Operations.submitJob.Input.Body.multipartFormPayload.segment_secondsPayload>)
+                    /// - Remark: Generated from `#/paths/jobs/POST/requestBody/multipartForm/node_labels`.
+                    public struct node_labelsPayload: Sendable, Hashable {
+                        public var body: OpenAPIRuntime.HTTPBody
+                        /// Creates a new `node_labelsPayload`.
+                        ///
+                        /// - Parameters:
+                        ///   - body:
+                        public init(body: OpenAPIRuntime.HTTPBody) {
+                            self.body = body
+                        }
+                    }
+                    case node_labels(OpenAPIRuntime.MultipartPart<Operations.submitJob.Input.Body.multipartFormPayload.node_labelsPayload>)
                     case undocumented(OpenAPIRuntime.MultipartRawPart)
                 }
                 /// - Remark: Generated from `#/paths/jobs/POST/requestBody/content/multipart\/form-data`.

@@ -16,6 +16,7 @@ extension Schemas.Job {
             fps: Self.rounded(status.fps, 2),
             eta_s: ExplicitNull(status.etaSeconds.map { Self.rounded($0, 1) }),
             error: ExplicitNull(status.error),
+            node_labels: status.nodeLabels,
             segments: status.segments.map(Schemas.Segment.init),
             source: source,
             output_url: ExplicitNull(status.state == .done ? "/jobs/\(status.id)/output" : nil),
@@ -78,6 +79,8 @@ extension Schemas.Node {
             // The node's probe report as it sent it; a report that is not a JSON object shows as {}.
             capabilities: (try? JSONDecoder().decode(OpenAPIObjectContainer.self, from: Data(node.capabilitiesJSON.utf8)))
                 ?? OpenAPIObjectContainer(),
+            labels: node.labels,
+            claimed_labels: node.claimedLabels,
             quarantined_for_s: node.quarantinedForSeconds.map { Schemas.Job.rounded($0, 1) },
             quarantine_reason: node.quarantineReason)
     }

@@ -1,4 +1,5 @@
 internal import FarmHWEncode
+internal import FarmProtocol
 internal import Foundation
 
 /// The encoding fields of `POST /jobs`, checked one by one so that a bad request says which field
@@ -16,11 +17,15 @@ struct Submission: Equatable {
     /// and the SHA-256 the client computed.
     var upload: String?
     var sha256: String?
+    /// Labels every node that gets a segment must carry (sorted, without repeats).
+    var nodeLabels: [String] = []
 
     static let containers = ["mp4", "mkv", "mov"]
     /// x264's preset names; SVT-AV1's numbered presets are mapped from them by the encoder.
     static let presets = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"]
-    static let fields: Set<String> = ["source", "upload", "sha256", "codec", "crf", "preset", "container", "segment_seconds"]
+    static let fields: Set<String> = [
+        "source", "upload", "sha256", "codec", "crf", "preset", "container", "segment_seconds", "nodes", "node_labels",
+    ]
 
     static func crfRange(_ codec: VideoCodec) -> ClosedRange<Int> {
         codec == .av1 ? 0...63 : 0...51
@@ -112,6 +117,30 @@ struct Submission: Equatable {
             }
             s.segmentSeconds = number
         }
+        // Node pools: `"nodes": {"labels": [...]}` in JSON, `node_labels=a,b` as text.
+        var labels: [String]?
+        if let value = object["nodes"], value != .null {
+            guard case .object(let nodes) = value else { throw .badRequest("nodes must be an object such as {\"labels\": [\"trusted\"]}, got \(value.kind)") }
+            if let unknown = nodes.keys.first(where: { $0 != "labels" }) {
+                throw .badRequest("unknown field 'nodes.\(unknown)'; accepted: nodes.labels")
+            }
+            if let list = nodes["labels"], list != .null {
+                guard case .array(let items) = list else { throw .badRequest("nodes.labels must be an array of strings, got \(list.kind)") }
+                labels = try items.map { item throws(APIError) in
+                    guard case .string(let label) = item else { throw .badRequest("nodes.labels holds \(item.kind), not a string") }
+                    return label
+                }
+            }
+        }
+        if let value = object["node_labels"], value != .null {
+            guard case .string(let text) = value else { throw .badRequest("node_labels must be a comma-separated string, got \(value.kind)") }
+            labels = (labels ?? []) + text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        if let labels {
+            let unique = Array(Set(labels)).sorted()
+            if let problem = NodeLabels.problem(unique) { throw .badRequest("nodes.labels: \(problem)") }
+            s.nodeLabels = unique
+        }
         return s
     }
 
@@ -122,7 +151,9 @@ struct Submission: Equatable {
     }
 
     func request(source: String, output: String) -> JobRequest {
-        JobRequest(source: source, output: output, codec: codec, crf: crf, preset: preset, segmentSeconds: segmentSeconds)
+        var request = JobRequest(source: source, output: output, codec: codec, crf: crf, preset: preset, segmentSeconds: segmentSeconds)
+        request.nodeLabels = nodeLabels.isEmpty ? nil : nodeLabels
+        return request
     }
 
     private static func show(_ value: JSONValue) -> String {

@@ -14,6 +14,9 @@ extension FarmState {
         nodes[session] = Node(
             session: session, nodeID: hello.nodeID, address: address, slots: slots, threads: threads,
             capabilitiesJSON: hello.capabilitiesJSON, lastSeen: now)
+        let claimed = NodeLabels.claimed(in: hello.capabilitiesJSON)
+        nodes[session]?.claimedLabels = claimed
+        nodes[session]?.labels = (rules.nodeLabels[hello.nodeID] ?? []).union(rules.acceptNodeLabels ? Set(claimed) : [])
         var effects: [FarmEffect] = []
         effects.log(.info, "node joined", ["node": hello.nodeID, "address": address, "slots": "\(slots)"])
         // The `calibration` a hello may carry is the node's own claim: it is shown in the node's capabilities, never

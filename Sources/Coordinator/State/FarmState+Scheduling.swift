@@ -134,11 +134,49 @@ extension FarmState {
         }
     }
 
-    /// The policy's decisions, or those of the replacement the state was given.
+    /// The policy's decisions, or those of the replacement the state was given, within the node pools: a job that
+    /// requires labels is offered only the nodes that carry them all. Jobs of one label set are decided together,
+    /// the labelled ones first (they can run in fewer places), each seeing the slots the ones before took.
     private func choose(
-        _ nodes: [SchedulerNode], _ ready: [SchedulerSegment], _ running: [SchedulerRunning], _ now: Double
+        _ fleet: [SchedulerNode], _ ready: [SchedulerSegment], _ running: [SchedulerRunning], _ now: Double
     ) -> [SchedulingDecision] {
-        decide?(nodes, ready, running, now) ?? policy.decide(nodes: nodes, ready: ready, running: running, now: now)
+        let decideOnce = { (nodes: [SchedulerNode], ready: [SchedulerSegment]) in
+            self.decide?(nodes, ready, running, now) ?? self.policy.decide(nodes: nodes, ready: ready, running: running, now: now)
+        }
+        let required = { (jobID: String) in self.jobs[jobID]?.request.nodeLabels ?? [] }
+        guard ready.contains(where: { !required($0.jobID).isEmpty }) || running.contains(where: { !required($0.jobID).isEmpty })
+        else { return decideOnce(fleet, ready) }
+        var groups: [[String]: [SchedulerSegment]] = [:]
+        for segment in ready { groups[required(segment.jobID), default: []].append(segment) }
+        for task in running where groups[required(task.jobID)] == nil { groups[required(task.jobID)] = [] }
+        let order = groups.keys.sorted { ($0.count, $0.joined(separator: ",")) > ($1.count, $1.joined(separator: ",")) }
+        var taken: [UInt64: Int] = [:]
+        var decisions: [SchedulingDecision] = []
+        for labels in order {
+            let pool = fleet.map { node -> SchedulerNode in
+                var node = node
+                node.busySlots = min(node.slots, node.busySlots + (taken[node.id] ?? 0))
+                if !self.carries(node.id, labels) { node.draining = true }
+                return node
+            }
+            for decision in decideOnce(pool, groups[labels] ?? []) {
+                let (jobID, session): (String, UInt64)
+                switch decision {
+                case .assign(let j, _, let s): (jobID, session) = (j, s)
+                case .duplicate(let j, _, let s): (jobID, session) = (j, s)
+                }
+                // The policy proposes a duplicate of any late task; only one in this pool's jobs counts here.
+                guard required(jobID) == labels, self.carries(session, labels) else { continue }
+                taken[session, default: 0] += 1
+                decisions.append(decision)
+            }
+        }
+        return decisions
+    }
+
+    /// Whether the node of `session` carries every label in `labels`.
+    func carries(_ session: UInt64, _ labels: [String]) -> Bool {
+        labels.isEmpty || (nodes[session].map { node in labels.allSatisfy(node.labels.contains) } ?? false)
     }
 
     /// How long a lease of this task lasts from now: `leaseTimeFactor` times the encode time the

@@ -49,7 +49,8 @@ extension FarmState {
             framesDone: framesDone, totalFrames: job.totalFrames, fps: fps, etaSeconds: eta,
             error: job.error, segments: segments, sourceSeconds: job.sourceSeconds,
             wallSeconds: max(end - job.submitted, 0), encodersByNode: job.encodersByNode, dropped: job.dropped,
-            fallbacks: job.fallbacks, downloadedBytes: download?.bytes, downloadTotalBytes: download?.total)
+            fallbacks: job.fallbacks, downloadedBytes: download?.bytes, downloadTotalBytes: download?.total,
+            nodeLabels: job.request.nodeLabels ?? [])
     }
 
     /// A job's progress: 1 once done; before, its encoded share of the frames, up to 0.97 (the rest is assembly).
@@ -71,7 +72,8 @@ extension FarmState {
                 id: $0.nodeID, address: $0.address, slots: $0.slots, threads: $0.threads, slotsInUse: $0.inFlight.count,
                 draining: $0.draining, quarantinedForSeconds: quarantine.map { $0.until - now },
                 quarantineReason: quarantine?.reason, segmentsDone: $0.segmentsDone,
-                secondsSinceHeartbeat: max(now - $0.lastSeen, 0), capabilitiesJSON: $0.capabilitiesJSON)
+                secondsSinceHeartbeat: max(now - $0.lastSeen, 0), capabilitiesJSON: $0.capabilitiesJSON,
+                labels: $0.labels.sorted(), claimedLabels: $0.claimedLabels)
         }
     }
 

@@ -23,6 +23,10 @@ package struct FarmState: Sendable {
         package var leaseTimeFactor = 3.0
         /// However its progress rises, a lease ends at most this many whole leases after it started.
         package var maximumLeaseFactor = 4.0
+        /// Labels the operator gives node ids (`--node-label ID=LABEL`), and whether the labels nodes claim for
+        /// themselves (`farm node --label`) count too (`--accept-node-labels`).
+        package var nodeLabels: [String: Set<String>] = [:]
+        package var acceptNodeLabels = false
         /// Refused results after which a node is banned (the first quarantines it at once).
         package var banAfterRefusals = 2
 
@@ -34,6 +38,8 @@ package struct FarmState: Sendable {
             quarantine = configuration.quarantine
             maxNodeSlots = configuration.maxNodeSlots
             banAfterRefusals = configuration.banAfterRefusals
+            nodeLabels = configuration.nodeLabels
+            acceptNodeLabels = configuration.acceptNodeLabels
         }
     }
 
@@ -45,6 +51,11 @@ package struct FarmState: Sendable {
         let threads: Int
         let capabilitiesJSON: String
         package var inFlight: Set<UInt64> = []
+        /// The labels the node carries for placement: those the operator gave its id, and those it claims when the
+        /// coordinator believes claims (`Rules.acceptNodeLabels`).
+        package var labels: Set<String> = []
+        /// What it claims (shown, and believed only with `acceptNodeLabels`).
+        var claimedLabels: [String] = []
         var draining = false
         var lastSeen: Double
         var segmentsDone = 0
