@@ -213,6 +213,9 @@ struct NodeSession: Sendable {
                 throw ProtocolError(code: .authenticationFailed, message: "node \(hello.nodeID) not enrolled: \(error)")
             }
         }
+        // The node is authenticated: its frame limit is raised before it hears so, or a node that starts sending
+        // full-size frames the moment the welcome arrives could race the raise.
+        await NodeConnectionGuard.authenticated(connection.channel)
         try await outbound.write(
             .welcome(
                 Welcome(
@@ -220,7 +223,6 @@ struct NodeSession: Sendable {
                     proof: JoinProof.coordinator(
                         token: secret, nonce: nonce, nodeID: hello.nodeID, channelBinding: channelBinding),
                     credential: credential)))
-        await NodeConnectionGuard.authenticated(connection.channel)
         let session = await coordinator.register(hello, address: address, outgoing: continuation)
         sessionBox.value = session
 
