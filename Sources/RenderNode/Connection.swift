@@ -254,7 +254,7 @@ final class Connection: Sendable {
                 reason: reason, sending: [.failure(TaskFailure(taskID: assign.taskID, reason: reason, retryable: true, kind: .node))])
             return
         }
-        if TestFaults.stalls.take() {
+        if self.configuration.testFaults.stalls.take() {
             self.stall.set()
             self.taskLogger(assign).warning("test fault (FARM_TEST_STALL): holding the segment; heartbeats stop")
             SegmentFiles.remove(transfer.file.path)
@@ -269,8 +269,8 @@ final class Connection: Sendable {
 
     /// `FARM_TEST_SLOW_NODE=NODE_ID:FACTOR`: a benchmark-only switch that slows one node down by a
     /// factor, to measure scheduling with nodes of unequal speed on one machine.
-    static func slowdown(nodeID: String) -> Double? {
-        guard let value = ProcessInfo.processInfo.environment["FARM_TEST_SLOW_NODE"] else { return nil }
+    static func slowdown(nodeID: String, switch value: String?) -> Double? {
+        guard let value else { return nil }
         let parts = value.split(separator: ":")
         guard parts.count == 2, String(parts[0]) == nodeID else { return nil }
         return Double(parts[1])
@@ -293,12 +293,12 @@ final class Connection: Sendable {
 
         let encoded: Encoded
         do {
-            if TestFaults.failedTasks.take() {
+            if self.configuration.testFaults.failedTasks.take() {
                 throw MediaError(.verificationFailed, "injected encode failure (FARM_TEST_FAIL_TASKS)")
             }
             var made = try SegmentFiles.request(
                 for: assign, input: input, output: output, threads: self.configuration.threads)
-            if TestFaults.wrongPictures.take() {
+            if self.configuration.testFaults.wrongPictures.take() {
                 made.invertPictures = true
                 logger.warning("test fault (FARM_TEST_WRONG_PICTURES): encoding inverted pictures")
             }
@@ -306,7 +306,8 @@ final class Connection: Sendable {
             logger[metadataKey: "encoder"] = "\(request.config.encoder)"
             logger.info("encoding segment", metadata: ["expectedFrames": "\(assign.expectedFrames)"])
             let chooser = self.configuration.chooser ?? EncoderChooser(report: .empty, mode: .off)
-            let slowdown = Self.slowdown(nodeID: self.configuration.nodeID)
+            let slowdown = Self.slowdown(nodeID: self.configuration.nodeID, switch: self.configuration.testFaults.slowNode)
+            let faults = self.configuration.testFaults
             let attempts = try chooser.attempts(for: request.config)
             encoded = try await Offload.run("encode task \(taskID)") { [logger] offload in
                 let isCancelled = { offload.isCancelled || flag.isCancelled }
@@ -324,7 +325,7 @@ final class Connection: Sendable {
                     }
                 }
                 let file = try SegmentFiles.sizeAndChecksum(of: output, isCancelled: isCancelled)
-                try TestFaults.corruptResultIfDue(at: output, size: file.size, logger: logger)
+                try faults.corruptResultIfDue(at: output, size: file.size, logger: logger)
                 return Encoded(report: report, byteLength: file.size, checksum: file.checksum)
             }
         } catch {

@@ -43,6 +43,8 @@ public struct NodeConfiguration: Sendable {
     /// certificate carries another key is refused before the node proves anything to it. Nil trusts whoever holds
     /// the join token, and the node warns.
     public var coordinatorKeySHA256: String?
+    /// Test-only fault switches (`FARM_TEST_*`, see ``TestFaults``); none by default.
+    public var testFaults = TestFaults()
     /// Where the node logs.
     public var logger: Logger
 

@@ -3,7 +3,8 @@ import Logging
 import Synchronization
 
 /// Faults a node commits on purpose, to prove that the coordinator survives them (the fault tests, and
-/// docs/reliability.md). Read once from the environment, like `FARM_TEST_SLOW_NODE`; never set in production.
+/// docs/reliability.md). `farm node` reads them from its environment (`FarmEnvironment`) and hands them over in
+/// ``NodeConfiguration/testFaults``; never set in production.
 ///
 /// - `FARM_TEST_CORRUPT_RESULT=N`: the first N results this process sends have one byte flipped after their
 ///   checksum was computed, as a bad disk or a broken transfer would do. The coordinator's checksum check must
@@ -16,18 +17,35 @@ import Synchronization
 /// - `FARM_TEST_WRONG_PICTURES=all|N`: every segment (or the first N) is encoded from pictures whose luma is
 ///   inverted: the right frames at the right times, the wrong pictures. The coordinator's verifier must refuse
 ///   them, quarantine the node and ban it.
-enum TestFaults {
-    static let wrongPictures = Budget(environment: "FARM_TEST_WRONG_PICTURES")
-    static let corruptResults = Budget(environment: "FARM_TEST_CORRUPT_RESULT")
-    static let stalls = Budget(environment: "FARM_TEST_STALL")
-    static let failedTasks = Budget(environment: "FARM_TEST_FAIL_TASKS")
+public final class TestFaults: Sendable {
+    /// The switches named above, by name, as the command line's environment gave them (`FarmEnvironment`); none in
+    /// production.
+    public init(switches: [String: String] = [:]) {
+        wrongPictures = Budget(switches["FARM_TEST_WRONG_PICTURES"])
+        corruptResults = Budget(switches["FARM_TEST_CORRUPT_RESULT"])
+        stalls = Budget(switches["FARM_TEST_STALL"])
+        failedTasks = Budget(switches["FARM_TEST_FAIL_TASKS"])
+        slowNode = switches["FARM_TEST_SLOW_NODE"]
+    }
+
+    /// The environment variables these switches are read from.
+    public static let names = [
+        "FARM_TEST_WRONG_PICTURES", "FARM_TEST_CORRUPT_RESULT", "FARM_TEST_STALL", "FARM_TEST_FAIL_TASKS",
+        "FARM_TEST_SLOW_NODE",
+    ]
+
+    let wrongPictures: Budget
+    let corruptResults: Budget
+    let stalls: Budget
+    let failedTasks: Budget
+    /// `NODE_ID:FACTOR` (benchmark only): that node behaves as one `FACTOR` times slower.
+    let slowNode: String?
 
     /// How many times a fault is still to be committed, shared by every connection of the process.
     final class Budget: Sendable {
         private let remaining: Mutex<Int>
 
-        init(environment name: String) {
-            let value = ProcessInfo.processInfo.environment[name]
+        init(_ value: String?) {
             let count = value == "all" ? Int.max : value.flatMap { Int($0) } ?? 0
             remaining = Mutex(max(count, 0))
         }
@@ -44,7 +62,7 @@ enum TestFaults {
 
     /// Flips the byte in the middle of the encoded result at `path` when a corruption is due. Runs on the
     /// encode's own thread (blocking file I/O).
-    static func corruptResultIfDue(at path: String, size: UInt64, logger: Logger) throws {
+    func corruptResultIfDue(at path: String, size: UInt64, logger: Logger) throws {
         guard size > 0, corruptResults.take() else { return }
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
         defer { try? handle.close() }

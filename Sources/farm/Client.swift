@@ -20,16 +20,15 @@ struct ServerOptions: ParsableArguments {
     var server: String?
 
     func client() throws -> APIClient {
-        let environment = ProcessInfo.processInfo.environment
-        let text = server ?? environment["FARM_SERVER"].flatMap { $0.isEmpty ? nil : $0 } ?? "http://127.0.0.1:8080"
+        let environment = FarmEnvironment.current
+        let text = server ?? environment.server ?? "http://127.0.0.1:8080"
         let withScheme = text.contains("://") ? text : "http://\(text)"
         guard let url = URL(string: withScheme), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
             url.host != nil
         else {
             throw ValidationError("--server must be an http(s) URL, got '\(text)'")
         }
-        let token = environment["FARM_API_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
-        return APIClient(base: url, token: token)
+        return APIClient(base: url, token: environment.apiToken)
     }
 }
 

@@ -1,3 +1,4 @@
+import FarmNode
 import Foundation
 
 /// Every environment variable the farm command reads, read here and nowhere else in it: the library
@@ -24,6 +25,10 @@ struct FarmEnvironment: Sendable {
     var server: String? { nonEmpty("FARM_SERVER") }
     /// `FARM_LOG_LEVEL`: the log level when `--log-level` is not given.
     var logLevel: String? { nonEmpty("FARM_LOG_LEVEL") }
+    /// The node's test-only fault switches (`FARM_TEST_FAIL_TASKS` and the others of `TestFaults`), by name.
+    var nodeTestFaults: [String: String] {
+        Dictionary(uniqueKeysWithValues: TestFaults.names.compactMap { name in nonEmpty(name).map { (name, $0) } })
+    }
     /// `FARM_TEST_HARDWARE_STANDIN`: tests only, a software encoder that stands in for a hardware one.
     var testHardwareStandIn: String? { nonEmpty("FARM_TEST_HARDWARE_STANDIN") }
     /// `FARM_TEST_HARDWARE_FAULT`: tests only, a hardware fault to inject.

@@ -98,6 +98,7 @@ struct NodeCommand: AsyncParsableCommand {
             capabilitiesJSON: try await capabilities(report, threads: threads ?? tier?.encoderThreadsPerSlot ?? 0),
             chooser: chooser, insecurePlainTCP: insecurePlainTCP, logger: Logger(label: "farm.node"))
         configuration.coordinatorKeySHA256 = pin
+        configuration.testFaults = TestFaults(switches: environment.nodeTestFaults)
         let node = RenderNode(configuration: configuration)
         let task = Task { try await node.run() }
         let signals = SignalWatcher(signals: [SIGINT, SIGTERM]) { node.drain() }
