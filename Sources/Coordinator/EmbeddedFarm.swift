@@ -74,12 +74,15 @@ public struct EmbeddedFarm: Sendable {
         let token = Self.randomToken()
         var request = request
         request.expectedSlots = request.expectedSlots ?? options.nodes * options.slotsPerNode
-        let coordinator = Coordinator(
-            configuration: CoordinatorConfiguration(
-                nodeListenHost: "127.0.0.1", nodeListenPort: 0, dataDirectory: dataDirectory, joinToken: token,
-                coordinatorID: "embedded",
-                nodeSecurity: options.insecurePlainTCP ? .insecurePlainTCP : .tlsEphemeralCertificate,
-                logger: options.logger))
+        var configuration = CoordinatorConfiguration(
+            nodeListenHost: "127.0.0.1", nodeListenPort: 0, dataDirectory: dataDirectory, joinToken: token,
+            coordinatorID: "embedded",
+            nodeSecurity: options.insecurePlainTCP ? .insecurePlainTCP : .tlsEphemeralCertificate,
+            logger: options.logger)
+        // The local nodes encode on every core: the coordinator's checks get half of them, so that two checks at
+        // once do not hold two pairs of decoders beside the nodes on a small machine.
+        configuration.workThreads = max(1, ProcessInfo.processInfo.activeProcessorCount / 2)
+        let coordinator = Coordinator(configuration: configuration)
         let listener = try await coordinator.bind()
         // With a data directory of its own, the same command resumes a render a crash interrupted.
         try await coordinator.open()
