@@ -266,7 +266,10 @@ struct NodeMessageHandler: Sendable {
     ) async throws where Inbound.Element == Message {
         let perSecond = coordinator.configuration.maxNodeMessagesPerSecond
         var limit = MessageRateLimit(perSecond: perSecond)
-        // Verifications run as children of this group: closing the connection cancels them.
+        // Verifications run as children of this group: closing the connection cancels them. A task whose result is
+        // being checked takes no other result until the check ends: a second one would be written over the file the
+        // check reads, and its bytes would be accepted unchecked.
+        let checking = CheckingTasks()
         try await withThrowingDiscardingTaskGroup { verifications in
             while let message = try await iterator.next() {
                 guard limit.admit() else {
@@ -280,7 +283,7 @@ struct NodeMessageHandler: Sendable {
                 }
                 switch message {
                 case .result(let result):
-                    guard receivers[result.taskID] == nil else {
+                    guard receivers[result.taskID] == nil, !checking.contains(result.taskID) else {
                         throw ProtocolError(code: .unexpectedMessage, message: "second result for task \(result.taskID)")
                     }
                     // A node holds at most its slots' tasks (plus ones cancelled while it sent them): more
@@ -314,7 +317,7 @@ struct NodeMessageHandler: Sendable {
                             forWritingAt: FilePath(path), options: .newFile(replaceExisting: true))
                     }
                     receivers[result.taskID] = Receiver(result: result, path: path, handle: handle)
-                    if result.byteLength == 0 { try await complete(result.taskID, &receivers, session: session, verifications: &verifications) }
+                    if result.byteLength == 0 { try await complete(result.taskID, &receivers, session: session, checking: checking, verifications: &verifications) }
                 case .data(let chunk):
                     guard var receiver = receivers[chunk.taskID] else {
                         throw ProtocolError(code: .unexpectedMessage, message: "data for task \(chunk.taskID) without a result")
@@ -332,7 +335,7 @@ struct NodeMessageHandler: Sendable {
                     receiver.received += count
                     receivers[chunk.taskID] = receiver
                     if UInt64(receiver.received) == receiver.result.byteLength {
-                        try await complete(chunk.taskID, &receivers, session: session, verifications: &verifications)
+                        try await complete(chunk.taskID, &receivers, session: session, checking: checking, verifications: &verifications)
                     }
                 case .failure(let failure):
                     await coordinator.taskFailed(
@@ -351,7 +354,7 @@ struct NodeMessageHandler: Sendable {
 
     /// The last byte of a result arrived: check it end to end before the coordinator trusts it.
     private func complete(
-        _ taskID: UInt64, _ receivers: inout [UInt64: Receiver], session: UInt64,
+        _ taskID: UInt64, _ receivers: inout [UInt64: Receiver], session: UInt64, checking: CheckingTasks,
         verifications: inout ThrowingDiscardingTaskGroup<any Error>
     ) async throws {
         guard let receiver = receivers.removeValue(forKey: taskID) else { return }
@@ -375,7 +378,9 @@ struct NodeMessageHandler: Sendable {
         let host = channel?.remoteAddress?.ipAddress
         // The check runs beside the read loop (heartbeats and other results keep arriving) and waits for a thread
         // of the coordinator's CPU budget, shared with every other node's checks.
+        checking.insert(taskID)
         verifications.addTask {
+            defer { checking.remove(taskID) }
             await Self.verify(result, path: path, expected: expected, session: session, host: host, coordinator: coordinator)
         }
     }
@@ -478,6 +483,14 @@ enum NodeSocketOptions {
 }
 
 /// The session number once the handshake succeeded; read by the handshake deadline on an event loop.
+/// The tasks of one connection whose results are being checked, shared by its read loop and the checks.
+final class CheckingTasks: Sendable {
+    private let tasks = Mutex<Set<UInt64>>([])
+    func insert(_ id: UInt64) { _ = tasks.withLock { $0.insert(id) } }
+    func remove(_ id: UInt64) { _ = tasks.withLock { $0.remove(id) } }
+    func contains(_ id: UInt64) -> Bool { tasks.withLock { $0.contains(id) } }
+}
+
 final class SessionID: Sendable {
     private let storage = Mutex<UInt64?>(nil)
     var value: UInt64? {

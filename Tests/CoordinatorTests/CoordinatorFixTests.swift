@@ -1,8 +1,10 @@
 @testable import FarmCoordinator
 import FarmMedia
+import FarmProtocol
 import FarmTestSupport
 import Foundation
 import Logging
+import NIOCore
 import Testing
 
 /// Defects found reading the coordinator, each against a real `Coordinator` (no nodes) on real files.
@@ -117,6 +119,68 @@ import Testing
         #expect(await budget.waiting == 0)
     }
 
+    /// A node's messages, in order, as `NodeMessageHandler` reads them.
+    struct Script: AsyncIteratorProtocol {
+        var messages: ArraySlice<Message>
+        mutating func next() async throws -> Message? { messages.popFirst() }
+    }
+
+    /// A node that sends a second result for a task while its first is still being checked is refused: the second
+    /// would be written over the file the check reads, and its bytes accepted unchecked. The CPU budget's only
+    /// thread is held, so that the first check is still waiting when the second result arrives.
+    @Test func aSecondResultForATaskBeingCheckedClosesTheConnection() async throws {
+        let directory = try TestMedia.temporaryDirectory("farm-second-result")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var logger = Logger(label: "farm.test")
+        logger.logLevel = .critical
+        var configuration = CoordinatorConfiguration(
+            dataDirectory: directory.path, joinToken: String(repeating: "t", count: 32), nodeSecurity: .insecurePlainTCP,
+            logger: logger)
+        configuration.workThreads = 1
+        let coordinator = Coordinator(configuration: configuration)
+        await coordinator.oneSegmentJob(in: directory.path)
+        let (outgoing, continuation) = AsyncStream<Outgoing>.makeStream()
+        let hello = Hello(nodeID: "double", proof: [], slots: 1, threads: 1, capabilitiesJSON: "{}")
+        let session = await coordinator.register(hello, address: "10.0.0.9", outgoing: continuation)
+        continuation.finish()
+        var held: [Assign] = []
+        for await item in outgoing { if case .segment(let assign, _) = item { held.append(assign) } }
+        let task = try #require(held.first)
+
+        let (gate, open) = AsyncStream<Void>.makeStream()
+        let (started, holding) = AsyncStream<Void>.makeStream()
+        let blocker = Task {
+            await coordinator.cpuBudget.run {
+                holding.yield()
+                for await _ in gate {}
+            }
+        }
+        for await _ in started { break }
+
+        let bytes: [UInt8] = Array(repeating: 7, count: 100)
+        var sum = SegmentChecksum()
+        bytes.withUnsafeBytes { sum.update($0) }
+        let result = TaskResult(
+            taskID: task.taskID, encoder: "libx264", frames: task.expectedFrames, byteLength: UInt64(bytes.count),
+            checksum: sum.finalize(), decodeSeconds: 1, encodeSeconds: 1)
+        let messages: [Message] = [
+            .result(result), .data(DataChunk(taskID: task.taskID, bytes: ByteBuffer(bytes: bytes))), .result(result),
+        ]
+        let served = Task {
+            var script = Script(messages: messages[...])
+            var receivers: [UInt64: NodeSession.Receiver] = [:]
+            defer { Task { [receivers] in await NodeMessageHandler.abandon(receivers) } }
+            try await NodeMessageHandler(coordinator: coordinator, channel: nil).serve(
+                &script, &receivers, session: session, nodeID: hello.nodeID, logger: logger)
+        }
+        // The pending check ends once the budget's thread is free; only then does the handler return.
+        try await Task.sleep(for: .milliseconds(200))
+        open.finish()
+        await blocker.value
+        let error = await #expect(throws: ProtocolError.self) { try await served.value }
+        #expect(error?.message.contains("second result for task \(task.taskID)") == true, "\(String(describing: error))")
+    }
+
     @Test func bansOutliveTheCoordinator() async throws {
         let directory = try TestMedia.temporaryDirectory("farm-bans")
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -190,5 +254,23 @@ import Testing
         #expect(try String(contentsOfFile: output, encoding: .utf8) == "verified")
         let error = #expect(throws: CoordinatorError.self) { try OutputPublisher.publish(temporary, as: output) }
         #expect(error?.message == "\(output): cannot open the verified output: No such file or directory")
+    }
+}
+
+extension Coordinator {
+    /// A running job of one ready segment of 100 frames, its files under `directory` (the source packets absent).
+    func oneSegmentJob(in directory: String) {
+        state.jobQueued(
+            id: "one", request: JobRequest(source: "\(directory)/in.mp4", output: "\(directory)/out.mp4"),
+            workDirectory: directory, now: now)
+        apply(state.jobStarted("one"))
+        let settings = EncodeSettings(
+            codec: "h264", encoder: "libx264", crf: 30, preset: "ultrafast", pixelFormat: "yuv420p", width: 64,
+            height: 64, timeBaseNum: 1, timeBaseDen: 25, frameRateNum: 25, frameRateDen: 1)
+        apply(
+            state.jobPlanned(
+                "one", segments: [FarmState.Segment(plan: SegmentPlan(index: 0, uniformFrames: 100))], segmentSeconds: [4],
+                settings: settings, parameters: nil, totalFrames: 100, sourceSeconds: 4, now: now))
+        apply(state.segmentSplit("one", index: 0, path: "\(directory)/src-0.pkt", bytes: 1000, checksum: [1], now: now))
     }
 }
