@@ -61,9 +61,10 @@ extension FarmState {
             tasks[progress.taskID]?.framesDone = frames
             // Rising progress extends the lease, but never past `maximumLeaseFactor` times a whole lease from its start: a
             // node that creeps a frame at a time cannot hold a segment for ever.
-            let cap = task.startedAt + rules.maximumLeaseFactor * leaseSeconds(task, job: job, remaining: 1)
-            let extended = min(
-                cap, now + leaseSeconds(task, job: job, remaining: 1 - Double(frames) / Double(max(segment.plan.expectedFrames, 1))))
+            let expected = expectedEncodeSeconds(task, job: job)
+            let cap = task.startedAt + rules.maximumLeaseFactor * leaseSeconds(expected: expected, remaining: 1)
+            let remaining = 1 - Double(frames) / Double(max(segment.plan.expectedFrames, 1))
+            let extended = min(cap, now + leaseSeconds(expected: expected, remaining: remaining))
             if extended > task.deadline + 1, !task.isDuplicate || segment.holder == task.taskID {
                 tasks[progress.taskID]?.deadline = extended
                 if segment.holder == task.taskID {

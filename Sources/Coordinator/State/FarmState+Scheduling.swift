@@ -184,6 +184,16 @@ extension FarmState {
     /// speed for a node not measured yet, or 1/10 of real time with nothing measured), at least
     /// `minimumLeaseSeconds`.
     func leaseSeconds(_ task: Task, job: Job, remaining: Double = 1) -> Double {
+        leaseSeconds(expected: expectedEncodeSeconds(task, job: job), remaining: remaining)
+    }
+
+    /// The lease for a task whose whole segment is expected to take `expected` seconds, `remaining` of it to do.
+    func leaseSeconds(expected: Double, remaining: Double) -> Double {
+        max(rules.minimumLeaseSeconds, rules.leaseTimeFactor * expected * min(max(remaining, 0), 1))
+    }
+
+    /// Seconds the task's node is expected to take for its whole segment (see ``leaseSeconds(_:job:remaining:)``).
+    func expectedEncodeSeconds(_ task: Task, job: Job) -> Double {
         let seconds = job.segmentSeconds[safe: task.segment] ?? 0
         let codec = job.request.codec.rawValue
         let fleet = nodes.values.map {
@@ -194,8 +204,7 @@ extension FarmState {
             let measured = SchedulingPolicy.effectiveSpeed(of: node, codec: codec, fleet: fleet)
             if measured.isFinite, measured > 0 { speed = measured }
         }
-        let expected = seconds * min(max(remaining, 0), 1) / max(speed, 0.01)
-        return max(rules.minimumLeaseSeconds, rules.leaseTimeFactor * expected)
+        return seconds / max(speed, 0.01)
     }
 
     mutating func assign(_ jobID: String, _ index: Int, to session: UInt64, now: Double) -> [FarmEffect] {
