@@ -1,4 +1,5 @@
 internal import Crypto
+internal import Foundation
 
 /// A node's pin of its coordinator: the SHA-256 of the coordinator's public key (the DER SubjectPublicKeyInfo of
 /// its node-port certificate), 64 hexadecimal digits. `farm keys` prints it when it makes the key; `farm node
@@ -8,26 +9,14 @@ internal import Crypto
 public enum CoordinatorKeyPin {
     /// The pin of a public key, from its DER SubjectPublicKeyInfo.
     public static func sha256Hex(spki: some Sequence<UInt8>) -> String {
-        SHA256.hash(data: Array(spki)).map { byte in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]])
-        }.joined()
+        Hex.encode(Array(SHA256.hash(data: Array(spki))))
     }
 
     /// A pin as an operator writes it: 64 hexadecimal digits, in either case, with or without colons between the
     /// bytes. Nil when it is not one.
     public static func parse(_ text: String) -> String? {
-        let digits = text.trimmingPrefixAndSuffixSpaces.filter { $0 != ":" }.lowercased()
-        guard digits.count == 64, digits.allSatisfy({ $0.isHexDigit }) else { return nil }
-        return digits
-    }
-}
-
-extension String {
-    fileprivate var trimmingPrefixAndSuffixSpaces: Substring {
-        var view = self[...]
-        while view.first?.isWhitespace == true { view = view.dropFirst() }
-        while view.last?.isWhitespace == true { view = view.dropLast() }
-        return view
+        let digits = text.trimmingCharacters(in: .whitespacesAndNewlines).filter { $0 != ":" }
+        guard digits.count == 64, let bytes = Hex.decode(digits) else { return nil }
+        return Hex.encode(bytes)
     }
 }

@@ -62,7 +62,7 @@ public enum JoinProof {
 
     /// The secret a proof is made with for a node that joins with its credential (instead of the join token).
     public static func credentialSecret(_ credential: [UInt8]) -> String {
-        "credential:" + credential.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        "credential:" + Hex.encode(credential)
     }
 
     /// A fresh credential for a node being enrolled (32 bytes from the system's CSPRNG).

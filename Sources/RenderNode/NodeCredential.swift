@@ -12,20 +12,12 @@ enum NodeCredential {
         guard let text = try? String(contentsOfFile: path(workDirectory: workDirectory), encoding: .utf8) else { return nil }
         let fields = text.split(whereSeparator: \.isWhitespace)
         guard fields.count == 3, fields[0] == "farm-credential-v1", fields[1] == nodeID, fields[2].count == 64 else { return nil }
-        var bytes: [UInt8] = []
-        var index = fields[2].startIndex
-        while index < fields[2].endIndex {
-            let next = fields[2].index(index, offsetBy: 2)
-            guard let byte = UInt8(fields[2][index..<next], radix: 16) else { return nil }
-            bytes.append(byte)
-            index = next
-        }
-        return bytes
+        return Hex.decode(fields[2])
     }
 
     /// Keeps `credential` for `nodeID` (written whole under a temporary name, mode 0600, then renamed).
     static func save(_ credential: [UInt8], workDirectory: String, nodeID: String) throws {
-        let hex = credential.map { String(format: "%02x", $0) }.joined()
+        let hex = Hex.encode(credential)
         let target = path(workDirectory: workDirectory)
         let temporary = target + ".tmp"
         guard FileManager.default.createFile(

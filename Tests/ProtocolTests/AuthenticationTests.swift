@@ -35,6 +35,19 @@ import Testing
                 == "1d0b67a7e805927da681f6f69b2101db013c61f5473beeaff79a391497905a30")
     }
 
+    @Test func hexRoundTripsAndPinsParse() {
+        let bytes: [UInt8] = [0x00, 0x0f, 0xa5, 0xff]
+        #expect(Hex.encode(bytes) == "000fa5ff")
+        #expect(Hex.decode("000FA5ff") == bytes)
+        #expect(Hex.decode("abc") == nil && Hex.decode("zz") == nil)
+        let pin = String(repeating: "ab", count: 32)
+        #expect(CoordinatorKeyPin.parse(" " + pin.uppercased() + "\n") == pin)
+        #expect(CoordinatorKeyPin.parse(stride(from: 0, to: 64, by: 2).map { _ in "AB" }.joined(separator: ":")) == pin)
+        #expect(CoordinatorKeyPin.parse(String(pin.dropLast())) == nil)
+        #expect(CoordinatorKeyPin.parse(String(repeating: "g", count: 64)) == nil)
+        #expect(JoinProof.credentialSecret([0x01, 0xab]) == "credential:01ab")
+    }
+
     @Test func sameInputsGiveTheSameProof() {
         let proof = self.node()
         #expect(proof.count == JoinProof.byteCount)
