@@ -83,6 +83,8 @@ package func ephemeralNodeTLSContext(subject: String) throws -> NIOSSLContext {
 /// The certificate and key the coordinator presents to nodes, with the TLS context made from them.
 struct NodeTLSIdentity: Sendable {
     let context: NIOSSLContext
+    /// What the context was made from (the HTTP API's HTTPS serves the same identity from it).
+    let configuration: TLSConfiguration
     /// The `tls-server-end-point` binding of the leaf certificate.
     let binding: ChannelBinding
     /// Where the certificate came from, for the log.
@@ -148,6 +150,7 @@ struct NodeTLSIdentity: Sendable {
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         configuration.minimumTLSVersion = .tlsv12
         self.context = try NIOSSLContext(configuration: configuration)
+        self.configuration = configuration
         self.binding = .tlsServerEndPoint(certificateDER: try leaf.toDERBytes())
         self.pin = CoordinatorKeyPin.sha256Hex(spki: try leaf.extractPublicKey().toSPKIBytes())
         self.origin = origin

@@ -48,48 +48,16 @@ public enum HTTPAPI {
     static func serverBuilder(_ configuration: HTTPConfiguration) throws -> HTTPServerBuilder {
         let idle = TimeAmount.nanoseconds(Int64(max(1, min(configuration.idleTimeoutSeconds, 86_400)) * 1e9))
         let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: idle))
-        switch (configuration.tlsCertificateFile, configuration.tlsKeyFile) {
-        case (nil, nil):
-            guard let pem = configuration.tlsPEM else { return http1 }
-            let chain: [NIOSSLCertificate]
-            let privateKey: NIOSSLPrivateKey
-            do {
-                chain = try NIOSSLCertificate.fromPEMBytes(Array(pem.certificate.utf8))
-                privateKey = try NIOSSLPrivateKey(bytes: Array(pem.key.utf8), format: .pem)
-            } catch {
-                throw CoordinatorError(.invalidRequest, "the HTTPS certificate and key given as PEM do not load (\(error))")
-            }
-            var tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
-            tls.minimumTLSVersion = .tlsv12
-            return try .tls(http1, tlsConfiguration: tls)
-        case (let certificate?, let key?):
-            let chain: [NIOSSLCertificate]
-            do {
-                chain = try NIOSSLCertificate.fromPEMFile(certificate)
-            } catch {
-                throw CoordinatorError(.invalidRequest, "\(certificate): not a readable PEM certificate (\(error))")
-            }
-            guard !chain.isEmpty else { throw CoordinatorError(.invalidRequest, "\(certificate): no certificate in it") }
-            let privateKey: NIOSSLPrivateKey
-            do {
-                privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
-            } catch {
-                throw CoordinatorError(.invalidRequest, "\(key): not a readable PEM private key (\(error))")
-            }
-            var tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
-            tls.minimumTLSVersion = .tlsv12
-            do {
-                // A key that does not match its certificate fails here, at start, not at the first client.
-                _ = try NIOSSLContext(configuration: tls)
-            } catch {
-                throw CoordinatorError(.invalidRequest, "\(certificate) and \(key) do not make a TLS identity (\(error))")
-            }
-            return try .tls(http1, tlsConfiguration: tls)
-        default:
-            throw CoordinatorError(.invalidRequest, "HTTPS needs both a certificate and its key")
+        // The same loading, checks and messages as the node port's certificate.
+        let security: NodeChannelSecurity
+        switch (configuration.tlsCertificateFile, configuration.tlsKeyFile, configuration.tlsPEM) {
+        case (nil, nil, nil): return http1
+        case (nil, nil, let pem?): security = .tlsCertificatePEM(certificate: pem.certificate, key: pem.key)
+        case (let certificate?, let key?, _): security = .tlsCertificateFiles(certificate: certificate, key: key)
+        default: throw CoordinatorError(.invalidRequest, "HTTPS needs both a certificate and its key")
         }
+        let identity = try NodeTLSIdentity.make(security, dataDirectory: "", subject: "", logger: configuration.logger)!
+        return try .tls(http1, tlsConfiguration: identity.configuration)
     }
 
     /// The router alone (tests read its routes to check them against the OpenAPI document).
